@@ -1,0 +1,212 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// env returns a lookup function over a fixed environment.
+func env(vars map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := vars[k]; return v, ok }
+}
+
+var demoEnv = map[string]string{
+	"OIDC_CLIENT_SECRET":      "client-secret",
+	"HEADSCALE_API_KEY":       "hskey-api-example",
+	"HEADGATE_SESSION_SECRET": strings.Repeat("s", 40),
+	"HEADGATE_REDIS_URL":      "",
+}
+
+func writeConfig(t *testing.T, text string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "gateway.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestShippedConfigLoads(t *testing.T) {
+	cfg, err := loadConfig("gateway.yaml", env(demoEnv))
+	if err != nil {
+		t.Fatalf("gateway.yaml: %v", err)
+	}
+	if got, want := cfg.Gateway.PublicURL, "http://127.0.0.1:4180"; got != want {
+		t.Errorf("public_url: got %q, want %q", got, want)
+	}
+	if got, want := cfg.Gateway.OIDC.ClientSecret, "client-secret"; got != want {
+		t.Errorf("oidc.client_secret: got %q, want %q", got, want)
+	}
+	if got, want := cfg.Link.TTL, time.Hour; got != want {
+		t.Errorf("link.ttl: got %v, want %v", got, want)
+	}
+	if got, want := len(cfg.Session.Secret), 1; got != want {
+		t.Errorf("session.secret: got %d secrets, want %d", got, want)
+	}
+	if cfg.Redis.URL != "" {
+		t.Errorf("redis.url: got %q, want empty", cfg.Redis.URL)
+	}
+}
+
+func TestConfigReportsEveryProblemAtOnce(t *testing.T) {
+	path := writeConfig(t, `
+listen: 127.0.0.1:4180
+public_url: ftp://gate
+upstream: "::not a url"
+colour: blue
+oidc:
+  issuer: http://idp.example.com
+  client_id: ""
+  client_secret: ${MISSING_SECRET}
+  scopes: [email]
+headscale:
+  url: http://127.0.0.1:8080
+  api_key: key
+  timeout: fast
+link:
+  match: [provider_id, nickname]
+  unlinked: maybe
+  ttl: 1x
+session:
+  secret: short
+  lifetime: 12h
+  extra: 1
+redis:
+  url: mysql://nope
+`)
+	_, err := loadConfig(path, env(nil))
+	if err == nil {
+		t.Fatal("got no error, want one per problem")
+	}
+	msg := err.Error()
+	for _, want := range []string{
+		"colour: unknown key",
+		"session.extra: unknown key",
+		"headscale.timeout: invalid duration \"fast\"",
+		"link.ttl: invalid duration \"1x\"",
+		"oidc.client_secret: environment variable MISSING_SECRET is not set",
+		"public_url: must be an http or https URL",
+		"upstream: ",
+		"oidc.client_id: required",
+		"oidc.scopes: must contain openid",
+		"link.match[1]",
+		"link.unlinked",
+		"session.secret",
+		"redis.url",
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error does not mention %q; got:\n%s", want, msg)
+		}
+	}
+}
+
+func TestConfigFlowStyleErrorsNamePaths(t *testing.T) {
+	path := writeConfig(t, `
+public_url: http://127.0.0.1:4180
+upstream: http://127.0.0.1:3000
+oidc: {issuer: http://127.0.0.1:5556/dex, client_id: headgate, client_secret: x, scope: [openid]}
+headscale: {url: http://127.0.0.1:8080, api_key: k}
+session: {secret: `+strings.Repeat("k", 32)+`, lifetime: forever}
+`)
+	_, err := loadConfig(path, env(nil))
+	if err == nil {
+		t.Fatal("got no error, want two")
+	}
+	for _, want := range []string{"oidc.scope: unknown key", "session.lifetime: invalid duration \"forever\""} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not mention %q; got:\n%s", want, err)
+		}
+	}
+}
+
+func TestConfigSecretFiles(t *testing.T) {
+	dir := t.TempDir()
+	for name, body := range map[string]string{
+		"client":  "from-file\n",
+		"apikey":  "hskey-api-file\n",
+		"secrets": strings.Repeat("n", 32) + "\n\n" + strings.Repeat("o", 32) + "\n",
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(dir, "gateway.yaml")
+	os.WriteFile(path, []byte(`
+public_url: https://gate.example.com
+upstream: http://127.0.0.1:3000
+oidc: {issuer: https://idp.example.com, client_id: headgate, client_secret_file: client}
+headscale: {url: http://127.0.0.1:8080, api_key_file: apikey}
+session: {secret_file: secrets}
+`), 0o600)
+	cfg, err := loadConfig(path, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := cfg.Gateway.OIDC.ClientSecret, "from-file"; got != want {
+		t.Errorf("client secret: got %q, want %q", got, want)
+	}
+	if got, want := cfg.Headscale.APIKey, "hskey-api-file"; got != want {
+		t.Errorf("api key: got %q, want %q", got, want)
+	}
+	if got, want := len(cfg.Session.Secret), 2; got != want {
+		t.Errorf("secrets: got %d, want %d (rotation list, one per line)", got, want)
+	}
+}
+
+func TestConfigMissingSecretFileNamed(t *testing.T) {
+	path := writeConfig(t, `
+public_url: https://gate.example.com
+upstream: http://127.0.0.1:3000
+oidc: {issuer: https://idp.example.com, client_id: headgate, client_secret_file: /nonexistent/secret}
+headscale: {url: http://127.0.0.1:8080, api_key: k}
+session: {secret: `+strings.Repeat("k", 32)+`}
+`)
+	_, err := loadConfig(path, env(nil))
+	if err == nil || !strings.Contains(err.Error(), "oidc.client_secret_file: open /nonexistent/secret") {
+		t.Fatalf("got %v, want the missing file named under oidc.client_secret_file", err)
+	}
+}
+
+func TestConfigEnvValueCannotInjectYAML(t *testing.T) {
+	path := writeConfig(t, `
+public_url: https://gate.example.com
+upstream: http://127.0.0.1:3000
+oidc: {issuer: https://idp.example.com, client_id: headgate, client_secret: "${SECRET}"}
+headscale: {url: http://127.0.0.1:8080, api_key: k}
+session: {secret: `+strings.Repeat("k", 32)+`}
+`)
+	secret := "x\nupstream: http://evil.example.com\n# "
+	cfg, err := loadConfig(path, env(map[string]string{"SECRET": secret}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := cfg.Gateway.Upstream, "http://127.0.0.1:3000"; got != want {
+		t.Errorf("upstream: got %q, want %q", got, want)
+	}
+	if got := cfg.Gateway.OIDC.ClientSecret; got != secret {
+		t.Errorf("client secret: got %q, want %q", got, secret)
+	}
+}
+
+func TestConfigErrorsNeverEchoSecrets(t *testing.T) {
+	path := writeConfig(t, `
+public_url: https://gate.example.com
+upstream: http://127.0.0.1:3000
+oidc: {issuer: https://idp.example.com, client_id: headgate, client_secret: x}
+headscale: {url: http://127.0.0.1:8080, api_key: k}
+session: {secret: tooshort-but-secret}
+redis: {url: "redis://user:hunter2-password@[::1:6379/0"}
+`)
+	_, err := loadConfig(path, env(nil))
+	if err == nil {
+		t.Fatal("got no error, want errors for session.secret and redis.url")
+	}
+	for _, secret := range []string{"tooshort-but-secret", "hunter2-password"} {
+		if strings.Contains(err.Error(), secret) {
+			t.Errorf("error echoes a secret %q:\n%s", secret, err)
+		}
+	}
+}

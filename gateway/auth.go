@@ -1,0 +1,178 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/url"
+	"time"
+
+	"headgate/linker"
+	"headgate/session"
+)
+
+// principal is a request's proven identity: a live session and the Headscale link of its owner.
+type principal struct {
+	session *session.Session
+	link    linker.Link
+}
+
+// authResult says why authenticate did or did not prove an identity.
+type authResult int
+
+const (
+	authOK          authResult = iota
+	authNone                   // no usable session: sign in
+	authUnlinked               // signed in, but no Headscale user and unlinked: deny
+	authUnavailable            // the link cannot be resolved right now
+)
+
+// authenticate proves the request's identity from its session cookie. It costs no network
+// round trip once this instance has seen the session and its link: the cookie is opened in
+// process, the store answers from its local view (kept current by revocation messages), and
+// the linker from its in-process cache. When the store cannot answer, a session whose cookie
+// verifies is still served: it was proven at sign-in, and availability fails soft.
+func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request) (principal, authResult, error) {
+	s, err := g.cookies.Open(r)
+	if err != nil {
+		if !errors.Is(err, session.ErrNoSession) {
+			g.cookies.Clear(w)
+		}
+		return principal{}, authNone, err
+	}
+	if err := g.store.Check(r.Context(), s); err != nil {
+		if !errors.Is(err, session.ErrUnavailable) {
+			g.cookies.Clear(w)
+			return principal{}, authNone, err
+		}
+		g.metrics.storeFailSoft.Inc()
+	}
+	link, err := g.links.Resolve(r.Context(), linker.Identity{
+		Issuer: s.Issuer, Subject: s.Subject, Email: s.Email, EmailVerified: s.EmailVerified,
+	})
+	if err != nil {
+		return principal{session: s}, authUnavailable, err
+	}
+	p := principal{session: s, link: link}
+	if !link.Linked() && !g.links.AllowUnlinked() {
+		return p, authUnlinked, nil
+	}
+	return p, authOK, nil
+}
+
+// denyUnauthenticated answers a request without a proven identity: a browser loading a page is
+// sent to sign in and comes back here afterwards; anything else gets 401.
+func (g *Gateway) denyUnauthenticated(w http.ResponseWriter, r *http.Request) {
+	if isNavigation(r) {
+		w.Header().Set("Cache-Control", "no-store")
+		http.Redirect(w, r, "/oauth2/start?rd="+url.QueryEscape(r.URL.RequestURI()), http.StatusFound)
+		return
+	}
+	writePage(w, r, pageUnauthorized)
+}
+
+// serveAuth answers forward-auth checks: 202 with the identity headers for a proven identity,
+// 401 without one, 403 for a signed-in person without a Headscale user (unlinked: deny).
+func (g *Gateway) serveAuth(w http.ResponseWriter, r *http.Request) {
+	p, res, err := g.authenticate(w, r)
+	switch res {
+	case authOK:
+		setIdentityHeaders(w.Header(), p)
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusAccepted)
+	case authNone:
+		g.metrics.auth.WithLabelValues("unauthenticated").Inc()
+		writePage(w, r, pageUnauthorized)
+	case authUnlinked:
+		g.metrics.auth.WithLabelValues("unlinked").Inc()
+		g.fail(w, r, unlinkedPage(p.session.Email), errors.New("no headscale user: "+p.link.Reason))
+	case authUnavailable:
+		g.metrics.auth.WithLabelValues("headscale_unavailable").Inc()
+		g.fail(w, r, pageHeadscaleDown, err)
+	}
+}
+
+// userInfo is the JSON body of /oauth2/userinfo.
+type userInfo struct {
+	User              string `json:"user"`
+	Email             string `json:"email,omitempty"`
+	PreferredUsername string `json:"preferredUsername,omitempty"`
+	HeadscaleUser     string `json:"headscaleUser,omitempty"`
+	HeadscaleUserID   string `json:"headscaleUserId,omitempty"`
+	ExpiresAt         string `json:"expiresAt"`
+}
+
+// serveUserInfo describes the signed-in person as JSON, or answers 401.
+func (g *Gateway) serveUserInfo(w http.ResponseWriter, r *http.Request) {
+	p, res, err := g.authenticate(w, r)
+	switch res {
+	case authNone:
+		writePage(w, r, pageUnauthorized)
+		return
+	case authUnavailable:
+		g.fail(w, r, pageHeadscaleDown, err)
+		return
+	}
+	info := userInfo{
+		User:              p.session.Subject,
+		Email:             p.session.Email,
+		PreferredUsername: p.session.PreferredUsername,
+		HeadscaleUser:     p.link.UserName,
+		HeadscaleUserID:   p.link.UserID,
+		ExpiresAt:         p.session.ExpiresAt.UTC().Format(time.RFC3339),
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	json.NewEncoder(w).Encode(info)
+}
+
+// serveSignOut ends the session on every instance, clears the cookie and returns the browser to
+// rd (a safe target) or to "/".
+func (g *Gateway) serveSignOut(w http.ResponseWriter, r *http.Request) {
+	if s, err := g.cookies.Open(r); err == nil {
+		if err := g.store.Revoke(r.Context(), s); err != nil {
+			// The session is revoked on this instance at once; the store retries the rest when it
+			// answers again.
+			g.log.Warn("sign-out not yet shared with other instances", "sub", s.Subject, "err", err)
+		} else {
+			g.log.Info("signed out", "sub", s.Subject)
+		}
+	}
+	g.cookies.Clear(w)
+	if rd := r.FormValue("rd"); rd != "" {
+		w.Header().Set("Cache-Control", "no-store")
+		http.Redirect(w, r, g.safeRedirect(rd), http.StatusFound)
+		return
+	}
+	// Without a target, a page rather than "/": "/" would send the browser straight back
+	// through the provider, which usually still has a session and signs the person in again.
+	writePage(w, r, pageSignedOut)
+}
+
+var pageSignedOut = page{Status: http.StatusOK, Title: "Signed out",
+	Message: "You are signed out of headgate.", Action: "Sign in again", ActionHref: "/oauth2/start"}
+
+func (g *Gateway) servePing(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Write([]byte("OK\n"))
+}
+
+// serveReady reports whether the session store answers, for load balancers.
+func (g *Gateway) serveReady(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	if err := g.store.Ping(ctx); err != nil {
+		g.log.Warn("not ready", "err", err)
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte("session store unavailable\n"))
+		return
+	}
+	w.Write([]byte("OK\n"))
+}
+
+func (g *Gateway) serveNotFound(w http.ResponseWriter, r *http.Request) {
+	writePage(w, r, pageNotFound)
+}

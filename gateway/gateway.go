@@ -1,0 +1,254 @@
+// Package gateway is headgate's HTTP surface: the OpenID Connect sign-in, the session check, the
+// reverse proxy that sets the Headscale identity headers, forward-auth answers for nginx, Traefik
+// and Caddy, and the pages a browser sees when something fails.
+//
+// The gateway trusts nothing a client sends under the identity header names: it deletes every
+// such header, whatever its case or spelling, before it sets its own.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"time"
+
+	"headgate/linker"
+	"headgate/session"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Config is the part of gateway.yaml that shapes the HTTP surface. The zero value of an optional
+// field selects the default named in its comment.
+type Config struct {
+	// PublicURL is the origin browsers use to reach headgate, such as https://gate.example.com.
+	// Required. The OIDC redirect URI is PublicURL + "/oauth2/callback"; an https URL makes the
+	// cookies Secure.
+	PublicURL string `yaml:"public_url"`
+
+	// Upstream is the http(s) URL that authenticated requests are proxied to. Required.
+	Upstream string `yaml:"upstream"`
+
+	// SkipAuth lists request paths proxied without a session and always without identity
+	// headers, such as a health check. An entry ending in "/" matches every path under it;
+	// any other entry matches that exact path. Requests whose path carries percent-encoded
+	// characters never match, so an encoded slash or dot cannot widen an entry.
+	SkipAuth []string `yaml:"skip_auth"`
+
+	// RedirectDomains lists other hosts that sign-in and sign-out may return to, for
+	// forward-auth setups where the protected app lives on another host. "app.example.com"
+	// matches that host; ".example.com" matches every subdomain. Default: none, only paths on
+	// PublicURL's origin.
+	RedirectDomains []string `yaml:"redirect_domains"`
+
+	// PreserveHost keeps the browser's Host header on proxied requests. Default true: Headplane
+	// compares a form's Origin with the Host it receives and refuses a rewritten one.
+	PreserveHost *bool `yaml:"preserve_host"`
+
+	// UpstreamTimeout bounds the wait for the upstream's response headers; a slower upstream
+	// gets a 504 page. Streams (Server-Sent Events, WebSockets) are not cut once headers
+	// arrived. Default 30s.
+	UpstreamTimeout time.Duration `yaml:"upstream_timeout"`
+
+	// OIDC is the identity provider headgate signs users in with.
+	OIDC OIDCConfig `yaml:"oidc"`
+}
+
+// OIDCConfig names the OpenID Connect provider and headgate's client registration there.
+type OIDCConfig struct {
+	// Issuer is the provider's issuer URL; discovery reads Issuer +
+	// "/.well-known/openid-configuration". Required.
+	Issuer string `yaml:"issuer"`
+
+	// ClientID is headgate's client ID at the provider. Required.
+	ClientID string `yaml:"client_id"`
+
+	// ClientSecret is headgate's client secret. Required, here or in ClientSecretFile.
+	ClientSecret string `yaml:"client_secret"`
+
+	// ClientSecretFile names a file holding the client secret (surrounding whitespace is
+	// trimmed). Exclusive with ClientSecret.
+	ClientSecretFile string `yaml:"client_secret_file"`
+
+	// Scopes requested at sign-in. Default [openid, email, profile]; must contain openid.
+	Scopes []string `yaml:"scopes"`
+
+	// AuthParams are extra query parameters for the authorization request, such as Dex's
+	// connector_id or Google's hd. The protocol's own parameters cannot be overridden.
+	AuthParams map[string]string `yaml:"auth_params"`
+
+	// Timeout bounds each call to the provider (discovery, keys, token exchange). Default 10s.
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+const (
+	defaultUpstreamTimeout = 30 * time.Second
+	defaultOIDCTimeout     = 10 * time.Second
+)
+
+// Store keeps the server-side record of each session, so that a sign-out on any instance ends
+// the session everywhere. session.RedisStore and session.MemoryStore implement it.
+type Store interface {
+	// Create records a new session.
+	Create(ctx context.Context, s *session.Session) error
+	// Check answers nil for a live session, session.ErrRevoked for an ended one and an error
+	// wrapping session.ErrUnavailable when the store cannot answer.
+	Check(ctx context.Context, s *session.Session) error
+	// Revoke ends a session on every instance.
+	Revoke(ctx context.Context, s *session.Session) error
+	// Claim reports whether key is claimed for the first time within ttl.
+	Claim(ctx context.Context, key string, ttl time.Duration) (bool, error)
+	// Ping reports whether the store answers.
+	Ping(ctx context.Context) error
+}
+
+// Gateway is headgate's http.Handler. Build it with New; it is safe for concurrent use.
+type Gateway struct {
+	cfg      Config
+	public   *url.URL
+	upstream *url.URL
+	cookies  *session.Cookies
+	store    Store
+	links    *linker.Linker
+	log      *slog.Logger
+	oidc     *oidcClient
+	proxy    *httputil.ReverseProxy
+	metrics  *metrics
+	mux      *http.ServeMux
+	now      func() time.Time
+}
+
+// New builds the gateway. It does not contact the identity provider: discovery happens on the
+// first sign-in and is retried while the provider is unreachable, so headgate starts (and
+// serves existing sessions) while the provider is down.
+func New(cfg Config, cookies *session.Cookies, store Store, links *linker.Linker, log *slog.Logger, reg prometheus.Registerer) (*Gateway, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	public, _ := url.Parse(cfg.PublicURL)
+	upstream, _ := url.Parse(cfg.Upstream)
+	if cfg.UpstreamTimeout == 0 {
+		cfg.UpstreamTimeout = defaultUpstreamTimeout
+	}
+	if cfg.OIDC.Timeout == 0 {
+		cfg.OIDC.Timeout = defaultOIDCTimeout
+	}
+	if len(cfg.OIDC.Scopes) == 0 {
+		cfg.OIDC.Scopes = []string{"openid", "email", "profile"}
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("register metrics: %w", err)
+	}
+	g := &Gateway{
+		cfg:      cfg,
+		public:   public,
+		upstream: upstream,
+		cookies:  cookies,
+		store:    store,
+		links:    links,
+		log:      log,
+		metrics:  m,
+		now:      time.Now,
+	}
+	g.oidc = newOIDCClient(cfg.OIDC, strings.TrimSuffix(public.String(), "/")+"/oauth2/callback")
+	g.proxy = g.newProxy()
+	g.mux = g.routes()
+	return g, nil
+}
+
+// ServeHTTP dispatches a request through the route table in routes.go.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	g.mux.ServeHTTP(w, r)
+}
+
+// Validate reports every problem in the configuration at once, each prefixed by its YAML key.
+func (c Config) Validate() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if u, err := checkURL(c.PublicURL); err != nil {
+		add("public_url: %v", err)
+	} else if u.Path != "" && u.Path != "/" {
+		add("public_url: must be an origin without a path (got path %q)", u.Path)
+	}
+	if _, err := checkURL(c.Upstream); err != nil {
+		add("upstream: %v", err)
+	}
+	for i, p := range c.SkipAuth {
+		if !strings.HasPrefix(p, "/") || strings.ContainsAny(p, "?#%\\ \t") {
+			add("skip_auth[%d]: must be a plain path starting with / (got %q)", i, p)
+		} else if strings.HasPrefix(p, "/oauth2/") || p == "/oauth2" || p == "/" {
+			add("skip_auth[%d]: %q would expose headgate's own or every path", i, p)
+		}
+	}
+	for i, d := range c.RedirectDomains {
+		if d == "" || d == "." || strings.ContainsAny(d, "/:@*?# ") {
+			add("redirect_domains[%d]: must be a host name or .suffix (got %q)", i, d)
+		}
+	}
+	if c.UpstreamTimeout < 0 {
+		add("upstream_timeout: must not be negative")
+	}
+	if u, err := checkURL(c.OIDC.Issuer); err != nil {
+		add("oidc.issuer: %v", err)
+	} else if u.RawQuery != "" || u.Fragment != "" {
+		add("oidc.issuer: must not have a query or fragment")
+	}
+	if c.OIDC.ClientID == "" {
+		add("oidc.client_id: required")
+	}
+	switch {
+	case c.OIDC.ClientSecret != "" && c.OIDC.ClientSecretFile != "":
+		add("oidc.client_secret: set either client_secret or client_secret_file, not both")
+	case c.OIDC.ClientSecret == "" && c.OIDC.ClientSecretFile == "":
+		add("oidc.client_secret: required (or client_secret_file)")
+	}
+	if len(c.OIDC.Scopes) > 0 && !contains(c.OIDC.Scopes, "openid") {
+		add("oidc.scopes: must contain openid")
+	}
+	for k := range c.OIDC.AuthParams {
+		switch k {
+		case "client_id", "redirect_uri", "response_type", "scope", "state", "nonce", "code_challenge", "code_challenge_method":
+			add("oidc.auth_params.%s: is set by headgate itself", k)
+		}
+	}
+	if c.OIDC.Timeout < 0 {
+		add("oidc.timeout: must not be negative")
+	}
+	return errors.Join(errs...)
+}
+
+// checkURL parses an absolute http(s) URL with a host.
+func checkURL(s string) (*url.URL, error) {
+	if s == "" {
+		return nil, errors.New("required")
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, fmt.Errorf("not a URL: %q", s)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("must be an http or https URL (got %q)", s)
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("must have a host (got %q)", s)
+	}
+	if u.User != nil {
+		return nil, errors.New("must not carry credentials")
+	}
+	return u, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,47 @@
+package gateway
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// metrics are the gateway's Prometheus series. Counters on the per-request path are resolved
+// once here, not looked up by label on every request.
+type metrics struct {
+	logins         *prometheus.CounterVec
+	auth           *prometheus.CounterVec
+	proxied        prometheus.Counter
+	storeFailSoft  prometheus.Counter
+	upstreamErrors prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "headgate_logins_total",
+			Help: "Completed sign-in attempts by result (ok, unlinked, bad_state, replayed, idp_refused, code_refused, token_invalid, idp_unavailable, headscale_unavailable, store_unavailable).",
+		}, []string{"result"}),
+		auth: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "headgate_auth_denied_total",
+			Help: "Requests refused for lack of a usable identity, by reason.",
+		}, []string{"reason"}),
+		proxied: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "headgate_proxied_authenticated_total",
+			Help: "Requests proxied upstream with a proven identity.",
+		}),
+		storeFailSoft: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "headgate_session_store_fail_soft_total",
+			Help: "Requests served on the strength of their cookie while the session store could not answer.",
+		}),
+		upstreamErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "headgate_upstream_errors_total",
+			Help: "Proxied requests answered with 502 or 504 because the upstream failed.",
+		}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.logins, m.auth, m.proxied, m.storeFailSoft, m.upstreamErrors} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}

@@ -1,0 +1,89 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/oauth2"
+)
+
+// errIdPUnavailable marks a failure to reach the identity provider, as opposed to the provider
+// refusing a request.
+var errIdPUnavailable = errors.New("identity provider unavailable")
+
+// rediscoverAfter is how long a failed discovery is remembered before the next sign-in tries
+// again, so an outage does not turn every sign-in into a discovery request.
+const rediscoverAfter = 5 * time.Second
+
+// oidcClient discovers the provider on first use and keeps what discovery yields. Discovery is
+// retried while it fails; once it succeeds the provider's keys are refreshed by go-oidc's
+// remote key set whenever a token names a key it has not seen, so a rotated signing key is
+// picked up without a restart.
+type oidcClient struct {
+	cfg         OIDCConfig
+	redirectURL string
+	http        *http.Client
+
+	mu       sync.Mutex
+	ready    *oidcProvider
+	failedAt time.Time
+	failure  error
+}
+
+// oidcProvider is the result of a successful discovery.
+type oidcProvider struct {
+	oauth2   oauth2.Config
+	verifier *oidc.IDTokenVerifier
+	provider *oidc.Provider
+}
+
+func newOIDCClient(cfg OIDCConfig, redirectURL string) *oidcClient {
+	return &oidcClient{
+		cfg:         cfg,
+		redirectURL: redirectURL,
+		http:        &http.Client{Timeout: cfg.Timeout},
+	}
+}
+
+// context returns ctx carrying the client that go-oidc and x/oauth2 use for provider calls.
+func (c *oidcClient) context(ctx context.Context) context.Context {
+	return oidc.ClientContext(context.WithValue(ctx, oauth2.HTTPClient, c.http), c.http)
+}
+
+// get returns the discovered provider, discovering it if needed. Its error wraps
+// errIdPUnavailable.
+func (c *oidcClient) get(ctx context.Context) (*oidcProvider, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ready != nil {
+		return c.ready, nil
+	}
+	if c.failure != nil && time.Since(c.failedAt) < rediscoverAfter {
+		return nil, c.failure
+	}
+	// Discovery's context also configures the key set's later fetches, so it must outlive
+	// this request: only the client travels with it, bounded by its own timeout.
+	p, err := oidc.NewProvider(c.context(context.WithoutCancel(ctx)), c.cfg.Issuer)
+	if err != nil {
+		c.failedAt, c.failure = time.Now(), fmt.Errorf("%w: discover %s: %w", errIdPUnavailable, c.cfg.Issuer, err)
+		return nil, c.failure
+	}
+	c.ready = &oidcProvider{
+		provider: p,
+		verifier: p.Verifier(&oidc.Config{ClientID: c.cfg.ClientID}),
+		oauth2: oauth2.Config{
+			ClientID:     c.cfg.ClientID,
+			ClientSecret: c.cfg.ClientSecret,
+			Endpoint:     p.Endpoint(),
+			RedirectURL:  c.redirectURL,
+			Scopes:       c.cfg.Scopes,
+		},
+	}
+	c.failure = nil
+	return c.ready, nil
+}

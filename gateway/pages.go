@@ -1,0 +1,137 @@
+package gateway
+
+import (
+	"bytes"
+	"html/template"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+// page is what a person sees when the gateway answers instead of the upstream.
+type page struct {
+	Status  int
+	Title   string
+	Message string
+	// Action, when set, is a link offered below the message, such as "Sign in again".
+	Action     string
+	ActionHref string
+}
+
+var pageTemplate = template.Must(template.New("page").Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{.Title}} · headgate</title>
+<style>
+body{font:16px/1.5 system-ui,sans-serif;margin:0;background:#f5f6f8;color:#1d2330}
+main{max-width:34rem;margin:12vh auto;padding:2rem;background:#fff;border-radius:8px;box-shadow:0 1px 3px #0002}
+h1{font-size:1.4rem;margin:0 0 .75rem}p{margin:.5rem 0}small{color:#667}
+a.button{display:inline-block;margin-top:1rem;padding:.5rem 1rem;background:#2d5be3;color:#fff;border-radius:6px;text-decoration:none}
+</style></head>
+<body><main>
+<h1>{{.Title}}</h1>
+<p>{{.Message}}</p>
+{{if .Action}}<a class="button" href="{{.ActionHref}}">{{.Action}}</a>{{end}}
+<p><small>{{.Status}} · headgate</small></p>
+</main></body></html>
+`))
+
+// fail is the one place that answers a request with an error. It logs the failure (5xx at
+// Error, 4xx at Warn) with the cause, and answers a browser with a readable page and any other
+// client with a short status text. The cause is never shown to the client.
+func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, p page, cause error) {
+	level := slog.LevelWarn
+	if p.Status >= 500 {
+		level = slog.LevelError
+	}
+	attrs := []slog.Attr{
+		slog.String("path", r.URL.Path),
+		slog.Int("status", p.Status),
+		slog.String("title", p.Title),
+	}
+	if id := requestID(r); id != "" {
+		attrs = append(attrs, slog.String("request_id", id))
+	}
+	if cause != nil {
+		attrs = append(attrs, slog.String("err", cause.Error()))
+	}
+	g.log.LogAttrs(r.Context(), level, "request failed", attrs...)
+	writePage(w, r, p)
+}
+
+// writePage answers with p: HTML for a browser, plain text otherwise. Headers are set before
+// the status is written.
+func writePage(w http.ResponseWriter, r *http.Request, p page) {
+	h := w.Header()
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	if !acceptsHTML(r) {
+		h.Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(p.Status)
+		if r.Method != http.MethodHead {
+			w.Write([]byte(strconv.Itoa(p.Status) + " " + p.Title + "\n"))
+		}
+		return
+	}
+	var buf bytes.Buffer
+	if err := pageTemplate.Execute(&buf, p); err != nil {
+		// The template is fixed and its data are strings: this cannot fail at run time.
+		panic(err)
+	}
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'")
+	h.Set("Content-Length", strconv.Itoa(buf.Len()))
+	w.WriteHeader(p.Status)
+	if r.Method != http.MethodHead {
+		w.Write(buf.Bytes())
+	}
+}
+
+// acceptsHTML reports whether the client prefers a page to plain text.
+func acceptsHTML(r *http.Request) bool {
+	return strings.Contains(r.Header.Get("Accept"), "text/html")
+}
+
+// isNavigation reports whether r is a browser loading a page, which may be redirected to sign
+// in; fetches, API calls and sub-resources get a status code instead.
+func isNavigation(r *http.Request) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return false
+	}
+	if mode := r.Header.Get("Sec-Fetch-Mode"); mode != "" {
+		return mode == "navigate"
+	}
+	if r.Header.Get("X-Requested-With") != "" {
+		return false
+	}
+	return acceptsHTML(r)
+}
+
+// requestID returns the client's or load balancer's request ID when it looks like one.
+func requestID(r *http.Request) string {
+	id := r.Header.Get("X-Request-Id")
+	if len(id) == 0 || len(id) > 128 {
+		return ""
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; c <= ' ' || c >= 0x7f {
+			return ""
+		}
+	}
+	return id
+}
+
+// Pages used by more than one handler.
+var (
+	pageUnauthorized = page{Status: http.StatusUnauthorized, Title: "Sign-in required",
+		Message: "You need to sign in to reach this page."}
+	pageNotFound = page{Status: http.StatusNotFound, Title: "Not found",
+		Message: "headgate has no page at this address."}
+	pageStoreDown = page{Status: http.StatusServiceUnavailable, Title: "Sign-in is unavailable",
+		Message: "headgate cannot reach its session store right now, so new sign-ins cannot be recorded. Please try again in a minute."}
+	pageIdPDown = page{Status: http.StatusServiceUnavailable, Title: "Identity provider unreachable",
+		Message: "headgate cannot reach the identity provider right now. Please try again in a minute."}
+	pageHeadscaleDown = page{Status: http.StatusServiceUnavailable, Title: "Headscale unreachable",
+		Message: "headgate cannot reach Headscale to find your user. Please try again in a minute."}
+)

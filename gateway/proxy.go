@@ -1,0 +1,242 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strings"
+	"time"
+)
+
+// Identity headers set on proxied requests and on forward-auth answers.
+const (
+	headerUser              = "X-Headscale-User"
+	headerUserID            = "X-Headscale-User-Id"
+	headerForwardedUser     = "X-Forwarded-User"
+	headerForwardedEmail    = "X-Forwarded-Email"
+	headerForwardedUsername = "X-Forwarded-Preferred-Username"
+	headerAuthRequestUser   = "X-Auth-Request-User"
+	headerAuthRequestEmail  = "X-Auth-Request-Email"
+)
+
+// ownedPrefixes and ownedNames are the header names the gateway owns, lower case with "-".
+// Whatever a client sends under them, in any case and with "_" for "-", is deleted before the
+// request goes on: an upstream that trusts one of them must get it from headgate only. The list
+// is wider than what headgate sets, to cover the names other header-auth setups read (Headplane's
+// default is Remote-User).
+var (
+	ownedPrefixes = []string{"x-headscale-", "x-auth-request-", "x-forwarded-preferred-"}
+	ownedNames    = []string{
+		"x-forwarded-user", "x-forwarded-email", "x-forwarded-groups", "x-forwarded-access-token",
+		"remote-user", "remote-email", "remote-name", "remote-groups",
+	}
+)
+
+// ownedHeader reports whether name is a header the gateway owns. It allocates nothing: it is on
+// every proxied request.
+func ownedHeader(name string) bool {
+	for _, p := range ownedPrefixes {
+		if len(name) >= len(p) && foldEqual(name[:len(p)], p) {
+			return true
+		}
+	}
+	for _, n := range ownedNames {
+		if len(name) == len(n) && foldEqual(name, n) {
+			return true
+		}
+	}
+	return false
+}
+
+// foldEqual compares s with lower, a lower-case name using "-", reading s case-insensitively
+// and with "_" as "-".
+func foldEqual(s, lower string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		} else if c == '_' {
+			c = '-'
+		}
+		if c != lower[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// stripOwnedHeaders deletes every header the gateway owns from h.
+func stripOwnedHeaders(h http.Header) {
+	for name := range h {
+		if ownedHeader(name) {
+			delete(h, name)
+		}
+	}
+}
+
+// setIdentityHeaders sets the identity of p on h. The Headscale headers are set only when the
+// person is linked to a Headscale user.
+func setIdentityHeaders(h http.Header, p principal) {
+	if p.link.Linked() {
+		h[headerUser] = []string{p.link.UserName}
+		h[headerUserID] = []string{p.link.UserID}
+	}
+	user := p.session.PreferredUsername
+	if user == "" {
+		user = p.session.Email
+	}
+	if user == "" {
+		user = p.session.Subject
+	}
+	h[headerForwardedUser] = []string{user}
+	h[headerAuthRequestUser] = []string{user}
+	if p.session.Email != "" {
+		h[headerForwardedEmail] = []string{p.session.Email}
+		h[headerAuthRequestEmail] = []string{p.session.Email}
+	}
+	if p.session.PreferredUsername != "" {
+		h[headerForwardedUsername] = []string{p.session.PreferredUsername}
+	}
+}
+
+// principalKey carries a request's principal from serveProxy to the proxy's Rewrite.
+type principalKey struct{}
+
+// serveProxy proxies a request: without identity for skip_auth paths, with the proven identity
+// otherwise.
+func (g *Gateway) serveProxy(w http.ResponseWriter, r *http.Request) {
+	if g.skipAuth(r) {
+		g.proxy.ServeHTTP(w, r)
+		return
+	}
+	p, res, err := g.authenticate(w, r)
+	switch res {
+	case authNone:
+		g.metrics.auth.WithLabelValues("unauthenticated").Inc()
+		g.denyUnauthenticated(w, r)
+		return
+	case authUnlinked:
+		g.metrics.auth.WithLabelValues("unlinked").Inc()
+		g.fail(w, r, unlinkedPage(p.session.Email), errors.New("no headscale user: "+p.link.Reason))
+		return
+	case authUnavailable:
+		g.metrics.auth.WithLabelValues("headscale_unavailable").Inc()
+		g.fail(w, r, pageHeadscaleDown, err)
+		return
+	}
+	g.metrics.proxied.Inc()
+	g.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
+}
+
+// skipAuth reports whether r's path is one of the skip_auth paths. A path that reached the
+// gateway with percent-encoding (RawPath set) never matches, so "/admin%2Fhealthz" or an
+// encoded dot cannot pass for an exempt path; the mux has already redirected "..", "." and
+// "//" to the clean path.
+func (g *Gateway) skipAuth(r *http.Request) bool {
+	if len(g.cfg.SkipAuth) == 0 || r.URL.RawPath != "" {
+		return false
+	}
+	path := r.URL.Path
+	for _, p := range g.cfg.SkipAuth {
+		if strings.HasSuffix(p, "/") {
+			if strings.HasPrefix(path, p) {
+				return true
+			}
+		} else if path == p {
+			return true
+		}
+	}
+	return false
+}
+
+// newProxy builds the reverse proxy. It uses Rewrite, not Director: hop-by-hop headers,
+// including any named in the client's Connection header, are removed before Rewrite runs, so a
+// client cannot have the identity headers deleted after they are set.
+func (g *Gateway) newProxy() *httputil.ReverseProxy {
+	preserveHost := g.cfg.PreserveHost == nil || *g.cfg.PreserveHost
+	transport := &http.Transport{
+		Proxy: nil,
+		DialContext: (&net.Dialer{
+			Timeout:   10 * time.Second,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		// Every proxied request goes to one host: keep enough idle connections for the load,
+		// or most requests pay for a new connection (Go's default keeps two).
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   1024,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: g.cfg.UpstreamTimeout,
+		ExpectContinueTimeout: 1 * time.Second,
+		ForceAttemptHTTP2:     true,
+	}
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(g.upstream)
+			if preserveHost {
+				pr.Out.Host = pr.In.Host
+			}
+			pr.SetXForwarded()
+			stripOwnedHeaders(pr.Out.Header)
+			g.stripOwnCookies(pr.Out.Header)
+			if p, ok := pr.In.Context().Value(principalKey{}).(principal); ok {
+				setIdentityHeaders(pr.Out.Header, p)
+			}
+		},
+		Transport:    transport,
+		ErrorHandler: g.upstreamError,
+	}
+}
+
+// stripOwnCookies removes the gateway's cookies from the Cookie header: the upstream has no use
+// for them and must not be able to replay them.
+func (g *Gateway) stripOwnCookies(h http.Header) {
+	lines := h["Cookie"]
+	if len(lines) == 0 {
+		return
+	}
+	var kept []string
+	changed := false
+	for _, line := range lines {
+		parts := strings.Split(line, ";")
+		n := 0
+		for _, part := range parts {
+			name, _, _ := strings.Cut(strings.TrimSpace(part), "=")
+			if g.cookies.IsOwn(name) {
+				changed = true
+				continue
+			}
+			parts[n] = strings.TrimSpace(part)
+			n++
+		}
+		if n > 0 {
+			kept = append(kept, strings.Join(parts[:n], "; "))
+		}
+	}
+	if !changed {
+		return
+	}
+	if len(kept) == 0 {
+		delete(h, "Cookie")
+		return
+	}
+	h["Cookie"] = kept
+}
+
+// upstreamError answers when the upstream cannot be reached or is too slow.
+func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
+	if r.Context().Err() != nil {
+		// The client went away; nobody is left to answer.
+		return
+	}
+	g.metrics.upstreamErrors.Inc()
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
+		g.fail(w, r, page{Status: http.StatusGatewayTimeout, Title: "The application is not answering",
+			Message: "headgate forwarded your request, but the application behind it did not answer in time."}, err)
+		return
+	}
+	g.fail(w, r, page{Status: http.StatusBadGateway, Title: "The application is unreachable",
+		Message: "headgate could not reach the application behind it. Please try again in a minute."}, err)
+}

@@ -1,0 +1,30 @@
+package gateway
+
+import "net/http"
+
+// routes is headgate's whole URL surface. Everything that is not headgate's own is proxied to
+// the upstream: without a session for the skip_auth paths, with a proven identity otherwise.
+func (g *Gateway) routes() *http.ServeMux {
+	mux := http.NewServeMux()
+
+	// Sign-in and sign-out (oauth2-proxy's names, so existing recipes carry over).
+	mux.HandleFunc("GET /oauth2/start", g.serveStart)
+	mux.HandleFunc("GET /oauth2/callback", g.serveCallback)
+	mux.HandleFunc("GET /oauth2/sign_out", g.serveSignOut)
+	mux.HandleFunc("POST /oauth2/sign_out", g.serveSignOut)
+
+	// Forward auth for nginx auth_request, Traefik forwardAuth and Caddy forward_auth.
+	mux.HandleFunc("GET /oauth2/auth", g.serveAuth)
+	mux.HandleFunc("HEAD /oauth2/auth", g.serveAuth)
+	mux.HandleFunc("GET /oauth2/userinfo", g.serveUserInfo)
+
+	// Probes carry no identity and never reach the upstream.
+	mux.HandleFunc("GET /ping", g.servePing)
+	mux.HandleFunc("GET /ready", g.serveReady)
+
+	// Any other /oauth2/ path is headgate's and unknown; never proxied.
+	mux.HandleFunc("/oauth2/", g.serveNotFound)
+
+	mux.HandleFunc("/", g.serveProxy)
+	return mux
+}
