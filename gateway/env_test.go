@@ -1,0 +1,320 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"headgate/linker"
+	"headgate/session"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// testEnv is a complete gateway against real parts: a real OIDC provider (testIdP), a Headscale
+// API double served over HTTP, a real Redis, and an httptest upstream that records what reached
+// it.
+type testEnv struct {
+	idp       *testIdP
+	headscale *headscaleDouble
+	upstream  *recorder
+	gw        *Gateway
+	srv       *httptest.Server
+	store     Store
+	redis     *redis.Client
+	prefix    string
+	logs      *syncBuffer
+}
+
+type envOptions struct {
+	match      []string
+	unlinked   string
+	ttl        time.Duration
+	memory     bool
+	skipAuth   []string
+	upstream   http.Handler
+	upTimeout  time.Duration
+	redirects  []string
+	hsTimeout  time.Duration
+}
+
+// newTestEnv starts a gateway; opts adjust the configuration.
+func newTestEnv(t *testing.T, opts ...func(*envOptions)) *testEnv {
+	t.Helper()
+	o := envOptions{match: []string{"provider_id", "email"}, unlinked: "deny", ttl: time.Hour,
+		skipAuth: []string{"/admin/healthz", "/admin/assets/"}}
+	for _, f := range opts {
+		f(&o)
+	}
+	e := &testEnv{idp: newTestIdP(t), logs: &syncBuffer{}}
+	e.headscale = newHeadscaleDouble(t)
+	e.upstream = newRecorder(t, o.upstream)
+
+	var cache linker.Cache
+	if o.memory {
+		e.store = session.NewMemoryStore()
+		cache = linker.NewMemoryCache()
+	} else {
+		e.redis = testRedis(t)
+		e.prefix = fmt.Sprintf("test:%s:%d:", t.Name(), time.Now().UnixNano())
+		rs := session.NewRedisStore(e.redis, e.prefix)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { rs.Run(ctx); close(done) }()
+		t.Cleanup(func() { cancel(); <-done })
+		e.store = rs
+		cache = linker.NewRedisCache(e.redis, e.prefix)
+		t.Cleanup(func() { cleanPrefix(e.redis, e.prefix) })
+	}
+	e.srv = httptest.NewUnstartedServer(nil)
+	public := "http://" + e.srv.Listener.Addr().String()
+	cookies, err := session.NewCookies(session.Config{
+		Secret: session.Secrets{strings.Repeat("0123456789abcdef", 3)},
+	}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hsTimeout := o.hsTimeout
+	if hsTimeout == 0 {
+		hsTimeout = 2 * time.Second
+	}
+	links := linker.New(linker.Config{Match: o.match, Unlinked: o.unlinked, TTL: o.ttl, NegativeTTL: time.Minute},
+		linker.NewHeadscale(linker.HeadscaleConfig{URL: e.headscale.srv.URL, APIKey: e.headscale.key, Timeout: hsTimeout}, nil), cache)
+	cfg := Config{
+		PublicURL:       public,
+		Upstream:        e.upstream.srv.URL,
+		SkipAuth:        o.skipAuth,
+		RedirectDomains: o.redirects,
+		UpstreamTimeout: o.upTimeout,
+		OIDC: OIDCConfig{
+			Issuer:       e.idp.URL,
+			ClientID:     e.idp.ClientID,
+			ClientSecret: e.idp.ClientSecret,
+			Timeout:      2 * time.Second,
+		},
+	}
+	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	e.gw, err = New(cfg, cookies, e.store, links, log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.srv.Config.Handler = e.gw
+	e.srv.Start()
+	t.Cleanup(e.srv.Close)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("gateway log:\n%s", e.logs.String())
+		}
+	})
+	return e
+}
+
+// signIn signs the current IdP user in with a fresh browser and returns the browser and the
+// final response (the upstream's answer for path).
+func (e *testEnv) signIn(t *testing.T, path string) (*http.Client, *http.Response) {
+	t.Helper()
+	b := newBrowser(t)
+	resp := e.idp.login(t, b, e.srv.URL+path)
+	return b, resp
+}
+
+// sessionCookie returns the browser's headgate session cookie.
+func (e *testEnv) sessionCookie(t *testing.T, b *http.Client) *http.Cookie {
+	t.Helper()
+	u := mustURL(t, e.srv.URL)
+	for _, c := range b.Jar.Cookies(u) {
+		if c.Name == "_headgate" {
+			return c
+		}
+	}
+	t.Fatal("browser has no _headgate cookie")
+	return nil
+}
+
+// get sends a request to the gateway with the given headers, without following redirects.
+func (e *testEnv) get(t *testing.T, path string, header http.Header) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, e.srv.URL+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, vs := range header {
+		req.Header[k] = vs
+	}
+	resp, err := noRedirect.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	resp.Body = io.NopCloser(strings.NewReader(string(body)))
+	return resp
+}
+
+var noRedirect = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
+func readBody(t *testing.T, resp *http.Response) string {
+	t.Helper()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return string(b)
+}
+
+// headscaleDouble serves Headscale's GET /api/v1/user from a list the test controls.
+type headscaleDouble struct {
+	srv   *httptest.Server
+	key   string
+	mu    sync.Mutex
+	users []map[string]string
+	calls int
+	down  bool
+	delay time.Duration
+}
+
+func newHeadscaleDouble(t *testing.T) *headscaleDouble {
+	h := &headscaleDouble{key: "hskey-api-test-" + session.NewID()}
+	h.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.mu.Lock()
+		h.calls++
+		down, delay := h.down, h.delay
+		users := append([]map[string]string(nil), h.users...)
+		h.mu.Unlock()
+		if down {
+			http.Error(w, "unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		if delay > 0 {
+			select {
+			case <-time.After(delay):
+			case <-r.Context().Done():
+				return
+			}
+		}
+		if r.URL.Path != "/api/v1/user" {
+			http.NotFound(w, r)
+			return
+		}
+		if r.Header.Get("Authorization") != "Bearer "+h.key {
+			http.Error(w, "Unauthorized", http.StatusUnauthorized)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{"users": users})
+	}))
+	t.Cleanup(h.srv.Close)
+	return h
+}
+
+// addUser adds a Headscale user; providerID empty makes a CLI user.
+func (h *headscaleDouble) addUser(id, name, email, providerID string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	provider := ""
+	if providerID != "" {
+		provider = "oidc"
+	}
+	h.users = append(h.users, map[string]string{"id": id, "name": name, "email": email,
+		"providerId": providerID, "provider": provider, "createdAt": "2026-01-01T00:00:00Z"})
+}
+
+func (h *headscaleDouble) set(f func(h *headscaleDouble)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	f(h)
+}
+
+func (h *headscaleDouble) callCount() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.calls
+}
+
+// recorder is an upstream that records the headers of every request it receives.
+type recorder struct {
+	srv  *httptest.Server
+	mu   sync.Mutex
+	reqs []*http.Request
+}
+
+func newRecorder(t *testing.T, next http.Handler) *recorder {
+	rec := &recorder{}
+	rec.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec.mu.Lock()
+		rec.reqs = append(rec.reqs, r.Clone(context.Background()))
+		rec.mu.Unlock()
+		if next != nil {
+			next.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain")
+		fmt.Fprintf(w, "upstream %s %s user=%s", r.Method, r.URL.RequestURI(), r.Header.Get("X-Headscale-User"))
+	}))
+	t.Cleanup(rec.srv.Close)
+	return rec
+}
+
+// last returns the last request the upstream received, or nil.
+func (rec *recorder) last() *http.Request {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.reqs) == 0 {
+		return nil
+	}
+	return rec.reqs[len(rec.reqs)-1]
+}
+
+func (rec *recorder) count() int {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	return len(rec.reqs)
+}
+
+// testRedis connects to the Redis the tests need, failing with instructions when it is absent.
+func testRedis(t *testing.T) *redis.Client {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379", DialTimeout: time.Second})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := c.Ping(ctx).Err(); err != nil {
+		t.Fatalf("these tests need Redis on 127.0.0.1:6379 (start one with: redis-server --daemonize yes --port 6379 --save \"\"): %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func cleanPrefix(c *redis.Client, prefix string) {
+	ctx := context.Background()
+	iter := c.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+	for iter.Next(ctx) {
+		c.Del(ctx, iter.Val())
+	}
+}
+
+// syncBuffer is a log sink safe for concurrent writers.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

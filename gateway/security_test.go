@@ -1,0 +1,408 @@
+package gateway
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestSafeRedirect(t *testing.T) {
+	g := &Gateway{cfg: Config{RedirectDomains: []string{"app.example.com", ".corp.example"}}}
+	g.public, _ = url.Parse("https://gate.example.com")
+	tests := []struct {
+		rd, want string
+	}{
+		{"", "/"},
+		{"/", "/"},
+		{"/admin", "/admin"},
+		{"/admin/machines?tab=1#top", "/admin/machines?tab=1#top"},
+		{"/a%20b", "/"},
+		{"https://gate.example.com/admin?x=1", "/admin?x=1"},
+		{"https://GATE.example.com/admin", "/admin"},
+		{"https://app.example.com/x", "https://app.example.com/x"},
+		{"https://deep.corp.example/x", "https://deep.corp.example/x"},
+		{"http://app.example.com/x", "/"}, // downgrade to http
+		{"https://corp.example/x", "/"},   // ".corp.example" means subdomains only
+		// Open-redirect payloads from public advisories and cheat sheets.
+		{"//evil.com", "/"},
+		{"///evil.com", "/"},
+		{"////evil.com", "/"},
+		{"/\\evil.com", "/"},
+		{"\\/evil.com", "/"},
+		{"\\\\evil.com", "/"},
+		{"/%2f%2fevil.com", "/"},
+		{"/%2F%2Fevil.com", "/"},
+		{"%2f%2fevil.com", "/"},
+		{"/%5cevil.com", "/"},
+		{"/%09/evil.com", "/"},
+		{"/\t/evil.com", "/"},
+		{"/%0a/evil.com", "/"},
+		{"/\n/evil.com", "/"},
+		{"/%0d/evil.com", "/"},
+		{" //evil.com", "/"},
+		{"https:evil.com", "/"},
+		{"https:/evil.com", "/"},
+		{"https://evil.com", "/"},
+		{"http://evil.com", "/"},
+		{"HTTPS://evil.com", "/"},
+		{"//gate.example.com@evil.com", "/"},
+		{"https://gate.example.com@evil.com", "/"},
+		{"https://gate.example.com.evil.com/", "/"},
+		{"https://evil.com\\@gate.example.com", "/"},
+		{"https://evil.com#@gate.example.com", "/"},
+		{"https://app.example.com.evil.com/", "/"},
+		{"javascript:alert(1)", "/"},
+		{"javascript://%0aalert(1)", "/"},
+		{"data:text/html,<script>alert(1)</script>", "/"},
+		{"/\u2215\u2215evil.com", "/"}, // division slash look-alikes
+		{"/\uff0f\uff0fevil.com", "/"}, // fullwidth solidus
+		{"/%ef%bc%8f%ef%bc%8fevil.com", "/"},
+		{"/。evil.com", "/"},
+		{"https://evil。com", "/"},
+		{"//evil%E3%80%82com", "/"},
+		{"/\x00/evil.com", "/"},
+		{"https://gate.example.com//evil.com", "/"},
+		{"evil.com", "/"},
+		{".evil.com", "/"},
+		{"https://.corp.example/x", "/"},
+		{strings.Repeat("/a", 2000), "/"},
+	}
+	for _, tt := range tests {
+		if got := g.safeRedirect(tt.rd); got != tt.want {
+			t.Errorf("safeRedirect(%q): got %q, want %q", tt.rd, got, tt.want)
+		}
+	}
+}
+
+func TestOwnedHeader(t *testing.T) {
+	tests := []struct {
+		name string
+		want bool
+	}{
+		{"X-Headscale-User", true},
+		{"x-headscale-user", true},
+		{"X-HEADSCALE-USER", true},
+		{"X_Headscale_User", true},
+		{"x_headscale-user-id", true},
+		{"X-Headscale-Anything", true},
+		{"X-Forwarded-User", true},
+		{"X_Forwarded_Email", true},
+		{"X-Forwarded-Preferred-Username", true},
+		{"X-Auth-Request-User", true},
+		{"Remote-User", true},
+		{"Remote_user", true},
+		{"X-Forwarded-For", false},
+		{"X-Forwarded-Host", false},
+		{"X-Headscale", false},
+		{"Accept", false},
+		{"X-Forwarded-Userx", false},
+	}
+	for _, tt := range tests {
+		if got := ownedHeader(tt.name); got != tt.want {
+			t.Errorf("ownedHeader(%q): got %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+// rawGet sends a request whose header lines are written exactly as given, so that names Go
+// would canonicalize (or refuse to send) reach the gateway as an attacker writes them.
+func TestSpoofedIdentityHeadersNeverReachUpstream(t *testing.T) {
+	e := newTestEnv(t)
+	withAlice(e)
+	b, resp := e.signIn(t, "/")
+	readBody(t, resp)
+	c := e.sessionCookie(t, b)
+	spoofs := []struct {
+		name   string
+		header http.Header
+	}{
+		{"canonical", http.Header{"X-Headscale-User": {"root"}}},
+		{"lower case", http.Header{"x-headscale-user": {"root"}}},
+		{"upper case", http.Header{"X-HEADSCALE-USER": {"root"}}},
+		{"underscores", http.Header{"X_Headscale_User": {"root"}}},
+		{"mixed underscores", http.Header{"x_headscale-user": {"root"}}},
+		{"repeated", http.Header{"X-Headscale-User": {"root", "admin"}}},
+		{"user id", http.Header{"X-Headscale-User-Id": {"0"}}},
+		{"named in Connection", http.Header{"Connection": {"X-Headscale-User"}, "X-Headscale-User": {"root"}}},
+		{"forwarded user", http.Header{"X-Forwarded-User": {"root"}, "X-Forwarded-Email": {"root@example.com"}}},
+		{"remote user", http.Header{"Remote-User": {"root"}}},
+	}
+	paths := []struct {
+		path     string
+		withUser bool
+	}{
+		{"/admin", true},
+		{"/admin/healthz", false}, // skip_auth: no identity at all
+	}
+	for _, p := range paths {
+		for _, s := range spoofs {
+			t.Run(p.path+"/"+s.name, func(t *testing.T) {
+				h := s.header.Clone()
+				h.Set("Cookie", c.Name+"="+c.Value)
+				before := e.upstream.count()
+				resp := e.get(t, p.path, h)
+				if resp.StatusCode != http.StatusOK {
+					t.Fatalf("status: got %d, want 200", resp.StatusCode)
+				}
+				if e.upstream.count() != before+1 {
+					t.Fatal("request did not reach the upstream")
+				}
+				up := e.upstream.last()
+				for name, values := range up.Header {
+					if !ownedHeader(name) {
+						continue
+					}
+					for _, v := range values {
+						if v == "root" || v == "admin" || v == "0" || v == "root@example.com" {
+							t.Errorf("spoofed %s: %q reached the upstream", name, v)
+						}
+					}
+				}
+				got := up.Header.Values("X-Headscale-User")
+				if p.withUser && (len(got) != 1 || got[0] != "alice") {
+					t.Errorf("X-Headscale-User: got %q, want [alice]", got)
+				}
+				if !p.withUser && len(got) != 0 {
+					t.Errorf("skip_auth path got X-Headscale-User %q, want none", got)
+				}
+			})
+		}
+	}
+}
+
+func TestSkipAuthPathConfusion(t *testing.T) {
+	e := newTestEnv(t)
+	tests := []struct {
+		path string
+		want int // 200: proxied without a session; 401: needs a session; 301/307: cleaned by the mux first
+	}{
+		{"/admin/healthz", http.StatusOK},
+		{"/admin/assets/app.js", http.StatusOK},
+		{"/admin/assets/", http.StatusOK},
+		{"/admin/healthz/", http.StatusUnauthorized},
+		{"/admin/healthz.", http.StatusUnauthorized},
+		{"/admin/healthzz", http.StatusUnauthorized},
+		{"/Admin/healthz", http.StatusUnauthorized},
+		{"/admin/HEALTHZ", http.StatusUnauthorized},
+		{"/admin/assets", http.StatusUnauthorized},
+		{"/admin/assets/../users", http.StatusMovedPermanently},
+		{"/admin/assets/%2e%2e/users", http.StatusUnauthorized},
+		{"/admin/assets%2f../users", http.StatusUnauthorized},
+		{"/admin%2fhealthz", http.StatusUnauthorized},
+		{"/admin/healthz%2f..%2fusers", http.StatusUnauthorized},
+		{"//admin/healthz", http.StatusMovedPermanently},
+		{"/admin//healthz", http.StatusMovedPermanently},
+		{"/admin/./healthz", http.StatusMovedPermanently},
+		{"/admin/users?/admin/healthz", http.StatusUnauthorized},
+		{"/admin/users#/admin/healthz", http.StatusUnauthorized},
+		{"/admin/users;/admin/healthz", http.StatusUnauthorized},
+		{"/admin/healthz;x", http.StatusUnauthorized},
+	}
+	for _, tt := range tests {
+		t.Run(tt.path, func(t *testing.T) {
+			req, err := http.NewRequest(http.MethodGet, e.srv.URL, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Opaque keeps the path exactly as written on the wire.
+			req.URL.Opaque = tt.path
+			resp, err := noRedirect.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tt.want {
+				t.Errorf("GET %s: got %d, want %d", tt.path, resp.StatusCode, tt.want)
+			}
+			if resp.StatusCode == http.StatusOK {
+				if up := e.upstream.last(); up.Header.Get("X-Headscale-User") != "" {
+					t.Errorf("skip_auth request carried an identity")
+				}
+			}
+		})
+	}
+}
+
+func TestCallbackAttacks(t *testing.T) {
+	tests := []struct {
+		name   string
+		setup  func(e *testEnv)
+		want   int
+		reason string
+	}{
+		{"wrong audience", func(e *testEnv) { e.idp.Mutate(func(c map[string]any) { c["aud"] = "someone-else" }) }, http.StatusUnauthorized, "token_invalid"},
+		{"wrong issuer", func(e *testEnv) { e.idp.Mutate(func(c map[string]any) { c["iss"] = "https://evil.example" }) }, http.StatusUnauthorized, "token_invalid"},
+		{"expired", func(e *testEnv) {
+			e.idp.Mutate(func(c map[string]any) { c["exp"] = time.Now().Add(-time.Hour).Unix() })
+		}, http.StatusUnauthorized, "token_invalid"},
+		{"wrong nonce", func(e *testEnv) { e.idp.Mutate(func(c map[string]any) { c["nonce"] = "forged" }) }, http.StatusUnauthorized, "token_invalid"},
+		{"alg none", func(e *testEnv) { e.idp.SignWith("none") }, http.StatusUnauthorized, "token_invalid"},
+		{"HS256 with client secret", func(e *testEnv) { e.idp.SignWith("HS256") }, http.StatusUnauthorized, "token_invalid"},
+		{"provider error", func(e *testEnv) { e.idp.AuthorizeError("access_denied") }, http.StatusForbidden, "idp_refused"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newTestEnv(t, func(o *envOptions) { o.memory = true })
+			withAlice(e)
+			tt.setup(e)
+			b, resp := e.signIn(t, "/admin")
+			body := readBody(t, resp)
+			if resp.StatusCode != tt.want {
+				t.Fatalf("status: got %d, want %d; body %q", resp.StatusCode, tt.want, body)
+			}
+			if e.upstream.count() != 0 {
+				t.Error("the upstream was reached")
+			}
+			for _, c := range b.Jar.Cookies(mustURL(t, e.srv.URL)) {
+				if c.Name == "_headgate" {
+					t.Error("a session cookie was set")
+				}
+			}
+		})
+	}
+}
+
+func TestCallbackStateAndReplay(t *testing.T) {
+	e := newTestEnv(t)
+	withAlice(e)
+	// Capture the callback URL instead of following it.
+	b := newBrowser(t)
+	var callback string
+	b.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		if req.URL.Path == "/oauth2/callback" {
+			callback = req.URL.String()
+			return http.ErrUseLastResponse
+		}
+		return nil
+	}
+	resp, err := b.Get(e.srv.URL + "/oauth2/start?rd=/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if callback == "" {
+		t.Fatal("never redirected to the callback")
+	}
+	cb := mustURL(t, callback)
+
+	// Missing and mismatched state, with the real login cookie present.
+	for name, mutate := range map[string]func(q url.Values){
+		"missing state":    func(q url.Values) { q.Del("state") },
+		"mismatched state": func(q url.Values) { q.Set("state", "x"+q.Get("state")) },
+	} {
+		u := *cb
+		q := u.Query()
+		mutate(q)
+		u.RawQuery = q.Encode()
+		resp, err := b.Get(u.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("%s: got %d, want 400", name, resp.StatusCode)
+		}
+	}
+	// Keep the login cookie, as an attacker who copied it would.
+	var saved []string
+	for _, c := range b.Jar.Cookies(mustURL(t, e.srv.URL)) {
+		if strings.HasPrefix(c.Name, "_headgate_login_") {
+			saved = append(saved, c.Name+"="+c.Value)
+		}
+	}
+	if len(saved) == 0 {
+		t.Fatal("no login cookie was set")
+	}
+	// The real callback succeeds once.
+	resp, err = b.Get(callback)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusFound {
+		t.Fatalf("callback: got %d, want 302", resp.StatusCode)
+	}
+	// Replaying it, even with the login cookie restored by an attacker who kept it, fails.
+	other := newBrowser(t)
+	resp, err = other.Get(callback)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("callback without its login cookie: got %d, want 400", resp.StatusCode)
+	}
+	replay := e.get(t, strings.TrimPrefix(callback, e.srv.URL), http.Header{"Cookie": {strings.Join(saved, "; ")}})
+	if replay.StatusCode != http.StatusBadRequest {
+		t.Errorf("replayed callback with the copied login cookie: got %d, want 400", replay.StatusCode)
+	}
+	if !strings.Contains(e.logs.String(), "replayed") {
+		t.Errorf("the replay was not logged")
+	}
+}
+
+func TestIdentityProviderDown(t *testing.T) {
+	e := newTestEnv(t)
+	withAlice(e)
+	b, resp := e.signIn(t, "/")
+	readBody(t, resp)
+	e.idp.Down(true)
+	// The existing session is unaffected.
+	resp, err := b.Get(e.srv.URL + "/admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body := readBody(t, resp); resp.StatusCode != http.StatusOK {
+		t.Errorf("existing session while the IdP is down: got %d %q", resp.StatusCode, body)
+	}
+	// A new sign-in gets a readable page, not a hang or a bare error (the provider is already
+	// discovered here, so the failure is at the authorization endpoint: the browser is sent
+	// there; a fresh gateway gets headgate's own page).
+	e2 := newTestEnv(t)
+	e2.idp.Down(true)
+	resp = e2.get(t, "/oauth2/start?rd=/", http.Header{"Accept": {"text/html"}})
+	body := readBody(t, resp)
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "Identity provider unreachable") {
+		t.Errorf("sign-in while the IdP is down: got %d %q", resp.StatusCode, body)
+	}
+	e2.idp.Down(false)
+	time.Sleep(rediscoverAfter + 100*time.Millisecond)
+	e2.headscale.addUser("1", "alice", "alice@example.com", e2.idp.URL+"/alice-sub")
+	if _, resp := e2.signIn(t, "/"); resp.StatusCode != http.StatusOK {
+		t.Errorf("sign-in after the IdP recovered: got %d", resp.StatusCode)
+	}
+}
+
+func TestIdentityProviderKeyRotation(t *testing.T) {
+	e := newTestEnv(t)
+	withAlice(e)
+	if _, resp := e.signIn(t, "/"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("first sign-in: got %d", resp.StatusCode)
+	}
+	e.idp.RotateKey()
+	if _, resp := e.signIn(t, "/"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("sign-in after key rotation: got %d, want 200", resp.StatusCode)
+	}
+}
+
+func TestHeadscaleDown(t *testing.T) {
+	e := newTestEnv(t)
+	withAlice(e)
+	if _, resp := e.signIn(t, "/"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("first sign-in: got %d", resp.StatusCode)
+	}
+	e.headscale.set(func(h *headscaleDouble) { h.down = true })
+	// Alice's link is cached: she signs in again without Headscale.
+	if _, resp := e.signIn(t, "/"); resp.StatusCode != http.StatusOK {
+		t.Errorf("cached link while Headscale is down: got %d, want 200", resp.StatusCode)
+	}
+	// Bob's is not: a readable 503 page.
+	e.idp.SetUser(map[string]any{"sub": "bob-sub", "email": "bob@example.com", "email_verified": true})
+	_, resp := e.signIn(t, "/")
+	body := readBody(t, resp)
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "Headscale unreachable") {
+		t.Errorf("uncached link while Headscale is down: got %d %q", resp.StatusCode, body)
+	}
+}
