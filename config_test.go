@@ -210,3 +210,33 @@ redis: {url: "redis://user:hunter2-password@[::1:6379/0"}
 		}
 	}
 }
+
+// FuzzLoadConfig feeds arbitrary documents to the loader: it must never panic, and whatever it
+// accepts must pass Validate.
+func FuzzLoadConfig(f *testing.F) {
+	shipped, err := os.ReadFile("gateway.yaml")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(string(shipped))
+	f.Add("public_url: http://x\nupstream: http://y\n")
+	f.Add("oidc: {issuer: http://i, client_id: c, client_secret: ${S}}\n")
+	f.Add("session:\n  secret: [a, b]\n")
+	f.Add("link: {match: [email, email], ttl: -1h}\n")
+	f.Add("- a\n- b\n")
+	f.Add("&a [*a]")
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, doc string) {
+		path := filepath.Join(dir, "fuzz.yaml")
+		if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := loadConfig(path, env(demoEnv))
+		if err != nil {
+			return
+		}
+		if err := cfg.Validate(); err != nil {
+			t.Fatalf("loadConfig accepted a config that fails Validate: %v", err)
+		}
+	})
+}

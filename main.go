@@ -207,6 +207,9 @@ func newRedisClient(c RedisConfig) (redis.UniversalClient, error) {
 		timeout = defaultRedisTimeout
 	}
 	o.DialTimeout, o.ReadTimeout, o.WriteTimeout = timeout, timeout, timeout
+	// One try per command and per dial: go-redis's defaults retry for seconds, which would make
+	// redis.timeout a lie and a sign-in wait far past it while Redis is down.
+	o.MaxRetries, o.DialerRetries = -1, 1
 	o.ClientName = "headgate"
 	return redis.NewUniversalClient(o), nil
 }

@@ -35,15 +35,15 @@ type testEnv struct {
 }
 
 type envOptions struct {
-	match      []string
-	unlinked   string
-	ttl        time.Duration
-	memory     bool
-	skipAuth   []string
-	upstream   http.Handler
-	upTimeout  time.Duration
-	redirects  []string
-	hsTimeout  time.Duration
+	match     []string
+	unlinked  string
+	ttl       time.Duration
+	memory    bool
+	skipAuth  []string
+	upstream  http.Handler
+	upTimeout time.Duration
+	redirects []string
+	hsTimeout time.Duration
 }
 
 // newTestEnv starts a gateway; opts adjust the configuration.

@@ -40,6 +40,11 @@ type Config struct {
 	// characters never match, so an encoded slash or dot cannot widen an entry.
 	SkipAuth []string `yaml:"skip_auth"`
 
+	// SignOutPaths lists upstream paths that also end headgate's session, such as Headplane's
+	// logout (/admin/logout), whose own button cannot end it. A request to one is answered by
+	// headgate's sign-out and never reaches the upstream. Default: none.
+	SignOutPaths []string `yaml:"sign_out_paths"`
+
 	// RedirectDomains lists other hosts that sign-in and sign-out may return to, for
 	// forward-auth setups where the protected app lives on another host. "app.example.com"
 	// matches that host; ".example.com" matches every subdomain. Default: none, only paths on
@@ -184,6 +189,11 @@ func (c Config) Validate() error {
 			add("skip_auth[%d]: must be a plain path starting with / (got %q)", i, p)
 		} else if strings.HasPrefix(p, "/oauth2/") || p == "/oauth2" || p == "/" {
 			add("skip_auth[%d]: %q would expose headgate's own or every path", i, p)
+		}
+	}
+	for i, p := range c.SignOutPaths {
+		if !strings.HasPrefix(p, "/") || strings.HasPrefix(p, "/oauth2/") || strings.ContainsAny(p, "?#%\\ \t") {
+			add("sign_out_paths[%d]: must be a plain path outside /oauth2/ (got %q)", i, p)
 		}
 	}
 	for i, d := range c.RedirectDomains {

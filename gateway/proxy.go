@@ -107,6 +107,10 @@ type principalKey struct{}
 // serveProxy proxies a request: without identity for skip_auth paths, with the proven identity
 // otherwise.
 func (g *Gateway) serveProxy(w http.ResponseWriter, r *http.Request) {
+	if r.URL.RawPath == "" && contains(g.cfg.SignOutPaths, r.URL.Path) {
+		g.serveSignOut(w, r)
+		return
+	}
 	if g.skipAuth(r) {
 		g.proxy.ServeHTTP(w, r)
 		return

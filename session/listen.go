@@ -1,0 +1,143 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Run keeps the local view current until ctx ends, then returns nil: it subscribes to the
+// revocation channel (and subscribes again whenever the connection drops), applies revocations
+// that failed while Redis was unreachable, and drops expired entries. Call it once.
+func (r *RedisStore) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Go(func() { r.listen(ctx) })
+	defer wg.Wait()
+	retry := time.NewTicker(retryInterval)
+	defer retry.Stop()
+	prune := time.NewTicker(pruneInterval)
+	defer prune.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-retry.C:
+			r.applyPending(ctx)
+		case <-r.kick:
+			r.applyPending(ctx)
+		case now := <-prune.C:
+			r.prune(now)
+		}
+	}
+}
+
+// listen subscribes to the revocation channel until ctx ends.
+func (r *RedisStore) listen(ctx context.Context) {
+	wait := resubscribeMin
+	for {
+		established := r.subscribeOnce(ctx)
+		r.subscribed.Store(false)
+		if established {
+			wait = resubscribeMin
+		} else {
+			wait = min(2*wait, resubscribeMax)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// subscribeOnce holds one subscription until it fails or ctx ends, and reports whether it was
+// established. Each time it is, the generation advances: revocations sent while there was none
+// are lost, so every session confirmed before is looked up again before it is trusted.
+func (r *RedisStore) subscribeOnce(ctx context.Context) (established bool) {
+	ps := r.client.Subscribe(ctx, r.channel)
+	defer ps.Close()
+	stop := context.AfterFunc(ctx, func() { ps.Close() })
+	defer stop()
+	pinged := false
+	for {
+		msg, err := ps.ReceiveTimeout(ctx, pingInterval)
+		if err != nil {
+			// A quiet connection may be dead without an error; only a ping tells.
+			if established && !pinged && isTimeout(err) {
+				if ps.Ping(ctx) != nil {
+					return established
+				}
+				pinged = true
+				continue
+			}
+			return established
+		}
+		pinged = false
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if m.Kind == "subscribe" && m.Channel == r.channel {
+				r.gen.Add(1)
+				r.subscribed.Store(true)
+				established = true
+				select {
+				case r.kick <- struct{}{}:
+				default:
+				}
+			}
+		case *redis.Message:
+			now := time.Now()
+			r.local.revoke(m.Payload, now.Add(tombstoneFor))
+		}
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// applyPending retries the revocations Redis has not heard of; it stops at the first failure.
+func (r *RedisStore) applyPending(ctx context.Context) {
+	r.mu.Lock()
+	if len(r.pending) == 0 {
+		r.mu.Unlock()
+		return
+	}
+	ids := make([]string, 0, len(r.pending))
+	for id := range r.pending {
+		ids = append(ids, id)
+	}
+	r.mu.Unlock()
+	now := time.Now()
+	for _, id := range ids {
+		r.mu.Lock()
+		exp, ok := r.pending[id]
+		r.mu.Unlock()
+		if ok && now.Before(exp) {
+			if err := r.announce(ctx, id); err != nil {
+				_ = r.failed(ctx, "revoke session", err)
+				return
+			}
+			r.up()
+		}
+		r.mu.Lock()
+		delete(r.pending, id)
+		r.mu.Unlock()
+	}
+}
+
+// prune drops expired entries of the local view and expired pending revocations.
+func (r *RedisStore) prune(now time.Time) {
+	r.local.prune(now)
+	r.mu.Lock()
+	for id, exp := range r.pending {
+		if !now.Before(exp) {
+			delete(r.pending, id)
+		}
+	}
+	r.mu.Unlock()
+}

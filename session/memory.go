@@ -1,0 +1,100 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+)
+
+// MemoryStore keeps session records in process. It is right for exactly one instance: a
+// sign-out takes effect at once, but other processes never learn of it. It is safe for
+// concurrent use; the zero value is not usable, call NewMemoryStore.
+type MemoryStore struct {
+	mu       sync.RWMutex
+	sessions map[string]time.Time // id -> expiry
+	claims   map[string]time.Time // key -> expiry
+}
+
+// NewMemoryStore returns an empty store.
+func NewMemoryStore() *MemoryStore {
+	return &MemoryStore{sessions: make(map[string]time.Time), claims: make(map[string]time.Time)}
+}
+
+// Create records s until s.ExpiresAt.
+func (m *MemoryStore) Create(_ context.Context, s *Session) error {
+	m.mu.Lock()
+	m.sessions[s.ID] = s.ExpiresAt
+	m.mu.Unlock()
+	return nil
+}
+
+// Check answers nil while s is recorded, ErrExpired once its record has expired and ErrRevoked
+// when there is no record.
+func (m *MemoryStore) Check(_ context.Context, s *Session) error {
+	m.mu.RLock()
+	exp, ok := m.sessions[s.ID]
+	m.mu.RUnlock()
+	switch {
+	case !ok:
+		return ErrRevoked
+	case !time.Now().Before(exp):
+		return ErrExpired
+	}
+	return nil
+}
+
+// Revoke deletes the record of s.
+func (m *MemoryStore) Revoke(_ context.Context, s *Session) error {
+	m.mu.Lock()
+	delete(m.sessions, s.ID)
+	m.mu.Unlock()
+	return nil
+}
+
+// Claim reports true for the first claim of key within ttl and false for every later one.
+func (m *MemoryStore) Claim(_ context.Context, key string, ttl time.Duration) (bool, error) {
+	if ttl <= 0 {
+		return false, errors.New("claim: ttl must be positive")
+	}
+	now := time.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if exp, ok := m.claims[key]; ok && now.Before(exp) {
+		return false, nil
+	}
+	m.claims[key] = now.Add(ttl)
+	return true, nil
+}
+
+// Ping always answers nil.
+func (m *MemoryStore) Ping(context.Context) error { return nil }
+
+// Run drops expired records every minute until ctx ends, then returns nil.
+func (m *MemoryStore) Run(ctx context.Context) error {
+	t := time.NewTicker(pruneInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-t.C:
+			m.prune(now)
+		}
+	}
+}
+
+func (m *MemoryStore) prune(now time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for id, exp := range m.sessions {
+		if !now.Before(exp) {
+			delete(m.sessions, id)
+		}
+	}
+	for key, exp := range m.claims {
+		if !now.Before(exp) {
+			delete(m.claims, key)
+		}
+	}
+}

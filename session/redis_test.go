@@ -1,0 +1,382 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+func TestRedisRevokeReachesOtherInstances(t *testing.T) {
+	t.Parallel()
+	c, prefix := testRedis(t)
+	a, b := NewRedisStore(c, prefix), NewRedisStore(c, prefix)
+	for _, r := range []*RedisStore{a, b} {
+		run(t, r)
+		waitSubscribed(t, r, 0)
+	}
+	ctx := context.Background()
+	s := newSession(time.Hour)
+	if err := a.Create(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Check(ctx, s); err != nil {
+		t.Fatalf("B before sign-out: got %v, want nil", err)
+	}
+	if err := a.Revoke(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	took := waitFor(t, time.Second, "sign-out on A reaching B", func() bool {
+		return errors.Is(b.Check(ctx, s), ErrRevoked)
+	})
+	t.Logf("sign-out reached the other instance in %v", took)
+}
+
+func TestRedisCheckWarmCostsNoCommand(t *testing.T) {
+	t.Parallel()
+	c, prefix := testRedis(t)
+	counter := &commandCounter{}
+	c.AddHook(counter)
+	a, b := NewRedisStore(c, prefix), NewRedisStore(c, prefix)
+	for _, r := range []*RedisStore{a, b} {
+		run(t, r)
+		waitSubscribed(t, r, 0)
+	}
+	ctx := context.Background()
+	s := newSession(time.Hour)
+	before := counter.commands.Load()
+	if err := a.Create(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	for range 100 {
+		if err := a.Check(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := counter.commands.Load() - before; got != 1 {
+		t.Errorf("Create and 100 checks on the creating instance: got %d commands, want 1", got)
+	}
+	before = counter.commands.Load()
+	for range 100 {
+		if err := b.Check(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := counter.commands.Load() - before; got != 1 {
+		t.Errorf("100 checks on another instance: got %d commands, want 1", got)
+	}
+}
+
+func TestRedisUnavailableFailsFast(t *testing.T) {
+	t.Parallel()
+	counter := &commandCounter{}
+	// Without retries each failure is quick; the store must not depend on that.
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", DialTimeout: 200 * time.Millisecond,
+		MaxRetries: -1, DialerRetries: 1})
+	t.Cleanup(func() { c.Close() })
+	c.AddHook(counter)
+	r := NewRedisStore(c, "test:session:unreachable:")
+	ctx := context.Background()
+	s := newSession(time.Hour)
+
+	if err := r.Check(ctx, s); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("first check: got %v, want %v", err, ErrUnavailable)
+	}
+	tried := counter.commands.Load()
+	if tried == 0 {
+		t.Fatal("first check: got no command tried, want one")
+	}
+	start := time.Now()
+	for range 100 {
+		if err := r.Check(ctx, s); !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("check right after a failure: got %v, want %v", err, ErrUnavailable)
+		}
+	}
+	if took := time.Since(start); took > 50*time.Millisecond {
+		t.Errorf("100 checks right after a failure took %v, want under 50ms", took)
+	}
+	if err := r.Create(ctx, newSession(time.Hour)); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("create right after a failure: got %v, want %v", err, ErrUnavailable)
+	}
+	if _, err := r.Claim(ctx, "k", time.Minute); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("claim right after a failure: got %v, want %v", err, ErrUnavailable)
+	}
+	if got := counter.commands.Load(); got != tried {
+		t.Errorf("got %d commands tried right after a failure, want none", got-tried)
+	}
+
+	// Sign-out still ends the session here at once.
+	if err := r.Revoke(ctx, s); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("revoke: got %v, want %v", err, ErrUnavailable)
+	}
+	if err := r.Check(ctx, s); !errors.Is(err, ErrRevoked) {
+		t.Errorf("check after revoke: got %v, want %v", err, ErrRevoked)
+	}
+	if len(r.pending) != 1 {
+		t.Errorf("got %d pending revocations, want 1", len(r.pending))
+	}
+
+	// Ping always tries, for readiness probes.
+	if err := r.Ping(ctx); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("ping: got %v, want %v", err, ErrUnavailable)
+	}
+	if got := counter.commands.Load(); got == tried {
+		t.Error("ping right after a failure: got no command tried, want one")
+	}
+
+	// A second later one of many parallel checks tries Redis again.
+	time.Sleep(downFor + 50*time.Millisecond)
+	tried = counter.commands.Load()
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() {
+			if err := r.Check(ctx, newSession(time.Hour)); !errors.Is(err, ErrUnavailable) {
+				t.Errorf("check a second later: got %v, want %v", err, ErrUnavailable)
+			}
+		})
+	}
+	wg.Wait()
+	if got := counter.commands.Load() - tried; got != 1 {
+		t.Errorf("20 parallel checks a second later: got %d commands tried, want 1", got)
+	}
+}
+
+// proxiedRedis returns a client that reaches Redis through a proxy the test can stop.
+func proxiedRedis(t *testing.T) (*redis.Client, *tcpProxy) {
+	t.Helper()
+	p := newTCPProxy(t, redisAddr)
+	c := redis.NewClient(&redis.Options{Addr: p.addr, DialTimeout: 200 * time.Millisecond,
+		ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond, MaxRetries: -1})
+	t.Cleanup(func() { c.Close() })
+	return c, p
+}
+
+func TestRedisPendingRevocationAppliedOnRecovery(t *testing.T) {
+	t.Parallel()
+	direct, prefix := testRedis(t)
+	proxied, proxy := proxiedRedis(t)
+	a := NewRedisStore(proxied, prefix) // loses Redis
+	b := NewRedisStore(direct, prefix)  // keeps it
+	for _, r := range []*RedisStore{a, b} {
+		run(t, r)
+		waitSubscribed(t, r, 0)
+	}
+	ctx := context.Background()
+	s := newSession(time.Hour)
+	if err := a.Create(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Check(ctx, s); err != nil {
+		t.Fatalf("B before sign-out: got %v, want nil", err)
+	}
+
+	proxy.stop()
+	if err := a.Revoke(ctx, s); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("revoke without Redis: got %v, want %v", err, ErrUnavailable)
+	}
+	if err := a.Check(ctx, s); !errors.Is(err, ErrRevoked) {
+		t.Errorf("A after sign-out: got %v, want %v", err, ErrRevoked)
+	}
+	if err := b.Check(ctx, s); err != nil {
+		t.Errorf("B while A cannot reach Redis: got %v, want nil", err)
+	}
+
+	proxy.start()
+	took := waitFor(t, 5*time.Second, "pending sign-out reaching B", func() bool {
+		return errors.Is(b.Check(ctx, s), ErrRevoked)
+	})
+	t.Logf("pending sign-out reached the other instance %v after Redis came back", took)
+	if n, err := direct.Exists(ctx, prefix+"session:"+s.ID).Result(); err != nil || n != 0 {
+		t.Errorf("record after recovery: got %d, %v, want 0, nil", n, err)
+	}
+	waitFor(t, time.Second, "pending revocations applied", func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return len(a.pending) == 0
+	})
+}
+
+func TestRedisEmptiedRevokesOnResubscription(t *testing.T) {
+	t.Parallel()
+	direct, prefix := testRedis(t)
+	proxied, proxy := proxiedRedis(t)
+	r := NewRedisStore(proxied, prefix)
+	run(t, r)
+	waitSubscribed(t, r, 0)
+	ctx := context.Background()
+	s := newSession(time.Hour)
+	if err := r.Create(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Check(ctx, s); err != nil {
+		t.Fatalf("before the restart: got %v, want nil", err)
+	}
+
+	// Redis restarts without persistence.
+	gen := r.gen.Load()
+	proxy.stop()
+	deletePrefix(t, direct, prefix)
+	proxy.start()
+	waitSubscribed(t, r, gen)
+	if err := r.Check(ctx, s); !errors.Is(err, ErrRevoked) {
+		t.Errorf("after Redis came back empty: got %v, want %v", err, ErrRevoked)
+	}
+}
+
+func TestRedisSilentConnectionLossDetected(t *testing.T) {
+	t.Parallel()
+	proxied, proxy := proxiedRedis(t)
+	r := NewRedisStore(proxied, "test:session:"+NewID()+":")
+	run(t, r)
+	waitSubscribed(t, r, 0)
+
+	// A quiet but healthy subscription is kept.
+	gen := r.gen.Load()
+	time.Sleep(2*pingInterval + 100*time.Millisecond)
+	if got := r.gen.Load(); got != gen || !r.subscribed.Load() {
+		t.Fatalf("after a quiet %v: got generation %d, subscribed %v, want %d, true", 2*pingInterval, got, r.subscribed.Load(), gen)
+	}
+
+	// A connection that silently stops answering is noticed by its unanswered ping.
+	proxy.blackhole.Store(true)
+	took := waitFor(t, 4*pingInterval, "silent connection loss noticed", func() bool { return !r.subscribed.Load() })
+	t.Logf("silent connection loss noticed after %v", took)
+	proxy.blackhole.Store(false)
+	waitSubscribed(t, r, gen)
+}
+
+func TestRedisGenerationRecheck(t *testing.T) {
+	t.Parallel()
+	c, prefix := testRedis(t)
+	counter := &commandCounter{}
+	c.AddHook(counter)
+	r := NewRedisStore(c, prefix)
+	run(t, r)
+	waitSubscribed(t, r, 0)
+	ctx := context.Background()
+	live, gone := newSession(time.Hour), newSession(time.Hour)
+	for _, s := range []*Session{live, gone} {
+		if err := r.Create(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Del(ctx, prefix+"session:"+gone.ID).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// Without a missed message the local view is trusted.
+	if err := r.Check(ctx, gone); err != nil {
+		t.Fatalf("before a resubscription: got %v, want nil", err)
+	}
+	// A resubscription: what was confirmed before is looked up once more.
+	r.gen.Add(1)
+	before := counter.commands.Load()
+	if err := r.Check(ctx, gone); !errors.Is(err, ErrRevoked) {
+		t.Errorf("gone after a resubscription: got %v, want %v", err, ErrRevoked)
+	}
+	for range 3 {
+		if err := r.Check(ctx, live); err != nil {
+			t.Errorf("live after a resubscription: got %v, want nil", err)
+		}
+	}
+	if got := counter.commands.Load() - before; got != 2 {
+		t.Errorf("got %d commands after a resubscription, want 2 (one lookup per session)", got)
+	}
+}
+
+func TestRedisWithoutSubscriptionTrustsOneSecond(t *testing.T) {
+	t.Parallel()
+	c, prefix := testRedis(t)
+	r := NewRedisStore(c, prefix) // no Run: no subscription
+	ctx := context.Background()
+	s := newSession(time.Hour)
+	if err := r.Create(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	other := NewRedisStore(c, prefix)
+	if err := other.Revoke(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	took := waitFor(t, unsubscribedTrust+500*time.Millisecond, "sign-out without a subscription", func() bool {
+		return errors.Is(r.Check(ctx, s), ErrRevoked)
+	})
+	if took < unsubscribedTrust/2 {
+		t.Errorf("the live answer was trusted for %v, want about %v", took, unsubscribedTrust)
+	}
+}
+
+func TestRedisRevocationRacingLookup(t *testing.T) {
+	v := newLocalView()
+	now := time.Now()
+	// A revocation message arrives while a lookup that saw the record is in flight.
+	v.revoke("id", now.Add(tombstoneFor))
+	v.confirm("id", 1, now, now.Add(time.Hour))
+	if e, _ := v.get("id"); !e.revoked {
+		t.Error("got live, want the revocation kept")
+	}
+}
+
+func TestRedisPrune(t *testing.T) {
+	r := NewRedisStore(nil, "test:session:prune:")
+	now := time.Now()
+	r.local.confirm("live", 1, now, now.Add(time.Hour))
+	r.local.confirm("expired", 1, now, now.Add(time.Minute))
+	r.local.revoke("tombstone", now.Add(tombstoneFor))
+	r.local.revoke("revoked", now.Add(time.Hour))
+	r.pending["pending-expired"] = now.Add(time.Minute)
+	r.pending["pending"] = now.Add(time.Hour)
+	r.prune(now.Add(2 * time.Minute))
+	for id, want := range map[string]bool{"live": true, "expired": false, "tombstone": false, "revoked": true} {
+		if _, got := r.local.get(id); got != want {
+			t.Errorf("entry %s kept: got %v, want %v", id, got, want)
+		}
+	}
+	if _, ok := r.pending["pending"]; !ok || len(r.pending) != 1 {
+		t.Errorf("got pending %v, want only the unexpired one", r.pending)
+	}
+}
+
+func BenchmarkRedisCheckWarm(b *testing.B) {
+	c, prefix := testRedis(b)
+	r := NewRedisStore(c, prefix)
+	run(b, r)
+	waitSubscribed(b, r, 0)
+	ctx := context.Background()
+	s := newSession(time.Hour)
+	if err := r.Create(ctx, s); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := r.Check(ctx, s); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkRedisCheckWarmParallel(b *testing.B) {
+	c, prefix := testRedis(b)
+	r := NewRedisStore(c, prefix)
+	run(b, r)
+	waitSubscribed(b, r, 0)
+	ctx := context.Background()
+	sessions := make([]*Session, 1000)
+	for i := range sessions {
+		sessions[i] = newSession(time.Hour)
+		if err := r.Create(ctx, sessions[i]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			if err := r.Check(ctx, sessions[i%len(sessions)]); err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+	})
+}

@@ -1,0 +1,169 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// store is what both stores offer; the gateway declares its own copy of it.
+type store interface {
+	Create(ctx context.Context, s *Session) error
+	Check(ctx context.Context, s *Session) error
+	Revoke(ctx context.Context, s *Session) error
+	Claim(ctx context.Context, key string, ttl time.Duration) (bool, error)
+	Ping(ctx context.Context) error
+	Run(ctx context.Context) error
+}
+
+var (
+	_ store = (*MemoryStore)(nil)
+	_ store = (*RedisStore)(nil)
+)
+
+func newSession(lifetime time.Duration) *Session {
+	now := time.Now()
+	return &Session{ID: NewID(), Subject: "sub", IssuedAt: now, ExpiresAt: now.Add(lifetime)}
+}
+
+func TestStores(t *testing.T) {
+	stores := map[string]func(t *testing.T) store{
+		"memory": func(t *testing.T) store { return NewMemoryStore() },
+		"redis": func(t *testing.T) store {
+			c, prefix := testRedis(t)
+			r := NewRedisStore(c, prefix)
+			run(t, r)
+			waitSubscribed(t, r, 0)
+			return r
+		},
+	}
+	for name, newStore := range stores {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			t.Run("lifecycle", func(t *testing.T) {
+				t.Parallel()
+				st := newStore(t)
+				ctx := context.Background()
+				s := newSession(time.Hour)
+				if err := st.Check(ctx, s); !errors.Is(err, ErrRevoked) {
+					t.Errorf("before Create: got %v, want %v", err, ErrRevoked)
+				}
+				s = newSession(time.Hour)
+				if err := st.Create(ctx, s); err != nil {
+					t.Fatal(err)
+				}
+				for range 3 {
+					if err := st.Check(ctx, s); err != nil {
+						t.Errorf("after Create: got %v, want nil", err)
+					}
+				}
+				other := newSession(time.Hour)
+				if err := st.Create(ctx, other); err != nil {
+					t.Fatal(err)
+				}
+				if err := st.Revoke(ctx, s); err != nil {
+					t.Fatal(err)
+				}
+				if err := st.Check(ctx, s); !errors.Is(err, ErrRevoked) {
+					t.Errorf("after Revoke: got %v, want %v", err, ErrRevoked)
+				}
+				if err := st.Check(ctx, other); err != nil {
+					t.Errorf("another session after Revoke: got %v, want nil", err)
+				}
+				if err := st.Ping(ctx); err != nil {
+					t.Errorf("Ping: got %v, want nil", err)
+				}
+			})
+			t.Run("expiry", func(t *testing.T) {
+				t.Parallel()
+				st := newStore(t)
+				ctx := context.Background()
+				s := newSession(100 * time.Millisecond)
+				if err := st.Create(ctx, s); err != nil {
+					t.Fatal(err)
+				}
+				if err := st.Check(ctx, s); err != nil {
+					t.Errorf("before expiry: got %v, want nil", err)
+				}
+				time.Sleep(150 * time.Millisecond)
+				if err := st.Check(ctx, s); !errors.Is(err, ErrExpired) {
+					t.Errorf("after expiry: got %v, want %v", err, ErrExpired)
+				}
+			})
+			t.Run("claim", func(t *testing.T) {
+				t.Parallel()
+				st := newStore(t)
+				ctx := context.Background()
+				var wins atomic.Int32
+				var wg sync.WaitGroup
+				for range 20 {
+					wg.Go(func() {
+						first, err := st.Claim(ctx, "state:abc", time.Minute)
+						if err != nil {
+							t.Error(err)
+						}
+						if first {
+							wins.Add(1)
+						}
+					})
+				}
+				wg.Wait()
+				if got := wins.Load(); got != 1 {
+					t.Errorf("got %d first claims among 20, want 1", got)
+				}
+				if first, err := st.Claim(ctx, "state:def", time.Minute); err != nil || !first {
+					t.Errorf("another key: got %v, %v, want true, nil", first, err)
+				}
+				if first, err := st.Claim(ctx, "short", 50*time.Millisecond); err != nil || !first {
+					t.Fatalf("short claim: got %v, %v, want true, nil", first, err)
+				}
+				time.Sleep(80 * time.Millisecond)
+				if first, err := st.Claim(ctx, "short", time.Minute); err != nil || !first {
+					t.Errorf("after the ttl: got %v, %v, want true, nil", first, err)
+				}
+				if _, err := st.Claim(ctx, "zero", 0); err == nil {
+					t.Error("zero ttl: got nil, want an error")
+				}
+			})
+		})
+	}
+}
+
+func TestMemoryPrune(t *testing.T) {
+	m := NewMemoryStore()
+	ctx := context.Background()
+	short, long := newSession(time.Minute), newSession(time.Hour)
+	for _, s := range []*Session{short, long} {
+		if err := m.Create(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := m.Claim(ctx, "k", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	m.prune(time.Now().Add(2 * time.Minute))
+	if len(m.sessions) != 1 || len(m.claims) != 0 {
+		t.Errorf("got %d sessions and %d claims, want 1 and 0", len(m.sessions), len(m.claims))
+	}
+	if err := m.Check(ctx, long); err != nil {
+		t.Errorf("the unexpired session: got %v, want nil", err)
+	}
+}
+
+func BenchmarkMemoryCheck(b *testing.B) {
+	m := NewMemoryStore()
+	s := newSession(time.Hour)
+	ctx := context.Background()
+	if err := m.Create(ctx, s); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := m.Check(ctx, s); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
