@@ -87,7 +87,7 @@ func newTestEnv(t *testing.T, opts ...func(*envOptions)) *testEnv {
 		hsTimeout = 2 * time.Second
 	}
 	links := linker.New(linker.Config{Match: o.match, Unlinked: o.unlinked, TTL: o.ttl, NegativeTTL: time.Minute},
-		linker.NewHeadscale(linker.HeadscaleConfig{URL: e.headscale.srv.URL, APIKey: e.headscale.key, Timeout: hsTimeout}, nil), cache)
+		linker.NewHeadscale(linker.HeadscaleConfig{URL: e.headscale.srv.URL, APIKey: e.headscale.key, Timeout: hsTimeout, ListMaxAge: time.Millisecond}, nil), cache)
 	cfg := Config{
 		PublicURL:       public,
 		Upstream:        e.upstream.srv.URL,
@@ -188,7 +188,7 @@ func newHeadscaleDouble(t *testing.T) *headscaleDouble {
 		h.mu.Lock()
 		h.calls++
 		down, delay := h.down, h.delay
-		users := append([]map[string]string(nil), h.users...)
+		users := append([]map[string]string{}, h.users...)
 		h.mu.Unlock()
 		if down {
 			http.Error(w, "unavailable", http.StatusServiceUnavailable)

@@ -73,17 +73,36 @@ func (c *oidcClient) get(ctx context.Context) (*oidcProvider, error) {
 		c.failedAt, c.failure = time.Now(), fmt.Errorf("%w: discover %s: %w", errIdPUnavailable, c.cfg.Issuer, err)
 		return nil, c.failure
 	}
+	endpoint := p.Endpoint()
+	endpoint.AuthStyle = authStyle(p)
 	c.ready = &oidcProvider{
 		provider: p,
 		verifier: p.Verifier(&oidc.Config{ClientID: c.cfg.ClientID}),
 		oauth2: oauth2.Config{
 			ClientID:     c.cfg.ClientID,
 			ClientSecret: c.cfg.ClientSecret,
-			Endpoint:     p.Endpoint(),
+			Endpoint:     endpoint,
 			RedirectURL:  c.redirectURL,
 			Scopes:       c.cfg.Scopes,
 		},
 	}
 	c.failure = nil
 	return c.ready, nil
+}
+
+// authStyle picks how the client authenticates at the token endpoint from what discovery
+// advertises. Leaving it to x/oauth2's auto-detection would send a second token request after
+// every refused exchange.
+func authStyle(p *oidc.Provider) oauth2.AuthStyle {
+	var d struct {
+		Methods []string `json:"token_endpoint_auth_methods_supported"`
+	}
+	if err := p.Claims(&d); err != nil || len(d.Methods) == 0 || contains(d.Methods, "client_secret_basic") {
+		// client_secret_basic is the specification's default.
+		return oauth2.AuthStyleInHeader
+	}
+	if contains(d.Methods, "client_secret_post") {
+		return oauth2.AuthStyleInParams
+	}
+	return oauth2.AuthStyleInHeader
 }

@@ -1,0 +1,69 @@
+// Command demo runs headgate on 127.0.0.1 in front of an upstream that shows the headers it
+// receives, against a real Dex and Headscale, with the in-process session store. It creates
+// the demo people's Headscale users, prints where to sign in and as whom, and runs until
+// interrupted.
+//
+//	go run ./e2e/demo
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"headgate/e2e"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, stdout, stderr io.Writer) error {
+	logf := func(format string, args ...any) { fmt.Fprintf(stderr, "demo: "+format+"\n", args...) }
+	logf("starting Dex, Headscale, the upstream and headgate (the first run builds Dex and Headscale, which takes a few minutes)")
+	began := time.Now()
+	s, err := e2e.Start(ctx, e2e.Options{Gateway: &e2e.GatewayOptions{}, Logf: logf})
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	if _, err := s.CreateAccounts(ctx); err != nil {
+		return err
+	}
+	logf("ready in %s", time.Since(began).Round(100*time.Millisecond))
+
+	fmt.Fprintf(stdout, "\nheadgate is running at  %s/\n\n", s.Gateway.URL)
+	fmt.Fprintln(stdout, "Sign in with one of these Dex accounts:")
+	w := tabwriter.NewWriter(stdout, 0, 0, 3, ' ', 0)
+	fmt.Fprintln(w, "  EMAIL\tPASSWORD\tWHAT HAPPENS")
+	for _, p := range []struct {
+		u    e2e.User
+		what string
+	}{
+		{e2e.Alice, "let in as Headscale user \"alice\" (an OIDC user, linked by provider ID)"},
+		{e2e.Bob, "let in as Headscale user \"bob\" (a CLI user, linked by verified email)"},
+		{e2e.Dave, "let in as Headscale user \"dave\" (a CLI user, linked by verified email)"},
+		{e2e.Carol, "refused: no Headscale user"},
+		{e2e.Erin, "refused: her Headscale user has her email, but Dex does not vouch for it"},
+	} {
+		fmt.Fprintf(w, "  %s\t%s\t%s\n", p.u.Email, p.u.Password, p.what)
+	}
+	w.Flush()
+	fmt.Fprintf(stdout, "\nSign out at %s/oauth2/sign_out. Forward auth: %s/oauth2/auth.\n", s.Gateway.URL, s.Gateway.URL)
+	fmt.Fprintf(stdout, "Dex: %s   Headscale: %s   upstream: %s\n", s.Issuer, s.HeadscaleURL, s.Upstream.URL)
+	fmt.Fprintf(stdout, "Configurations and logs: %s (removed on exit)\n\nPress Ctrl-C to stop.\n", s.Dir)
+
+	<-ctx.Done()
+	logf("stopping")
+	return nil
+}

@@ -1,0 +1,181 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// GatewayOptions shape one headgate instance. The zero value is the configuration of the
+// shipped gateway.yaml: match [provider_id, email], unlinked deny, ttl 1h, negative_ttl 1m, and
+// the stack's Redis when it has one.
+type GatewayOptions struct {
+	// Match is link.match. Default [provider_id, email].
+	Match []string
+	// Unlinked is link.unlinked, deny or allow. Default deny.
+	Unlinked string
+	// TTL is link.ttl. Default 1h.
+	TTL time.Duration
+	// NegativeTTL is link.negative_ttl. Default 1m.
+	NegativeTTL time.Duration
+	// InProcessStore runs the instance without Redis even when the stack has one.
+	InProcessStore bool
+	// RedisKeyPrefix is redis.key_prefix. Empty: headgate's default, so instances that leave
+	// it empty share sessions and links. An instance whose link settings differ from its
+	// neighbours' needs a prefix of its own, or it would reuse their cached links.
+	RedisKeyPrefix string
+	// SkipAuth is skip_auth. Default [/admin/healthz].
+	SkipAuth []string
+	// Extra holds further top-level keys of gateway.yaml, such as sign_out_paths; they
+	// override what the stack writes.
+	Extra map[string]any
+}
+
+// Gateway is one running headgate instance of a stack.
+type Gateway struct {
+	// URL is the instance's public URL, http://127.0.0.1:PORT.
+	URL string
+	// ConfigPath is the gateway.yaml the instance runs with.
+	ConfigPath string
+	// LogPath is the file that receives the instance's standard output and error.
+	LogPath string
+
+	proc *process
+}
+
+// StartGateway starts a headgate instance on the next reserved port, against the stack's Dex,
+// Headscale, upstream and (unless opts say otherwise) Redis, and waits for its /ping.
+func (s *Stack) StartGateway(ctx context.Context, opts GatewayOptions) (*Gateway, error) {
+	if err := s.waitHeadgateBuild(ctx); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	n := len(s.gateways)
+	if n >= len(s.gatewayPorts) {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("start headgate: all %d reserved gateway ports are in use (raise Options.MaxGateways)", n)
+	}
+	port := s.gatewayPorts[n]
+	g := &Gateway{
+		URL:        "http://" + hostPort(port),
+		ConfigPath: filepath.Join(s.Dir, fmt.Sprintf("gateway%d.yaml", n+1)),
+		LogPath:    filepath.Join(s.Dir, fmt.Sprintf("headgate%d.log", n+1)),
+	}
+	s.gateways = append(s.gateways, g)
+	s.mu.Unlock()
+
+	if err := s.writeGatewayConfig(g, port, opts); err != nil {
+		return nil, err
+	}
+	p, err := startProcess(fmt.Sprintf("headgate%d", n+1), s.Dir, g.LogPath, s.bin.headgate, "-config", g.ConfigPath)
+	if err != nil {
+		return nil, err
+	}
+	g.proc = p
+	if err := p.waitHTTP(ctx, g.URL+"/ping", 30*time.Second); err != nil {
+		return nil, fmt.Errorf("start headgate: %w", err)
+	}
+	return g, nil
+}
+
+// writeGatewayConfig writes the instance's gateway.yaml with literal values (the secrets are
+// the stack's, random per stack).
+func (s *Stack) writeGatewayConfig(g *Gateway, port int, opts GatewayOptions) error {
+	match := opts.Match
+	if len(match) == 0 {
+		match = []string{"provider_id", "email"}
+	}
+	unlinked := opts.Unlinked
+	if unlinked == "" {
+		unlinked = "deny"
+	}
+	ttl, negativeTTL := opts.TTL, opts.NegativeTTL
+	if ttl == 0 {
+		ttl = time.Hour
+	}
+	if negativeTTL == 0 {
+		negativeTTL = time.Minute
+	}
+	skip := opts.SkipAuth
+	if skip == nil {
+		skip = []string{"/admin/healthz"}
+	}
+	cfg := map[string]any{
+		"listen":     hostPort(port),
+		"public_url": g.URL,
+		"upstream":   s.Upstream.URL,
+		"oidc": map[string]any{
+			"issuer":        s.Issuer,
+			"client_id":     dexClientGateway,
+			"client_secret": s.gatewayClientSecret,
+			"scopes":        []string{"openid", "email", "profile"},
+		},
+		"headscale": map[string]any{"url": s.HeadscaleURL, "api_key": s.APIKey},
+		"link": map[string]any{
+			"match":        match,
+			"unlinked":     unlinked,
+			"ttl":          ttl.String(),
+			"negative_ttl": negativeTTL.String(),
+		},
+		"session":   map[string]any{"secret": s.sessionSecret, "lifetime": "12h"},
+		"skip_auth": skip,
+		"log":       map[string]any{"level": "debug"},
+	}
+	if s.RedisURL != "" && !opts.InProcessStore {
+		redis := map[string]any{"url": s.RedisURL}
+		if opts.RedisKeyPrefix != "" {
+			redis["key_prefix"] = opts.RedisKeyPrefix
+		}
+		cfg["redis"] = redis
+	}
+	maps.Copy(cfg, opts.Extra)
+	data, err := yaml.Marshal(cfg)
+	if err != nil {
+		return fmt.Errorf("encode gateway config: %w", err)
+	}
+	return os.WriteFile(g.ConfigPath, data, 0o600)
+}
+
+// Login signs in at this instance the way a browser does: it navigates to startPath (a
+// protected path, or /oauth2/start?rd=...), follows the redirects to Dex's password form,
+// submits email and password, and follows the redirects back through /oauth2/callback. It
+// returns the page the flow ends on: the upstream's answer, or headgate's own page (such as
+// 403 for a person without a Headscale user). jar keeps the session cookie.
+func (g *Gateway) Login(ctx context.Context, jar http.CookieJar, email, password, startPath string) (*Page, error) {
+	page, err := browserLogin(ctx, jar, g.URL+startPath, email, password, "")
+	if err != nil {
+		return nil, fmt.Errorf("sign in %s at headgate: %w", email, err)
+	}
+	return page, nil
+}
+
+// Fetch sends one request to path on this instance with jar's cookies (jar may be nil) and
+// returns the answer without following redirects.
+func (g *Gateway) Fetch(ctx context.Context, jar http.CookieJar, method, path string, header http.Header) (*Page, error) {
+	return Fetch(ctx, jar, method, g.URL+path, header)
+}
+
+// Log returns the instance's log so far.
+func (g *Gateway) Log() string {
+	data, err := os.ReadFile(g.LogPath)
+	if err != nil {
+		return fmt.Sprintf("(log unreadable: %v)", err)
+	}
+	return string(data)
+}
+
+// Tail returns the last n lines of the instance's log.
+func (g *Gateway) Tail(n int) string {
+	return tailFile(g.LogPath, n)
+}
+
+// Stop ends the instance.
+func (g *Gateway) Stop() {
+	g.proc.stop()
+}

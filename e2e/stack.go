@@ -1,0 +1,223 @@
+// Package e2e runs headgate against its real peers: Dex as the identity provider, Headscale
+// (both built from the Go module proxy through the tools module in e2e/tools), a real Redis,
+// and an upstream that records the headers it receives. The suite in this package and the
+// demo in e2e/demo share the Stack that starts them, all on 127.0.0.1.
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+)
+
+// Options shape a Stack.
+type Options struct {
+	// Redis starts a private redis-server on a free port, and headgate instances use it.
+	// false: instances keep sessions and links in process.
+	Redis bool
+	// Gateway, when set, starts a first headgate instance (Stack.Gateway) with these options.
+	// nil: the peers only; StartGateway adds instances later.
+	Gateway *GatewayOptions
+	// MaxGateways is how many headgate instances the stack can run: their ports are reserved
+	// at start because Dex must know every redirect URI. Default 4.
+	MaxGateways int
+	// Dir receives configurations, databases and logs. Empty: a new temporary directory,
+	// removed by Close unless Keep is set.
+	Dir string
+	// Logf receives progress messages, such as a peer being built. nil: silent.
+	Logf func(format string, args ...any)
+}
+
+// Stack is a running set of peers and headgate instances. Its exported fields are set by
+// Start and must not be changed.
+type Stack struct {
+	// Dir holds every configuration, database and log of the stack.
+	Dir string
+	// Issuer is Dex's issuer URL, http://127.0.0.1:PORT/dex.
+	Issuer string
+	// HeadscaleURL is Headscale's base URL.
+	HeadscaleURL string
+	// APIKey is the Headscale API key headgate uses.
+	APIKey string
+	// RedisURL is the stack's Redis, redis://127.0.0.1:PORT/0, or empty without Redis.
+	RedisURL string
+	// Upstream is the app behind every headgate instance.
+	Upstream *Upstream
+	// Gateway is the instance started by Start when Options.Gateway was set.
+	Gateway *Gateway
+	// Keep, when set before Close, leaves Dir on disk for a look at the logs.
+	Keep bool
+
+	logf    func(string, ...any)
+	root    string
+	bin     binaries
+	tempDir bool
+
+	dexPort, headscalePort, headscaleMetricsPort, headscaleGRPCPort, redisPort int
+	gatewayPorts                                                               []int
+
+	gatewayClientSecret, headscaleClientSecret, sessionSecret string
+	headscaleConfig, headscaleSocket                          string
+
+	headgateBuilt chan struct{} // closed when the headgate build has finished
+	headgateErr   error         // the build's error; read after headgateBuilt is closed
+	cancelBuild   context.CancelFunc
+
+	mu        sync.Mutex // guards gateways and redis
+	dex       *process
+	headscale *process
+	redis     *process
+	gateways  []*Gateway
+
+	// inserted lists the OIDC users CreateOIDCUser had to insert into Headscale's database
+	// because Headscale's own login did not create them.
+	inserted []string
+}
+
+// Start builds what is missing, then starts the upstream, Redis (when asked), Dex and
+// Headscale, and the first headgate instance (when asked). The headgate binary is rebuilt
+// from the checkout every time, in the background while the peers start. On failure every
+// process already started is stopped and the error names what failed, with the tail of its
+// log.
+func Start(ctx context.Context, opts Options) (*Stack, error) {
+	s := &Stack{logf: opts.Logf, Dir: opts.Dir, headgateBuilt: make(chan struct{})}
+	if s.logf == nil {
+		s.logf = func(string, ...any) {}
+	}
+	if err := s.start(ctx, opts); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Stack) start(ctx context.Context, opts Options) error {
+	root, err := repoRoot(ctx)
+	if err != nil {
+		close(s.headgateBuilt)
+		return err
+	}
+	s.root = root
+	s.bin, err = peerBinaries(ctx, root, s.logf)
+	if err != nil {
+		close(s.headgateBuilt)
+		return err
+	}
+	buildCtx, cancel := context.WithCancel(context.Background())
+	s.cancelBuild = cancel
+	go func() {
+		defer close(s.headgateBuilt)
+		s.headgateErr = buildHeadgate(buildCtx, root, s.bin.headgate)
+	}()
+
+	if s.Dir == "" {
+		if s.Dir, err = os.MkdirTemp("", "headgate-e2e-"); err != nil {
+			return fmt.Errorf("create stack directory: %w", err)
+		}
+		s.tempDir = true
+	} else if err := os.MkdirAll(s.Dir, 0o755); err != nil {
+		return fmt.Errorf("create stack directory: %w", err)
+	}
+	// A unix socket path is limited to about 100 bytes; a deep Dir gets a short one elsewhere.
+	s.headscaleSocket = filepath.Join(s.Dir, "headscale.sock")
+	if len(s.headscaleSocket) > 100 {
+		short, err := os.MkdirTemp("", "hs-")
+		if err != nil {
+			return err
+		}
+		s.headscaleSocket = filepath.Join(short, "headscale.sock")
+	}
+
+	maxGateways := opts.MaxGateways
+	if maxGateways <= 0 {
+		maxGateways = 4
+	}
+	ports, err := freePorts(5 + maxGateways)
+	if err != nil {
+		return err
+	}
+	s.dexPort, s.headscalePort, s.headscaleMetricsPort, s.headscaleGRPCPort, s.redisPort = ports[0], ports[1], ports[2], ports[3], ports[4]
+	s.gatewayPorts = ports[5:]
+	s.Issuer = "http://" + hostPort(s.dexPort) + "/dex"
+	s.HeadscaleURL = "http://" + hostPort(s.headscalePort)
+	s.gatewayClientSecret = rand.Text()
+	s.headscaleClientSecret = rand.Text()
+	s.sessionSecret = (rand.Text() + rand.Text())[:48]
+
+	if s.Upstream, err = startUpstream(); err != nil {
+		return err
+	}
+	if opts.Redis {
+		s.RedisURL = fmt.Sprintf("redis://%s/0", hostPort(s.redisPort))
+		if err := s.startRedis(ctx); err != nil {
+			return err
+		}
+	}
+	if err := s.startDex(ctx); err != nil {
+		return err
+	}
+	if err := s.startHeadscale(ctx); err != nil {
+		return err
+	}
+	if opts.Gateway != nil {
+		if s.Gateway, err = s.StartGateway(ctx, *opts.Gateway); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// waitHeadgateBuild waits for the background build of headgate.
+func (s *Stack) waitHeadgateBuild(ctx context.Context) error {
+	select {
+	case <-s.headgateBuilt:
+		return s.headgateErr
+	case <-ctx.Done():
+		return fmt.Errorf("wait for the headgate build: %w", ctx.Err())
+	}
+}
+
+// Close stops every process of the stack and removes its temporary directory (unless Keep is
+// set). It is safe to call more than once.
+func (s *Stack) Close() {
+	if s.cancelBuild != nil {
+		s.cancelBuild()
+	}
+	<-s.headgateBuilt
+	s.mu.Lock()
+	gateways := s.gateways
+	s.mu.Unlock()
+	for _, g := range gateways {
+		g.Stop()
+	}
+	s.headscale.stop()
+	s.dex.stop()
+	s.mu.Lock()
+	s.redis.stop()
+	s.mu.Unlock()
+	if s.Upstream != nil {
+		s.Upstream.Close()
+	}
+	if filepath.Dir(s.headscaleSocket) != s.Dir && s.headscaleSocket != "" {
+		os.RemoveAll(filepath.Dir(s.headscaleSocket))
+	}
+	if s.tempDir && !s.Keep {
+		os.RemoveAll(s.Dir)
+	}
+}
+
+// Login signs in at the stack's first headgate instance; see Gateway.Login.
+func (s *Stack) Login(ctx context.Context, jar http.CookieJar, email, password, startPath string) (*Page, error) {
+	if s.Gateway == nil {
+		return nil, errNoGateway
+	}
+	return s.Gateway.Login(ctx, jar, email, password, startPath)
+}
+
+// errNoGateway is returned by gateway helpers of a stack started without headgate.
+var errNoGateway = errors.New("the stack runs no headgate instance")

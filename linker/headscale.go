@@ -1,0 +1,188 @@
+package linker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+	"unicode"
+)
+
+// User is a Headscale user as GET /api/v1/user describes it. Fields the linker does not use
+// are not decoded.
+type User struct {
+	// ID is Headscale's numeric user id, which its API sends as a string.
+	ID          string `json:"id"`
+	Name        string `json:"name"`
+	DisplayName string `json:"displayName"`
+	Email       string `json:"email"`
+	// ProviderID is set for users Headscale created from an OIDC sign-in; see ProviderID.
+	ProviderID string `json:"providerId"`
+	// Provider is "oidc" for those users and "" for users made with the CLI or API.
+	Provider string `json:"provider"`
+}
+
+// maxListBytes caps the user list read from Headscale. 10,000 users take about 2.3 MB, so
+// this allows well over 250,000 while bounding what a broken server can make us buffer.
+const maxListBytes = 64 << 20
+
+// errTooLarge reports a user list over maxListBytes.
+var errTooLarge = fmt.Errorf("user list exceeds %d MiB", maxListBytes>>20)
+
+// Headscale is a small client of Headscale's HTTP API (/api/v1), limited to what linking needs.
+// It speaks plain HTTP and JSON so it keeps working across Headscale versions whose Go packages
+// and gRPC surface change. It is safe for concurrent use.
+type Headscale struct {
+	usersURL   string
+	healthURL  string
+	key        string // the API key; never put into an error
+	timeout    time.Duration
+	listMaxAge time.Duration
+	client     *http.Client
+}
+
+// NewHeadscale returns a client for the Headscale API described by cfg, which should have passed
+// Validate with its api_key_file already read into APIKey. Zero fields take their defaults. A nil
+// client means a client of its own; either way each call is bounded by cfg.Timeout.
+func NewHeadscale(cfg HeadscaleConfig, client *http.Client) *Headscale {
+	cfg = cfg.withDefaults()
+	if client == nil {
+		client = &http.Client{Timeout: cfg.Timeout}
+	}
+	base := strings.TrimSuffix(cfg.URL, "/")
+	return &Headscale{
+		usersURL:   base + "/api/v1/user",
+		healthURL:  base + "/health",
+		key:        cfg.APIKey,
+		timeout:    cfg.Timeout,
+		listMaxAge: cfg.ListMaxAge,
+		client:     client,
+	}
+}
+
+// ListUsers returns every Headscale user. A non-2xx answer is an error carrying the status, a
+// body over 64 MiB or not a user list is an error, and the whole call, body included, takes at
+// most the configured timeout. Errors never contain the API key.
+func (h *Headscale) ListUsers(ctx context.Context) ([]User, error) {
+	ctx, cancel := context.WithTimeout(ctx, h.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.usersURL, nil)
+	if err != nil {
+		return nil, fmt.Errorf("list headscale users: %w", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+h.key)
+	req.Header.Set("Accept", "application/json")
+	resp, err := h.client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("list headscale users: %w", err)
+	}
+	defer drainClose(resp.Body)
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return nil, fmt.Errorf("list headscale users: %w", h.statusError(resp))
+	}
+	users, err := decodeUsers(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("list headscale users: %w", err)
+	}
+	return users, nil
+}
+
+// Ping reports whether Headscale answers GET /health. It needs no API key, so it costs
+// Headscale no key check and can be called often.
+func (h *Headscale) Ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, h.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.healthURL, nil)
+	if err != nil {
+		return fmt.Errorf("ping headscale: %w", err)
+	}
+	resp, err := h.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("ping headscale: %w", err)
+	}
+	defer drainClose(resp.Body)
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fmt.Errorf("ping headscale: %w", h.statusError(resp))
+	}
+	return nil
+}
+
+// decodeUsers reads the body of GET /api/v1/user. Headscale always sends the "users" array, so
+// a body without one (another service behind the URL, say) is an error rather than no users.
+func decodeUsers(r io.Reader) ([]User, error) {
+	var body struct {
+		Users []User `json:"users"`
+	}
+	if err := json.NewDecoder(&cappedReader{r: r, n: maxListBytes}).Decode(&body); err != nil {
+		if errors.Is(err, errTooLarge) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("decode user list: %w", err)
+	}
+	if body.Users == nil {
+		return nil, errors.New("decode user list: no \"users\" array")
+	}
+	return body.Users, nil
+}
+
+// statusError describes a non-2xx answer by its status and the start of its body: Headscale
+// answers 401 in plain text, and from 0.30 problem+json whose detail says what went wrong.
+func (h *Headscale) statusError(resp *http.Response) error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
+	detail := strings.Map(func(r rune) rune {
+		if unicode.IsPrint(r) {
+			return r
+		}
+		return ' '
+	}, string(b))
+	if h.key != "" {
+		// Whatever sits in front of Headscale might echo the request.
+		detail = strings.ReplaceAll(detail, h.key, "[api key]")
+	}
+	detail = strings.Join(strings.Fields(detail), " ")
+	msg := "headscale answered " + resp.Status
+	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+		msg += " (check the API key)"
+	}
+	if detail != "" {
+		msg += ": " + detail
+	}
+	return errors.New(msg)
+}
+
+// drainClose reads a little of what is left of body so the connection can be reused, then
+// closes it.
+func drainClose(body io.ReadCloser) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(body, 64<<10))
+	_ = body.Close()
+}
+
+// cappedReader reads from r until n bytes have been read, then fails with errTooLarge instead
+// of ending quietly, so a cut-off list is never taken for a complete one.
+type cappedReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *cappedReader) Read(p []byte) (int, error) {
+	if c.n <= 0 {
+		// One byte more than the cap tells a body of exactly n bytes from a longer one.
+		var one [1]byte
+		if k, err := c.r.Read(one[:]); k > 0 {
+			return 0, errTooLarge
+		} else if err != nil {
+			return 0, err
+		}
+		return 0, nil
+	}
+	if int64(len(p)) > c.n {
+		p = p[:c.n]
+	}
+	k, err := c.r.Read(p)
+	c.n -= int64(k)
+	return k, err
+}

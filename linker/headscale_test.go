@@ -1,0 +1,203 @@
+package linker
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestListUsers(t *testing.T) {
+	t.Parallel()
+	f := newFakeHeadscale(t)
+	cli := f.add("alice", "alice@example.com", oidcID("alice-sub"))
+	f.add("", "bob@example.com", "")
+	users, err := f.client(time.Second, 0).ListUsers(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(users) != 2 {
+		t.Fatalf("users: got %d, want 2", len(users))
+	}
+	if users[0] != cli {
+		t.Errorf("first user: got %+v, want %+v", users[0], cli)
+	}
+	if got := users[1]; got.ID != "2" || got.Name != "" || got.Provider != "" || got.ProviderID != "" {
+		t.Errorf("CLI user: got %+v, want id 2 without name or provider", got)
+	}
+	if got := f.calls.Load(); got != 1 {
+		t.Errorf("requests: got %d, want 1", got)
+	}
+}
+
+func TestListUsersBadKey(t *testing.T) {
+	t.Parallel()
+	f := newFakeHeadscale(t)
+	const wrong = "hskey-api-wrong-key-do-not-print"
+	hs := NewHeadscale(HeadscaleConfig{URL: f.srv.URL, APIKey: wrong}, nil)
+	_, err := hs.ListUsers(context.Background())
+	if err == nil {
+		t.Fatal("list with a wrong key: got nil error")
+	}
+	if !strings.Contains(err.Error(), "401") {
+		t.Errorf("error: got %q, want the status 401 in it", err)
+	}
+	if strings.Contains(err.Error(), wrong) || strings.Contains(err.Error(), f.key) {
+		t.Errorf("error: got %q, want no API key in it", err)
+	}
+}
+
+func TestListUsersErrorNeverEchoesKey(t *testing.T) {
+	t.Parallel()
+	// A proxy in front of Headscale that repeats the request in its error page.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "bad gateway for "+r.Header.Get("Authorization"), http.StatusBadGateway)
+	}))
+	t.Cleanup(srv.Close)
+	const key = "hskey-api-secret-value"
+	_, err := NewHeadscale(HeadscaleConfig{URL: srv.URL, APIKey: key}, nil).ListUsers(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "502") {
+		t.Fatalf("error: got %v, want one with status 502", err)
+	}
+	if strings.Contains(err.Error(), key) {
+		t.Errorf("error: got %q, want no API key in it", err)
+	}
+}
+
+func TestListUsersMalformed(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ name, body string }{
+		{"truncated", `{"users":[{"id":"1","name":"alice"`},
+		{"html", `<html><body>Headplane</body></html>`},
+		{"no users array", `{}`},
+		{"null users", `{"users":null}`},
+		{"users not an array", `{"users":{"id":"1"}}`},
+		{"numeric id", `{"users":[{"id":1,"name":"alice"}]}`},
+		{"empty body", ``},
+	}
+	f := newFakeHeadscale(t)
+	hs := f.client(time.Second, 0)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			users, err := decodeUsers(strings.NewReader(tt.body))
+			if err == nil {
+				t.Errorf("decode %q: got %d users and nil error, want an error", tt.body, len(users))
+			}
+		})
+	}
+	// And through the client, end to end.
+	f.change(func(f *fakeHeadscale) { f.raw = []byte(`{"users":[{"id":"1",`) })
+	if _, err := hs.ListUsers(context.Background()); err == nil {
+		t.Error("list with a truncated body: got nil error")
+	}
+}
+
+func TestListUsersEmpty(t *testing.T) {
+	t.Parallel()
+	users, err := decodeUsers(strings.NewReader(`{"users":[]}`))
+	if err != nil || len(users) != 0 {
+		t.Errorf("empty list: got %d users and %v, want 0 and nil", len(users), err)
+	}
+}
+
+func TestCappedReader(t *testing.T) {
+	t.Parallel()
+	body := []byte(`{"users":[{"id":"1"}]}`)
+	n := int64(len(body))
+	tests := []struct {
+		name    string
+		limit   int64
+		wantErr error
+	}{
+		{"exactly the limit", n, nil},
+		{"one byte over", n - 1, errTooLarge},
+		{"far over", 4, errTooLarge},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var v any
+			err := json.NewDecoder(&cappedReader{r: bytes.NewReader(body), n: tt.limit}).Decode(&v)
+			if !errors.Is(err, tt.wantErr) {
+				t.Errorf("decode with limit %d of %d bytes: got %v, want %v", tt.limit, n, err, tt.wantErr)
+			}
+		})
+	}
+	// Trailing bytes past a complete value are not read.
+	got, err := io.ReadAll(&cappedReader{r: bytes.NewReader(body), n: n})
+	if err != nil || len(got) != len(body) {
+		t.Errorf("read all at the limit: got %d bytes and %v, want %d and nil", len(got), err, len(body))
+	}
+}
+
+func TestListUsersTimeout(t *testing.T) {
+	t.Parallel()
+	f := newFakeHeadscale(t)
+	f.change(func(f *fakeHeadscale) { f.delay = 5 * time.Second })
+	start := time.Now()
+	_, err := f.client(100*time.Millisecond, 0).ListUsers(context.Background())
+	took := time.Since(start)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("error: got %v, want context.DeadlineExceeded", err)
+	}
+	if took > time.Second {
+		t.Errorf("took: got %v, want about 100ms", took)
+	}
+}
+
+func TestListUsersBodyBoundByTimeout(t *testing.T) {
+	t.Parallel()
+	// Headers at once, then a body that never ends.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"users":[`))
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	t.Cleanup(srv.Close)
+	start := time.Now()
+	_, err := NewHeadscale(HeadscaleConfig{URL: srv.URL, APIKey: "k", Timeout: 100 * time.Millisecond}, nil).ListUsers(context.Background())
+	if err == nil {
+		t.Fatal("stalled body: got nil error")
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("took: got %v, want about 100ms", took)
+	}
+}
+
+func TestHeadscaleURLWithPath(t *testing.T) {
+	t.Parallel()
+	paths := make(chan string, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		paths <- r.URL.Path
+		w.Write([]byte(`{"users":[]}`))
+	}))
+	t.Cleanup(srv.Close)
+	if _, err := NewHeadscale(HeadscaleConfig{URL: srv.URL + "/headscale/", APIKey: "k"}, nil).ListUsers(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-paths; got != "/headscale/api/v1/user" {
+		t.Errorf("path: got %q, want /headscale/api/v1/user", got)
+	}
+}
+
+func TestPing(t *testing.T) {
+	t.Parallel()
+	f := newFakeHeadscale(t)
+	hs := f.client(time.Second, 0)
+	if err := hs.Ping(context.Background()); err != nil {
+		t.Errorf("ping: got %v, want nil", err)
+	}
+	if got := f.calls.Load(); got != 0 {
+		t.Errorf("user listings for a ping: got %d, want 0", got)
+	}
+	f.srv.Close()
+	if err := hs.Ping(context.Background()); err == nil {
+		t.Error("ping of a stopped server: got nil, want an error")
+	}
+}

@@ -1,0 +1,483 @@
+package linker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+func TestResolveProviderID(t *testing.T) {
+	t.Parallel()
+	f := newFakeHeadscale(t)
+	f.add("carol", "carol@example.com", "https://other-idp.example.com/alice-sub") // same sub, other IdP
+	want := f.add("alice", "alice@example.com", oidcID("alice-sub"))
+	l := newTestLinker(f, Config{}, nil)
+	before := time.Now()
+	got := mustResolve(t, l, identity("alice-sub", "alice@example.com"))
+	if !got.Linked() || got.UserID != want.ID || got.UserName != "alice" || got.DisplayName != want.DisplayName ||
+		got.Email != want.Email || got.Method != "provider_id" || got.Reason != "" {
+		t.Errorf("link: got %+v, want user %s by provider_id", got, want.ID)
+	}
+	if got.ResolvedAt.Before(before) || got.ResolvedAt.After(time.Now()) {
+		t.Errorf("ResolvedAt: got %v, want between %v and now", got.ResolvedAt, before)
+	}
+}
+
+func TestResolveUncleanedProviderID(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, stored, issuer string
+	}{
+		{"0.24 with a trailing-slash issuer", "https://idp.example.com//alice", "https://idp.example.com/"},
+		{"upper-case scheme and trailing slash", "HTTPS://idp.example.com/alice/", "https://idp.example.com"},
+		{"issuer configured with a slash, stored clean", "https://idp.example.com/alice", "https://idp.example.com/"},
+		{"padded", " https://idp.example.com/alice\n", "https://idp.example.com"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFakeHeadscale(t)
+			u := f.add("alice", "alice@example.com", tt.stored)
+			l := newTestLinker(f, Config{}, nil)
+			got := mustResolve(t, l, Identity{Issuer: tt.issuer, Subject: "alice"})
+			if got.UserID != u.ID || got.Method != "provider_id" {
+				t.Errorf("link: got %+v, want user %s by provider_id", got, u.ID)
+			}
+		})
+	}
+}
+
+func TestResolveEmail(t *testing.T) {
+	t.Parallel()
+	both := []string{"provider_id", "email"}
+	tests := []struct {
+		name       string
+		match      []string
+		users      [][3]string // name, email, providerId
+		id         Identity
+		wantUser   string // "" for unlinked
+		wantMethod string
+		wantReason string // contained in Reason when unlinked
+	}{
+		{"verified", both, [][3]string{{"bob", "bob@example.com", ""}},
+			identity("bob-sub", "bob@example.com"), "bob", "email", ""},
+		{"case-insensitive", both, [][3]string{{"bob", "Bob@Example.COM", ""}},
+			identity("bob-sub", "bOB@example.com"), "bob", "email", ""},
+		{"unverified", both, [][3]string{{"bob", "bob@example.com", ""}},
+			Identity{Issuer: testIssuer, Subject: "bob-sub", Email: "bob@example.com"}, "", "", "email not verified"},
+		{"no email claim", both, [][3]string{{"bob", "bob@example.com", ""}},
+			Identity{Issuer: testIssuer, Subject: "bob-sub", EmailVerified: true}, "", "", "no email"},
+		{"nobody has it", both, [][3]string{{"bob", "bob@example.com", ""}},
+			identity("eve-sub", "eve@example.com"), "", "", "no user with this email"},
+		{"ambiguous between CLI users", both, [][3]string{{"bob", "bob@example.com", ""}, {"bob2", "BOB@example.com", ""}},
+			identity("bob-sub", "bob@example.com"), "", "", "ambiguous email (2 users)"},
+		{"ambiguous with an OIDC user", both,
+			[][3]string{{"bob", "bob@example.com", ""}, {"bob", "bob@example.com", "https://other.example.com/b"}, {"x", "bob@example.com", ""}},
+			identity("bob-sub", "bob@example.com"), "", "", "ambiguous email (3 users)"},
+		{"belongs to another identity", both, [][3]string{{"bob", "bob@example.com", "https://other.example.com/bob"}},
+			identity("bob-sub", "bob@example.com"), "", "", "email belongs to the user of another identity"},
+		{"email disabled", []string{"provider_id"}, [][3]string{{"bob", "bob@example.com", ""}},
+			identity("bob-sub", "bob@example.com"), "", "", "no user with this provider id"},
+		{"email only, own OIDC user", []string{"email"}, [][3]string{{"bob", "bob@example.com", oidcID("bob-sub")}},
+			identity("bob-sub", "bob@example.com"), "bob", "email", ""},
+		{"provider_id first", both,
+			[][3]string{{"bob-cli", "bob@example.com", ""}, {"bob-oidc", "bob@corp.example.com", oidcID("bob-sub")}},
+			identity("bob-sub", "bob@example.com"), "bob-oidc", "provider_id", ""},
+		{"email first", []string{"email", "provider_id"},
+			[][3]string{{"bob-cli", "bob@example.com", ""}, {"bob-oidc", "bob@corp.example.com", oidcID("bob-sub")}},
+			identity("bob-sub", "bob@example.com"), "bob-cli", "email", ""},
+		{"email first, falls through", []string{"email", "provider_id"},
+			[][3]string{{"bob-oidc", "bob@corp.example.com", oidcID("bob-sub")}},
+			identity("bob-sub", "bob@example.com"), "bob-oidc", "provider_id", ""},
+		{"every reason", both, nil,
+			identity("bob-sub", "bob@example.com"), "", "", "no user with this provider id; no user with this email"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFakeHeadscale(t)
+			for _, u := range tt.users {
+				f.add(u[0], u[1], u[2])
+			}
+			got := mustResolve(t, newTestLinker(f, Config{Match: tt.match}, nil), tt.id)
+			if got.UserName != tt.wantUser || got.Method != tt.wantMethod {
+				t.Errorf("link: got user %q by %q (%+v), want %q by %q", got.UserName, got.Method, got, tt.wantUser, tt.wantMethod)
+			}
+			if tt.wantUser == "" && (got.Linked() || !strings.Contains(got.Reason, tt.wantReason)) {
+				t.Errorf("reason: got %q, want one containing %q", got.Reason, tt.wantReason)
+			}
+		})
+	}
+}
+
+func TestResolveEmptyNameFallsBack(t *testing.T) {
+	t.Parallel()
+	f := newFakeHeadscale(t)
+	f.add("", "dana@example.com", oidcID("dana-sub")) // as Headscale before 0.28 may send it
+	got := mustResolve(t, newTestLinker(f, Config{}, nil), identity("dana-sub", ""))
+	if got.UserName != "dana@example.com" {
+		t.Errorf("user name: got %q, want the email", got.UserName)
+	}
+}
+
+// TestResolveHotPathCostsNoRequest is not parallel: AllocsPerRun refuses to run beside others.
+func TestResolveHotPathCostsNoRequest(t *testing.T) {
+	f := newFakeHeadscale(t)
+	f.add("alice", "alice@example.com", oidcID("alice-sub"))
+	l := newTestLinker(f, Config{}, nil)
+	id := identity("alice-sub", "alice@example.com")
+	first := mustResolve(t, l, id)
+	for range 1000 {
+		if got := mustResolve(t, l, id); got != first {
+			t.Fatalf("link: got %+v, want %+v", got, first)
+		}
+	}
+	if got := f.calls.Load(); got != 1 {
+		t.Errorf("listings: got %d, want 1", got)
+	}
+	allocs := testing.AllocsPerRun(100, func() { l.Resolve(context.Background(), id) })
+	if allocs > 0 {
+		t.Errorf("allocations per hot Resolve: got %v, want 0", allocs)
+	}
+}
+
+func TestResolveNegativeTTL(t *testing.T) {
+	t.Parallel()
+	f := newFakeHeadscale(t)
+	l := newTestLinker(f, Config{NegativeTTL: 100 * time.Millisecond}, nil)
+	id := identity("erin-sub", "erin@example.com")
+	start := time.Now()
+	if got := mustResolve(t, l, id); got.Linked() {
+		t.Fatalf("before the user exists: got %+v, want unlinked", got)
+	}
+	f.add("erin", "erin@example.com", oidcID("erin-sub"))
+	if got := mustResolve(t, l, id); got.Linked() {
+		t.Errorf("within negative_ttl: got %+v, want the remembered unlinked answer", got)
+	}
+	if got := f.calls.Load(); got != 1 {
+		t.Errorf("listings within negative_ttl: got %d, want 1", got)
+	}
+	waitUntil(start, 120*time.Millisecond)
+	if got := mustResolve(t, l, id); got.UserName != "erin" {
+		t.Errorf("after negative_ttl: got %+v, want erin", got)
+	}
+}
+
+func TestResolveRenameAndDeleteAfterTTL(t *testing.T) {
+	t.Parallel()
+	f := newFakeHeadscale(t)
+	u := f.add("alice", "alice@example.com", oidcID("alice-sub"))
+	// The default list_max_age (5s) is far longer than the TTL: a re-check must still list anew.
+	l := newTestLinker(f, Config{TTL: 50 * time.Millisecond}, nil)
+	id := identity("alice-sub", "alice@example.com")
+	start := time.Now()
+	mustResolve(t, l, id)
+	f.change(func(f *fakeHeadscale) { f.users[0].Name = "alice2" })
+	if got := mustResolve(t, l, id); got.UserName != "alice" {
+		t.Errorf("within ttl: got %q, want alice", got.UserName)
+	}
+	waitUntil(start, 70*time.Millisecond)
+	if got := mustResolve(t, l, id); got.UserName != "alice2" || got.UserID != u.ID {
+		t.Errorf("after ttl: got %+v, want alice2", got)
+	}
+	start = time.Now()
+	f.change(func(f *fakeHeadscale) { f.users = nil })
+	waitUntil(start, 70*time.Millisecond)
+	if got := mustResolve(t, l, id); got.Linked() {
+		t.Errorf("after deletion and ttl: got %+v, want unlinked", got)
+	}
+	if got := f.calls.Load(); got != 3 {
+		t.Errorf("listings: got %d, want 3", got)
+	}
+}
+
+func TestResolveConcurrentShareOneListing(t *testing.T) {
+	t.Parallel()
+	f := newFakeHeadscale(t)
+	for i := range 100 {
+		f.add(fmt.Sprintf("user%d", i), "", oidcID(fmt.Sprintf("sub-%d", i)))
+	}
+	f.change(func(f *fakeHeadscale) { f.delay = 50 * time.Millisecond })
+	l := newTestLinker(f, Config{}, nil)
+	var wg sync.WaitGroup
+	errs := make(chan error, 100)
+	for i := range 100 {
+		wg.Go(func() {
+			link, err := l.Resolve(context.Background(), identity(fmt.Sprintf("sub-%d", i), ""))
+			if err == nil && link.UserName != fmt.Sprintf("user%d", i) {
+				err = fmt.Errorf("sub-%d: got user %q, want user%d", i, link.UserName, i)
+			}
+			if err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if got := f.calls.Load(); got != 1 {
+		t.Errorf("listings for 100 concurrent identities: got %d, want 1", got)
+	}
+}
+
+func TestResolveListingReusedForOthers(t *testing.T) {
+	t.Parallel()
+	f := newFakeHeadscale(t)
+	f.add("a", "", oidcID("a"))
+	f.add("b", "", oidcID("b"))
+	l := New(Config{}, f.client(time.Second, 100*time.Millisecond), nil)
+	start := time.Now()
+	mustResolve(t, l, identity("a", ""))
+	mustResolve(t, l, identity("b", ""))
+	if got := f.calls.Load(); got != 1 {
+		t.Errorf("listings within list_max_age: got %d, want 1", got)
+	}
+	waitUntil(start, 120*time.Millisecond)
+	mustResolve(t, l, identity("c", ""))
+	if got := f.calls.Load(); got != 2 {
+		t.Errorf("listings after list_max_age: got %d, want 2", got)
+	}
+}
+
+func TestResolveDownServesStaleAndBacksOff(t *testing.T) {
+	t.Parallel()
+	f := newFakeHeadscale(t)
+	f.add("alice", "alice@example.com", oidcID("alice-sub"))
+	l := newTestLinker(f, Config{TTL: 50 * time.Millisecond}, nil)
+	l.retryAfter = 200 * time.Millisecond
+	id := identity("alice-sub", "alice@example.com")
+	start := time.Now()
+	first := mustResolve(t, l, id)
+	f.change(func(f *fakeHeadscale) { f.status = 503 })
+	waitUntil(start, 60*time.Millisecond)
+
+	failedAt := time.Now()
+	if got := mustResolve(t, l, id); got != first {
+		t.Errorf("stale link while down: got %+v, want %+v", got, first)
+	}
+	if got := f.calls.Load(); got != 2 {
+		t.Fatalf("listings: got %d, want 2 (one failed)", got)
+	}
+	for range 50 {
+		if got := mustResolve(t, l, id); got != first {
+			t.Fatalf("stale link during back-off: got %+v, want %+v", got, first)
+		}
+	}
+	if got := f.calls.Load(); got != 2 {
+		t.Errorf("listings during back-off: got %d, want 2", got)
+	}
+	waitUntil(failedAt, 260*time.Millisecond)
+	mustResolve(t, l, id)
+	if got := f.calls.Load(); got != 3 {
+		t.Errorf("listings after back-off: got %d, want 3", got)
+	}
+	f.change(func(f *fakeHeadscale) { f.status = 0 })
+	waitUntil(time.Now(), 260*time.Millisecond)
+	if got := mustResolve(t, l, id); !got.ResolvedAt.After(first.ResolvedAt) {
+		t.Errorf("after recovery: got ResolvedAt %v, want later than %v", got.ResolvedAt, first.ResolvedAt)
+	}
+}
+
+func TestResolveDownWithoutLinkFailsWithinTimeout(t *testing.T) {
+	t.Parallel()
+	f := newFakeHeadscale(t)
+	f.add("alice", "alice@example.com", oidcID("alice-sub"))
+	f.change(func(f *fakeHeadscale) { f.delay = 3 * time.Second })
+	l := New(Config{}, f.client(100*time.Millisecond, 0), nil)
+	start := time.Now()
+	_, err := l.Resolve(context.Background(), identity("alice-sub", ""))
+	took := time.Since(start)
+	if !errors.Is(err, ErrUnavailable) {
+		t.Errorf("error: got %v, want ErrUnavailable", err)
+	}
+	if took > 500*time.Millisecond {
+		t.Errorf("took: got %v, want about the 100ms timeout", took)
+	}
+
+	// Errors are not cached: once Headscale answers, so does Resolve. The failed call may still
+	// be winding down, and a caller arriving before it ends would share its failure.
+	f.change(func(f *fakeHeadscale) { f.delay = 0 })
+	time.Sleep(50 * time.Millisecond)
+	if got := mustResolve(t, l, identity("alice-sub", "")); got.UserName != "alice" {
+		t.Errorf("after recovery: got %+v, want alice", got)
+	}
+}
+
+func TestResolveDownSharesOneCall(t *testing.T) {
+	t.Parallel()
+	f := newFakeHeadscale(t)
+	f.change(func(f *fakeHeadscale) { f.delay, f.status = 200*time.Millisecond, 503 })
+	l := newTestLinker(f, Config{}, nil)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	failures := 0
+	for i := range 20 {
+		wg.Go(func() {
+			_, err := l.Resolve(context.Background(), identity(fmt.Sprintf("sub-%d", i), ""))
+			if errors.Is(err, ErrUnavailable) {
+				mu.Lock()
+				failures++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if failures != 20 {
+		t.Errorf("ErrUnavailable: got %d of 20, want 20", failures)
+	}
+	if got := f.calls.Load(); got != 1 {
+		t.Errorf("listings while down: got %d, want 1", got)
+	}
+}
+
+func TestResolveBadKey(t *testing.T) {
+	t.Parallel()
+	f := newFakeHeadscale(t)
+	const wrong = "hskey-api-not-the-key"
+	l := New(Config{}, NewHeadscale(HeadscaleConfig{URL: f.srv.URL, APIKey: wrong}, nil), nil)
+	_, err := l.Resolve(context.Background(), identity("alice-sub", ""))
+	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "401") {
+		t.Errorf("error: got %v, want ErrUnavailable with status 401", err)
+	}
+	if err != nil && strings.Contains(err.Error(), wrong) {
+		t.Errorf("error: got %q, want no API key in it", err)
+	}
+}
+
+func TestResolveMalformedList(t *testing.T) {
+	t.Parallel()
+	f := newFakeHeadscale(t)
+	f.change(func(f *fakeHeadscale) { f.raw = []byte(`{"users":[{"id":"1","name":`) })
+	_, err := newTestLinker(f, Config{}, nil).Resolve(context.Background(), identity("alice-sub", ""))
+	if !errors.Is(err, ErrUnavailable) {
+		t.Errorf("error: got %v, want ErrUnavailable", err)
+	}
+}
+
+func TestResolveCallerGivesUp(t *testing.T) {
+	t.Parallel()
+	f := newFakeHeadscale(t)
+	f.add("alice", "", oidcID("alice-sub"))
+	f.change(func(f *fakeHeadscale) { f.delay = 200 * time.Millisecond })
+	l := newTestLinker(f, Config{}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	_, err := l.Resolve(ctx, identity("alice-sub", ""))
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, ErrUnavailable) {
+		t.Errorf("error: got %v, want ErrUnavailable and context.DeadlineExceeded", err)
+	}
+	// The listing carried on for whoever else waits, and its answer is kept.
+	time.Sleep(300 * time.Millisecond)
+	f.change(func(f *fakeHeadscale) { f.status = 503 })
+	if got := mustResolve(t, l, identity("alice-sub", "")); got.UserName != "alice" {
+		t.Errorf("after the shared listing finished: got %+v, want alice", got)
+	}
+	if got := f.calls.Load(); got != 1 {
+		t.Errorf("listings: got %d, want 1", got)
+	}
+}
+
+func TestResolveRejectsEmptyIdentity(t *testing.T) {
+	t.Parallel()
+	f := newFakeHeadscale(t)
+	l := newTestLinker(f, Config{}, nil)
+	for _, id := range []Identity{{}, {Issuer: testIssuer}, {Subject: "x"}} {
+		if _, err := l.Resolve(context.Background(), id); err == nil || errors.Is(err, ErrUnavailable) {
+			t.Errorf("resolve %+v: got %v, want an error that is not ErrUnavailable", id, err)
+		}
+	}
+	if got := f.calls.Load(); got != 0 {
+		t.Errorf("listings: got %d, want 0", got)
+	}
+}
+
+func TestResolveSharedCache(t *testing.T) {
+	t.Parallel()
+	c, prefix := testRedis(t)
+	f1, f2 := newFakeHeadscale(t), newFakeHeadscale(t)
+	for _, f := range []*fakeHeadscale{f1, f2} {
+		f.add("alice", "alice@example.com", oidcID("alice-sub"))
+	}
+	a := newTestLinker(f1, Config{}, NewRedisCache(c, prefix))
+	b := newTestLinker(f2, Config{}, NewRedisCache(c, prefix))
+	id := identity("alice-sub", "alice@example.com")
+	fromA := mustResolve(t, a, id)
+	fromB := mustResolve(t, b, id)
+	if fromA.UserID != fromB.UserID || fromA.UserName != fromB.UserName || !fromA.ResolvedAt.Equal(fromB.ResolvedAt) {
+		t.Errorf("link on the second instance: got %+v, want %+v", fromB, fromA)
+	}
+	if got := f2.calls.Load(); got != 0 {
+		t.Errorf("listings by the second instance: got %d, want 0", got)
+	}
+	// The key is the documented one.
+	if n, err := c.Exists(context.Background(), prefix+"link:"+oidcID("alice-sub")).Result(); err != nil || n != 1 {
+		t.Errorf("key %q: got exists=%d (%v), want 1", prefix+"link:"+oidcID("alice-sub"), n, err)
+	}
+}
+
+func TestResolveStaleFromSharedCacheWhileDown(t *testing.T) {
+	t.Parallel()
+	c, prefix := testRedis(t)
+	f := newFakeHeadscale(t)
+	f.add("alice", "alice@example.com", oidcID("alice-sub"))
+	cfg := Config{TTL: 50 * time.Millisecond}
+	id := identity("alice-sub", "alice@example.com")
+	start := time.Now()
+	first := mustResolve(t, newTestLinker(f, cfg, NewRedisCache(c, prefix)), id)
+	f.change(func(f *fakeHeadscale) { f.status = 500 })
+	waitUntil(start, 60*time.Millisecond)
+	// A new instance, with nothing in process, while Headscale is failing.
+	b := newTestLinker(f, cfg, NewRedisCache(c, prefix))
+	got := mustResolve(t, b, id)
+	if got.UserID != first.UserID || !got.ResolvedAt.Equal(first.ResolvedAt) {
+		t.Errorf("stale link from the shared cache: got %+v, want %+v", got, first)
+	}
+	calls := f.calls.Load()
+	mustResolve(t, b, id)
+	if got := f.calls.Load(); got != calls {
+		t.Errorf("listings during back-off: got %d, want %d", got, calls)
+	}
+}
+
+func TestResolveCacheDownIsNotFatal(t *testing.T) {
+	t.Parallel()
+	dead := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", DialTimeout: 100 * time.Millisecond,
+		MaxRetries: -1, DialerRetries: 1})
+	t.Cleanup(func() { dead.Close() })
+	f := newFakeHeadscale(t)
+	f.add("alice", "", oidcID("alice-sub"))
+	got := mustResolve(t, newTestLinker(f, Config{}, NewRedisCache(dead, "x:")), identity("alice-sub", ""))
+	if got.UserName != "alice" {
+		t.Errorf("link with Redis down: got %+v, want alice", got)
+	}
+}
+
+func TestLocalLinksBounded(t *testing.T) {
+	t.Parallel()
+	f := newFakeHeadscale(t)
+	l := newTestLinker(f, Config{}, nil)
+	l.maxLocal = 40
+	for i := range 200 {
+		mustResolve(t, l, identity(fmt.Sprintf("sub-%d", i), ""))
+	}
+	l.mu.RLock()
+	n := len(l.local)
+	l.mu.RUnlock()
+	if n > 40 {
+		t.Errorf("in-process links: got %d, want at most 40", n)
+	}
+	// The latest one is kept.
+	calls := f.calls.Load()
+	mustResolve(t, l, identity("sub-199", ""))
+	if got := f.calls.Load(); got != calls {
+		t.Errorf("listings for the latest identity: got %d, want %d", got, calls)
+	}
+}

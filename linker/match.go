@@ -1,0 +1,142 @@
+package linker
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// directory is one user listing indexed for matching. It is built once per listing and then
+// only read, by any number of goroutines without locks.
+type directory struct {
+	// listedAt is when the listing was requested: what it says is at least this recent.
+	listedAt time.Time
+	users    []User
+	// byProviderID maps a providerId, as stored and as cleaned, to the index of its user, or to
+	// -1 when it names more than one user.
+	byProviderID map[string]int32
+	// byEmail maps a lower-cased email to how many users have it and the first of them.
+	byEmail map[string]emailUsers
+}
+
+type emailUsers struct {
+	n, first int32
+}
+
+func newDirectory(users []User, listedAt time.Time) *directory {
+	d := &directory{
+		listedAt:     listedAt,
+		users:        users,
+		byProviderID: make(map[string]int32, len(users)),
+		byEmail:      make(map[string]emailUsers, len(users)),
+	}
+	for i := range users {
+		u := &users[i]
+		if u.ProviderID != "" {
+			// Indexing the stored form as well as the cleaned one matches values 0.26+ stored
+			// even if cleaning some odd value twice would change it again.
+			d.addProviderID(u.ProviderID, i)
+			if c := cleanProviderID(u.ProviderID); c != u.ProviderID {
+				d.addProviderID(c, i)
+			}
+		}
+		if u.Email != "" {
+			k := strings.ToLower(u.Email)
+			e, ok := d.byEmail[k]
+			if !ok {
+				e.first = int32(i)
+			}
+			e.n++
+			d.byEmail[k] = e
+		}
+	}
+	return d
+}
+
+func (d *directory) addProviderID(pid string, i int) {
+	if j, ok := d.byProviderID[pid]; ok && j != int32(i) {
+		d.byProviderID[pid] = -1
+		return
+	}
+	d.byProviderID[pid] = int32(i)
+}
+
+// match tries the strategies in order and links id, whose ProviderID is pid, to the first user
+// one of them finds. Without a user, the Link's Reason says what each strategy saw.
+func (d *directory) match(strategies []string, id Identity, pid string) Link {
+	var reasons []string
+	for _, s := range strategies {
+		var (
+			i      int32
+			reason string
+		)
+		switch s {
+		case matchProviderID:
+			i, reason = d.matchProviderID(pid)
+		case matchEmail:
+			i, reason = d.matchEmail(id, pid)
+		default:
+			continue
+		}
+		if reason == "" {
+			return d.link(i, s)
+		}
+		reasons = append(reasons, reason)
+	}
+	return Link{Reason: strings.Join(reasons, "; "), ResolvedAt: d.listedAt}
+}
+
+func (d *directory) matchProviderID(pid string) (int32, string) {
+	i, ok := d.byProviderID[pid]
+	switch {
+	case !ok:
+		return 0, "no user with this provider id"
+	case i < 0:
+		return 0, "provider id shared by several users"
+	}
+	return i, ""
+}
+
+// matchEmail finds the one user with id's verified email. A user Headscale created for another
+// OIDC identity is never taken over this way: the person behind the email may have signed in to
+// Headscale through another provider, or the email may have been reassigned.
+func (d *directory) matchEmail(id Identity, pid string) (int32, string) {
+	switch {
+	case id.Email == "":
+		return 0, "no email"
+	case !id.EmailVerified:
+		return 0, "email not verified"
+	}
+	e, ok := d.byEmail[strings.ToLower(id.Email)]
+	switch {
+	case !ok:
+		return 0, "no user with this email"
+	case e.n > 1:
+		return 0, fmt.Sprintf("ambiguous email (%d users)", e.n)
+	}
+	if p := d.users[e.first].ProviderID; p != "" && p != pid && cleanProviderID(p) != pid {
+		return 0, "email belongs to the user of another identity"
+	}
+	return e.first, ""
+}
+
+// link is the Link to user i found by method.
+func (d *directory) link(i int32, method string) Link {
+	u := &d.users[i]
+	name := u.Name
+	// Headscale 0.28 and later fill an empty name this way; earlier versions send it empty.
+	for _, fallback := range []string{u.Email, u.ProviderID, u.ID} {
+		if name != "" {
+			break
+		}
+		name = fallback
+	}
+	return Link{
+		UserID:      u.ID,
+		UserName:    name,
+		DisplayName: u.DisplayName,
+		Email:       u.Email,
+		Method:      method,
+		ResolvedAt:  d.listedAt,
+	}
+}
