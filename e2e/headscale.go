@@ -170,7 +170,9 @@ func (s *Stack) CreateOIDCUser(ctx context.Context, u User) (HeadscaleUser, erro
 		loginErr = err
 	}
 	s.logf("headscale's oidc login did not create %s (%v); inserting the user into its database", u.Email, loginErr)
+	s.mu.Lock()
 	s.inserted = append(s.inserted, u.Email)
+	s.mu.Unlock()
 	if err := s.insertOIDCUser(ctx, u, providerID); err != nil {
 		return HeadscaleUser{}, fmt.Errorf("create headscale oidc user %s: login: %v; database insert: %w", u.Email, loginErr, err)
 	}

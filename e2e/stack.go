@@ -68,7 +68,7 @@ type Stack struct {
 	headgateErr   error         // the build's error; read after headgateBuilt is closed
 	cancelBuild   context.CancelFunc
 
-	mu        sync.Mutex // guards gateways and redis
+	mu        sync.Mutex // guards gateways, redis and inserted
 	dex       *process
 	headscale *process
 	redis     *process

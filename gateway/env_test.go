@@ -182,7 +182,7 @@ type headscaleDouble struct {
 	delay time.Duration
 }
 
-func newHeadscaleDouble(t *testing.T) *headscaleDouble {
+func newHeadscaleDouble(t testing.TB) *headscaleDouble {
 	h := &headscaleDouble{key: "hskey-api-test-" + session.NewID()}
 	h.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h.mu.Lock()
@@ -247,7 +247,7 @@ type recorder struct {
 	reqs []*http.Request
 }
 
-func newRecorder(t *testing.T, next http.Handler) *recorder {
+func newRecorder(t testing.TB, next http.Handler) *recorder {
 	rec := &recorder{}
 	rec.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rec.mu.Lock()
