@@ -82,14 +82,19 @@ type Stack struct {
 // Start builds what is missing, then starts the upstream, Redis (when asked), Dex and
 // Headscale, and the first headgate instance (when asked). The headgate binary is rebuilt
 // from the checkout every time, in the background while the peers start. On failure every
-// process already started is stopped and the error names what failed, with the tail of its
-// log.
+// process already started is stopped, Dir is kept, and the error names what failed, with
+// the tail of its log.
 func Start(ctx context.Context, opts Options) (*Stack, error) {
 	s := &Stack{logf: opts.Logf, Dir: opts.Dir, headgateBuilt: make(chan struct{})}
 	if s.logf == nil {
 		s.logf = func(string, ...any) {}
 	}
 	if err := s.start(ctx, opts); err != nil {
+		if s.Dir != "" {
+			// The tail in err is often not the whole story.
+			s.Keep = true
+			err = fmt.Errorf("%w\n(configurations and logs kept in %s)", err, s.Dir)
+		}
 		s.Close()
 		return nil, err
 	}

@@ -119,9 +119,11 @@ func (l *Linker) AllowUnlinked() bool { return l.cfg.Unlinked == "allow" }
 // cache is asked, then Headscale, with one user listing shared by all concurrent callers and
 // reused for other identities for a few seconds. The answer, linked or not, is cached.
 //
-// When Headscale cannot answer, a stale link for id is returned if one is kept, and Headscale
-// is not asked again for id for a while; without one, the error wraps ErrUnavailable. Errors are
-// never cached. No call waits much longer than the Headscale timeout.
+// Links are keyed by issuer and subject: a changed email claim counts once the link is re-checked.
+//
+// When Headscale cannot answer, a stale link for id (kept for a day past its TTL) is returned,
+// and Headscale is not asked again for id for 10 seconds; without one, the error wraps
+// ErrUnavailable. Errors are never cached. No call waits much longer than the Headscale timeout.
 func (l *Linker) Resolve(ctx context.Context, id Identity) (Link, error) {
 	k := identityKey{id.Issuer, id.Subject}
 	l.mu.RLock()
@@ -165,7 +167,7 @@ func (l *Linker) resolveSlow(ctx context.Context, id Identity, k identityKey) (L
 func (l *Linker) refresh(ctx context.Context, id Identity, k identityKey) (Link, error) {
 	now := time.Now()
 	stale := l.lookupLocal(k)
-	if stale != nil && now.Before(stale.freshUntil) {
+	if stale != nil && (now.Before(stale.freshUntil) || now.Before(stale.quietUntil)) {
 		// Another flight for this identity finished just before this one started.
 		return stale.link, nil
 	}
