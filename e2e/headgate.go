@@ -35,6 +35,12 @@ type GatewayOptions struct {
 	// Extra holds further top-level keys of gateway.yaml, such as sign_out_paths; they
 	// override what the stack writes.
 	Extra map[string]any
+	// ConfigFile, when set, runs the instance with this file (such as the shipped
+	// gateway.yaml) instead of a written one, with the stack's values in the environment
+	// variables it references: OIDC_CLIENT_SECRET, HEADSCALE_API_KEY, HEADGATE_SESSION_SECRET
+	// and HEADGATE_REDIS_URL. The other fields are then ignored; the file must name the
+	// stack's ports (Options.ShippedPorts).
+	ConfigFile string
 }
 
 // Gateway is one running headgate instance of a stack.
@@ -70,10 +76,23 @@ func (s *Stack) StartGateway(ctx context.Context, opts GatewayOptions) (*Gateway
 	s.gateways = append(s.gateways, g)
 	s.mu.Unlock()
 
-	if err := s.writeGatewayConfig(g, port, opts); err != nil {
+	var env []string
+	if opts.ConfigFile != "" {
+		g.ConfigPath = opts.ConfigFile
+		redisURL := s.RedisURL
+		if opts.InProcessStore {
+			redisURL = ""
+		}
+		env = []string{
+			"OIDC_CLIENT_SECRET=" + s.gatewayClientSecret,
+			"HEADSCALE_API_KEY=" + s.APIKey,
+			"HEADGATE_SESSION_SECRET=" + s.sessionSecret,
+			"HEADGATE_REDIS_URL=" + redisURL,
+		}
+	} else if err := s.writeGatewayConfig(g, port, opts); err != nil {
 		return nil, err
 	}
-	p, err := startProcess(fmt.Sprintf("headgate%d", n+1), s.Dir, g.LogPath, s.bin.headgate, "-config", g.ConfigPath)
+	p, err := startProcessEnv(fmt.Sprintf("headgate%d", n+1), s.Dir, g.LogPath, env, s.bin.headgate, "-config", g.ConfigPath)
 	if err != nil {
 		return nil, err
 	}

@@ -28,12 +28,21 @@ type process struct {
 // startProcess starts bin with args in dir, writing its standard output and error to logPath
 // (appending, so a restarted process keeps its earlier log).
 func startProcess(name, dir, logPath, bin string, args ...string) (*process, error) {
+	return startProcessEnv(name, dir, logPath, nil, bin, args...)
+}
+
+// startProcessEnv is startProcess with extra environment variables (NAME=value) added to this
+// process's own.
+func startProcessEnv(name, dir, logPath string, env []string, bin string, args ...string) (*process, error) {
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("open %s log: %w", name, err)
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = dir
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	// Setpgid lets stop kill the whole group; Pdeathsig ends the child if this process dies

@@ -31,7 +31,19 @@ type Options struct {
 	Dir string
 	// Logf receives progress messages, such as a peer being built. nil: silent.
 	Logf func(format string, args ...any)
+	// ShippedPorts runs the peers on the ports the shipped gateway.yaml names: Dex on 5556,
+	// Headscale on 8080, the upstream on 3000 and the first headgate instance on 4180. The
+	// demo uses them; tests use free ports so that runs never collide.
+	ShippedPorts bool
 }
+
+// The ports of the shipped gateway.yaml.
+const (
+	shippedDexPort       = 5556
+	shippedHeadscalePort = 8080
+	shippedUpstreamPort  = 3000
+	shippedGatewayPort   = 4180
+)
 
 // Stack is a running set of peers and headgate instances. Its exported fields are set by
 // Start and must not be changed.
@@ -148,13 +160,18 @@ func (s *Stack) start(ctx context.Context, opts Options) error {
 	}
 	s.dexPort, s.headscalePort, s.headscaleMetricsPort, s.headscaleGRPCPort, s.redisPort = ports[0], ports[1], ports[2], ports[3], ports[4]
 	s.gatewayPorts = ports[5:]
+	upstreamAddr := "127.0.0.1:0"
+	if opts.ShippedPorts {
+		s.dexPort, s.headscalePort, s.gatewayPorts[0] = shippedDexPort, shippedHeadscalePort, shippedGatewayPort
+		upstreamAddr = hostPort(shippedUpstreamPort)
+	}
 	s.Issuer = "http://" + hostPort(s.dexPort) + "/dex"
 	s.HeadscaleURL = "http://" + hostPort(s.headscalePort)
 	s.gatewayClientSecret = rand.Text()
 	s.headscaleClientSecret = rand.Text()
 	s.sessionSecret = (rand.Text() + rand.Text())[:48]
 
-	if s.Upstream, err = startUpstream(); err != nil {
+	if s.Upstream, err = startUpstream(upstreamAddr); err != nil {
 		return err
 	}
 	if opts.Redis {

@@ -32,8 +32,8 @@ type Request struct {
 	Header http.Header
 }
 
-func startUpstream() (*Upstream, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+func startUpstream(addr string) (*Upstream, error) {
+	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("start upstream: %w", err)
 	}

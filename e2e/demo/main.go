@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -32,7 +33,15 @@ func run(ctx context.Context, stdout, stderr io.Writer) error {
 	logf := func(format string, args ...any) { fmt.Fprintf(stderr, "demo: "+format+"\n", args...) }
 	logf("starting Dex, Headscale, the upstream and headgate (the first run builds Dex and Headscale, which takes a few minutes)")
 	began := time.Now()
-	s, err := e2e.Start(ctx, e2e.Options{Gateway: &e2e.GatewayOptions{}, Logf: logf})
+	// The demo runs the shipped gateway.yaml as it is, on the ports it names.
+	config, err := filepath.Abs("gateway.yaml")
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(config); err != nil {
+		return fmt.Errorf("run the demo from the repository root: %w", err)
+	}
+	s, err := e2e.Start(ctx, e2e.Options{Gateway: &e2e.GatewayOptions{ConfigFile: config}, ShippedPorts: true, Logf: logf})
 	if err != nil {
 		return err
 	}
