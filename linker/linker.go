@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -65,6 +66,9 @@ type Linker struct {
 	cfg   Config
 	hs    *Headscale
 	cache Cache
+	// cacheTag starts every shared cache key when the strategies are not the default, so that
+	// instances configured differently never reuse each other's links.
+	cacheTag string
 
 	// retryAfter and maxLocal are the constants of the same names; tests shorten them.
 	retryAfter time.Duration
@@ -101,8 +105,14 @@ func New(cfg Config, hs *Headscale, cache Cache) *Linker {
 	if cache == nil {
 		cache = NewMemoryCache()
 	}
+	cfg = cfg.withDefaults()
+	tag := ""
+	if len(cfg.Match) != 1 || cfg.Match[0] != "provider_id" {
+		tag = strings.Join(cfg.Match, "+") + ":"
+	}
 	return &Linker{
-		cfg:        cfg.withDefaults(),
+		cfg:        cfg,
+		cacheTag:   tag,
 		hs:         hs,
 		cache:      cache,
 		retryAfter: retryAfter,
@@ -177,7 +187,7 @@ func (l *Linker) refresh(ctx context.Context, id Identity, k identityKey) (Link,
 	}
 	pid := ProviderID(id.Issuer, id.Subject)
 	// A cache that cannot answer is skipped: Headscale can.
-	if cached, ok, err := l.cache.Get(ctx, pid); err == nil && ok {
+	if cached, ok, err := l.cache.Get(ctx, l.cacheTag+pid); err == nil && ok {
 		if now.Before(l.freshUntil(cached)) {
 			l.remember(k, cached, time.Time{})
 			return cached, nil
@@ -203,7 +213,7 @@ func (l *Linker) refresh(ctx context.Context, id Identity, k identityKey) (Link,
 	link := d.match(l.cfg.Match, id, pid)
 	l.remember(k, link, time.Time{})
 	// A link that cannot be shared still answers here; the next instance asks Headscale.
-	_ = l.cache.Set(ctx, pid, link, time.Until(l.freshUntil(link).Add(keepStale)))
+	_ = l.cache.Set(ctx, l.cacheTag+pid, link, time.Until(l.freshUntil(link).Add(keepStale)))
 	return link, nil
 }
 

@@ -385,3 +385,19 @@ func TestResolveCallerGivesUpWithStaleLink(t *testing.T) {
 		t.Errorf("slow Headscale, caller out of time: got %+v, %v, want the stale link and nil", got, err)
 	}
 }
+
+func TestSharedCacheSeparatesStrategies(t *testing.T) {
+	t.Parallel()
+	c, prefix := testRedis(t)
+	f := newFakeHeadscale(t)
+	f.add("bob", "bob@example.com", "")
+	withEmail := newTestLinker(f, Config{Match: []string{"provider_id", "email"}}, NewRedisCache(c, prefix))
+	withoutEmail := newTestLinker(f, Config{Match: []string{"provider_id"}}, NewRedisCache(c, prefix))
+	id := Identity{Issuer: testIssuer, Subject: "bob-sub", Email: "bob@example.com", EmailVerified: true}
+	if got := mustResolve(t, withEmail, id); got.UserName != "bob" {
+		t.Fatalf("with email matching: got %+v, want bob", got)
+	}
+	if got := mustResolve(t, withoutEmail, id); got.Linked() {
+		t.Errorf("an instance without email matching reused a link found by email: %+v", got)
+	}
+}
