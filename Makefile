@@ -2,6 +2,12 @@
 
 GO ?= go
 GOTEST_FLAGS ?=
+# FUZZTIME is how long `make fuzz` runs each fuzzer; `make test` runs each for FUZZ_SHORT.
+FUZZTIME ?= 5m
+FUZZ_SHORT ?= 5s
+# Every fuzzer, as package:Name.
+FUZZERS = .:FuzzLoadConfig ./gateway:FuzzSafeRedirect ./gateway:FuzzStripOwnedHeaders \
+	./session:FuzzOpenCookie ./session:FuzzDeserialize ./linker:FuzzDecodeUsers ./linker:FuzzCleanProviderID
 
 .PHONY: all build test vet unit e2e demo bench fuzz peers clean
 
@@ -11,10 +17,19 @@ all: build
 build:
 	$(GO) build -trimpath -o headgate .
 
-## test: vet, then every test: unit and integration (real Redis), fuzz seeds, and the
-## end-to-end suite against real Dex and Headscale binaries
+## test: vet, then every test: unit and integration (real Redis), the fuzz seed corpora, the
+## end-to-end suite against real Dex and Headscale binaries, and a short run of each fuzzer
 test: vet
 	$(GO) test -count=1 -timeout 45m $(GOTEST_FLAGS) ./...
+	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZ_SHORT)
+
+## fuzz: run each fuzzer for FUZZTIME (default 5m; `make fuzz FUZZTIME=1h` for a long run)
+fuzz:
+	@set -e; for f in $(FUZZERS); do \
+		pkg=$${f%%:*}; name=$${f##*:}; \
+		echo "fuzz $$pkg $$name for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
 
 vet:
 	$(GO) vet ./...

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -141,6 +142,51 @@ func (s *Stack) startDex(ctx context.Context) error {
 	if err := s.writeDexConfig(cfgPath); err != nil {
 		return err
 	}
+	return s.runDex(ctx, cfgPath)
+}
+
+// DexClient is an OAuth2 client of the stack's Dex, such as another authenticating proxy run
+// beside headgate for comparison.
+type DexClient struct {
+	ID     string
+	Secret string
+	// RedirectURIs are the only callback URLs Dex accepts for the client.
+	RedirectURIs []string
+}
+
+// AddDexClient registers c at the stack's Dex. Dex reads its clients from its configuration
+// only, so AddDexClient rewrites the configuration and restarts Dex. Dex keeps everything in
+// memory: its signing keys are new afterwards and earlier sign-ins at Dex are forgotten, so
+// call it before anyone signs in.
+func (s *Stack) AddDexClient(ctx context.Context, c DexClient) error {
+	cfgPath := filepath.Join(s.Dir, "dex.yaml")
+	data, err := os.ReadFile(cfgPath)
+	if err != nil {
+		return fmt.Errorf("add dex client %s: %w", c.ID, err)
+	}
+	var cfg map[string]any
+	if err := yaml.Unmarshal(data, &cfg); err != nil {
+		return fmt.Errorf("add dex client %s: decode dex config: %w", c.ID, err)
+	}
+	clients, _ := cfg["staticClients"].([]any)
+	cfg["staticClients"] = append(clients, map[string]any{
+		"id": c.ID, "secret": c.Secret, "name": c.ID, "redirectURIs": c.RedirectURIs,
+	})
+	if data, err = yaml.Marshal(cfg); err != nil {
+		return fmt.Errorf("add dex client %s: encode dex config: %w", c.ID, err)
+	}
+	if err := os.WriteFile(cfgPath, data, 0o600); err != nil {
+		return fmt.Errorf("add dex client %s: %w", c.ID, err)
+	}
+	s.dex.stop()
+	if err := s.runDex(ctx, cfgPath); err != nil {
+		return fmt.Errorf("add dex client %s: %w", c.ID, err)
+	}
+	return nil
+}
+
+// runDex starts Dex with the configuration at cfgPath and waits for its discovery document.
+func (s *Stack) runDex(ctx context.Context, cfgPath string) error {
 	p, err := startProcess("dex", s.Dir, filepath.Join(s.Dir, "dex.log"), s.bin.dex, "serve", cfgPath)
 	if err != nil {
 		return err
@@ -150,4 +196,16 @@ func (s *Stack) startDex(ctx context.Context) error {
 		return fmt.Errorf("start dex: %w", err)
 	}
 	return nil
+}
+
+// BrowserLogin signs in the way a browser does at any client of the stack's Dex, headgate or
+// not: it navigates to startURL (such as another proxy's sign-in URL), follows the redirects
+// to Dex's password form, submits email and password, and follows the redirects back. It
+// returns the page the flow ends on; jar keeps the client's cookies.
+func BrowserLogin(ctx context.Context, jar http.CookieJar, startURL, email, password string) (*Page, error) {
+	page, err := browserLogin(ctx, jar, startURL, email, password, "")
+	if err != nil {
+		return nil, fmt.Errorf("sign in %s: %w", email, err)
+	}
+	return page, nil
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -32,8 +33,10 @@ type GatewayOptions struct {
 	RedisKeyPrefix string
 	// SkipAuth is skip_auth. Default [/admin/healthz].
 	SkipAuth []string
-	// Extra holds further top-level keys of gateway.yaml, such as sign_out_paths; they
-	// override what the stack writes.
+	// Extra holds further top-level keys of gateway.yaml, such as sign_out_paths or
+	// shutdown_timeout; they override what the stack writes. A map is merged key by key into
+	// the section of that name, so {"headscale": {"timeout": "1s"}} keeps the stack's
+	// Headscale URL and API key.
 	Extra map[string]any
 	// ConfigFile, when set, runs the instance with this file (such as the shipped
 	// gateway.yaml) instead of a written one, with the stack's values in the environment
@@ -52,6 +55,12 @@ type Gateway struct {
 	// LogPath is the file that receives the instance's standard output and error.
 	LogPath string
 
+	name string
+	dir  string
+	bin  string
+	env  []string
+
+	mu   sync.Mutex // guards proc
 	proc *process
 }
 
@@ -72,18 +81,20 @@ func (s *Stack) StartGateway(ctx context.Context, opts GatewayOptions) (*Gateway
 		URL:        "http://" + hostPort(port),
 		ConfigPath: filepath.Join(s.Dir, fmt.Sprintf("gateway%d.yaml", n+1)),
 		LogPath:    filepath.Join(s.Dir, fmt.Sprintf("headgate%d.log", n+1)),
+		name:       fmt.Sprintf("headgate%d", n+1),
+		dir:        s.Dir,
+		bin:        s.bin.headgate,
 	}
 	s.gateways = append(s.gateways, g)
 	s.mu.Unlock()
 
-	var env []string
 	if opts.ConfigFile != "" {
 		g.ConfigPath = opts.ConfigFile
 		redisURL := s.RedisURL
 		if opts.InProcessStore {
 			redisURL = ""
 		}
-		env = []string{
+		g.env = []string{
 			"OIDC_CLIENT_SECRET=" + s.gatewayClientSecret,
 			"HEADSCALE_API_KEY=" + s.APIKey,
 			"HEADGATE_SESSION_SECRET=" + s.sessionSecret,
@@ -92,15 +103,32 @@ func (s *Stack) StartGateway(ctx context.Context, opts GatewayOptions) (*Gateway
 	} else if err := s.writeGatewayConfig(g, port, opts); err != nil {
 		return nil, err
 	}
-	p, err := startProcessEnv(fmt.Sprintf("headgate%d", n+1), s.Dir, g.LogPath, env, s.bin.headgate, "-config", g.ConfigPath)
-	if err != nil {
+	if err := g.run(ctx); err != nil {
 		return nil, err
 	}
-	g.proc = p
-	if err := p.waitHTTP(ctx, g.URL+"/ping", 30*time.Second); err != nil {
-		return nil, fmt.Errorf("start headgate: %w", err)
-	}
 	return g, nil
+}
+
+// run starts the instance's process and waits for its /ping.
+func (g *Gateway) run(ctx context.Context) error {
+	p, err := startProcessEnv(g.name, g.dir, g.LogPath, g.env, g.bin, "-config", g.ConfigPath)
+	if err != nil {
+		return err
+	}
+	g.mu.Lock()
+	g.proc = p
+	g.mu.Unlock()
+	if err := p.waitHTTP(ctx, g.URL+"/ping", 30*time.Second); err != nil {
+		return fmt.Errorf("start headgate: %w", err)
+	}
+	return nil
+}
+
+// process returns the instance's current process.
+func (g *Gateway) process() *process {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.proc
 }
 
 // writeGatewayConfig writes the instance's gateway.yaml with literal values (the secrets are
@@ -153,7 +181,15 @@ func (s *Stack) writeGatewayConfig(g *Gateway, port int, opts GatewayOptions) er
 		}
 		cfg["redis"] = redis
 	}
-	maps.Copy(cfg, opts.Extra)
+	for key, v := range opts.Extra {
+		section, isMap := cfg[key].(map[string]any)
+		extra, extraIsMap := v.(map[string]any)
+		if isMap && extraIsMap {
+			maps.Copy(section, extra)
+			continue
+		}
+		cfg[key] = v
+	}
 	data, err := yaml.Marshal(cfg)
 	if err != nil {
 		return fmt.Errorf("encode gateway config: %w", err)
@@ -194,7 +230,40 @@ func (g *Gateway) Tail(n int) string {
 	return tailFile(g.LogPath, n)
 }
 
-// Stop ends the instance.
+// Stop ends the instance: SIGTERM, then SIGKILL if it has not exited within 5 seconds.
 func (g *Gateway) Stop() {
-	g.proc.stop()
+	g.process().stop()
+}
+
+// Signal sends sig to the instance's process, such as syscall.SIGTERM to test its graceful
+// shutdown; Wait then reports how it ended.
+func (g *Gateway) Signal(sig os.Signal) error {
+	p := g.process()
+	if p == nil || p.exited() {
+		return fmt.Errorf("signal %s: it is not running", g.name)
+	}
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		return fmt.Errorf("signal %s: %w", g.name, err)
+	}
+	return nil
+}
+
+// Wait waits until the instance's process exits and returns nil for exit status 0, else the
+// exit error. It fails when ctx ends first.
+func (g *Gateway) Wait(ctx context.Context) error {
+	p := g.process()
+	select {
+	case <-p.done:
+		return p.err
+	case <-ctx.Done():
+		return fmt.Errorf("wait for %s to exit: %w", g.name, ctx.Err())
+	}
+}
+
+// Restart stops the instance if it runs and starts it again on the same port with the same
+// configuration, as after a deployment. Sessions it kept in process are gone; those in Redis
+// are not.
+func (g *Gateway) Restart(ctx context.Context) error {
+	g.Stop()
+	return g.run(ctx)
 }

@@ -98,6 +98,24 @@ func (s *Stack) startHeadscale(ctx context.Context) error {
 	if err := s.writeHeadscaleConfig(s.headscaleConfig); err != nil {
 		return err
 	}
+	s.mu.Lock()
+	err := s.runHeadscale(ctx)
+	p := s.headscale
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	key, err := s.CreateAPIKey(ctx)
+	if err != nil {
+		return p.failure(err)
+	}
+	s.APIKey = key
+	return nil
+}
+
+// runHeadscale starts Headscale with the configuration already written and waits for /health.
+// The caller holds s.mu.
+func (s *Stack) runHeadscale(ctx context.Context) error {
 	p, err := startProcess("headscale", s.Dir, filepath.Join(s.Dir, "headscale.log"),
 		s.bin.headscale, "serve", "-c", s.headscaleConfig)
 	if err != nil {
@@ -107,11 +125,6 @@ func (s *Stack) startHeadscale(ctx context.Context) error {
 	if err := p.waitHTTP(ctx, s.HeadscaleURL+"/health", 60*time.Second); err != nil {
 		return fmt.Errorf("start headscale: %w", err)
 	}
-	key, err := s.CreateAPIKey(ctx)
-	if err != nil {
-		return p.failure(err)
-	}
-	s.APIKey = key
 	return nil
 }
 

@@ -12,16 +12,20 @@ import (
 	"time"
 )
 
-// startRedis starts the stack's own redis-server on its reserved port, without persistence, and
-// waits until it answers PING.
+// startRedis starts the stack's own redis-server on its reserved port and waits until it
+// answers PING. It keeps nothing on disk unless the stack was started with RedisPersistence.
 func (s *Stack) startRedis(ctx context.Context) error {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		return fmt.Errorf("start redis: redis-server is not installed (apt-get install redis-server): %w", err)
 	}
-	p, err := startProcess("redis", s.Dir, filepath.Join(s.Dir, "redis.log"), bin,
-		"--port", strconv.Itoa(s.redisPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", s.Dir)
+	appendOnly := []string{"--appendonly", "no"}
+	if s.redisPersist {
+		appendOnly = []string{"--appendonly", "yes", "--appendfsync", "always"}
+	}
+	args := append([]string{"--port", strconv.Itoa(s.redisPort), "--bind", "127.0.0.1", "--save", "",
+		"--dir", s.Dir}, appendOnly...)
+	p, err := startProcess("redis", s.Dir, filepath.Join(s.Dir, "redis.log"), bin, args...)
 	if err != nil {
 		return err
 	}
@@ -46,14 +50,15 @@ func (s *Stack) startRedis(ctx context.Context) error {
 }
 
 // StopRedis stops the stack's Redis, for tests of how headgate behaves without it. Its data is
-// gone: it keeps nothing on disk.
+// gone unless the stack was started with RedisPersistence.
 func (s *Stack) StopRedis() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.redis.stop()
 }
 
-// StartRedis starts the stack's Redis again on the same port, empty.
+// StartRedis starts the stack's Redis again on the same port: empty, or with the data it had
+// when the stack was started with RedisPersistence.
 func (s *Stack) StartRedis(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -20,6 +20,10 @@ type Options struct {
 	// Redis starts a private redis-server on a free port, and headgate instances use it.
 	// false: instances keep sessions and links in process.
 	Redis bool
+	// RedisPersistence keeps Redis's data on disk (an append-only file written through on
+	// every command), so that StopRedis and StartRedis bring the same sessions back. false:
+	// Redis keeps nothing, and StartRedis starts it empty.
+	RedisPersistence bool
 	// Gateway, when set, starts a first headgate instance (Stack.Gateway) with these options.
 	// nil: the peers only; StartGateway adds instances later.
 	Gateway *GatewayOptions
@@ -65,10 +69,11 @@ type Stack struct {
 	// Keep, when set before Close, leaves Dir on disk for a look at the logs.
 	Keep bool
 
-	logf    func(string, ...any)
-	root    string
-	bin     binaries
-	tempDir bool
+	logf         func(string, ...any)
+	root         string
+	bin          binaries
+	tempDir      bool
+	redisPersist bool
 
 	dexPort, headscalePort, headscaleMetricsPort, headscaleGRPCPort, redisPort int
 	gatewayPorts                                                               []int
@@ -80,7 +85,7 @@ type Stack struct {
 	headgateErr   error         // the build's error; read after headgateBuilt is closed
 	cancelBuild   context.CancelFunc
 
-	mu        sync.Mutex // guards gateways, redis and inserted
+	mu        sync.Mutex // guards gateways, dex, headscale, redis and inserted
 	dex       *process
 	headscale *process
 	redis     *process
@@ -174,6 +179,7 @@ func (s *Stack) start(ctx context.Context, opts Options) error {
 	if s.Upstream, err = startUpstream(upstreamAddr); err != nil {
 		return err
 	}
+	s.redisPersist = opts.RedisPersistence
 	if opts.Redis {
 		s.RedisURL = fmt.Sprintf("redis://%s/0", hostPort(s.redisPort))
 		if err := s.startRedis(ctx); err != nil {
@@ -212,16 +218,14 @@ func (s *Stack) Close() {
 	}
 	<-s.headgateBuilt
 	s.mu.Lock()
-	gateways := s.gateways
+	gateways, headscale, dex, redis := s.gateways, s.headscale, s.dex, s.redis
 	s.mu.Unlock()
 	for _, g := range gateways {
 		g.Stop()
 	}
-	s.headscale.stop()
-	s.dex.stop()
-	s.mu.Lock()
-	s.redis.stop()
-	s.mu.Unlock()
+	headscale.stop()
+	dex.stop()
+	redis.stop()
 	if s.Upstream != nil {
 		s.Upstream.Close()
 	}

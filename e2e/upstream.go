@@ -6,7 +6,9 @@ import (
 	"html"
 	"net"
 	"net/http"
+	"path"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -14,13 +16,22 @@ import (
 
 // Upstream is the app behind headgate: it records every request it receives and answers with
 // a page listing the request's headers, so a person trying the demo sees X-Headscale-User.
+//
+// Two kinds of path behave like the slow parts of real apps, whatever comes before them, so
+// that each test can keep its own path prefix:
+//   - .../slow?ms=N answers the page after N milliseconds (default 1000);
+//   - .../events?n=N&every=D streams Server-Sent Events: one at once, then one every D
+//     (default 100ms), N in all, or until the client leaves or the upstream closes when N is
+//     0 or missing. Event i (from 1) is "id: i" and "data: event i".
 type Upstream struct {
 	// URL is the upstream's base URL, http://127.0.0.1:PORT.
 	URL string
 
-	srv *http.Server
-	mu  sync.Mutex
-	got []Request
+	srv       *http.Server
+	closing   chan struct{} // closed by Close, to end slow answers and streams
+	closeOnce sync.Once
+	mu        sync.Mutex
+	got       []Request
 }
 
 // Request is what reached the upstream.
@@ -37,7 +48,7 @@ func startUpstream(addr string) (*Upstream, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start upstream: %w", err)
 	}
-	u := &Upstream{URL: "http://" + l.Addr().String()}
+	u := &Upstream{URL: "http://" + l.Addr().String(), closing: make(chan struct{})}
 	u.srv = &http.Server{Handler: http.HandlerFunc(u.serveHTTP), ReadHeaderTimeout: 10 * time.Second}
 	go u.srv.Serve(l)
 	return u, nil
@@ -47,6 +58,24 @@ func (u *Upstream) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	u.mu.Lock()
 	u.got = append(u.got, Request{Method: r.Method, Path: r.URL.RequestURI(), Host: r.Host, Header: r.Header.Clone()})
 	u.mu.Unlock()
+
+	switch path.Base(r.URL.Path) {
+	case "events":
+		u.serveEvents(w, r)
+		return
+	case "slow":
+		ms, err := strconv.Atoi(r.URL.Query().Get("ms"))
+		if err != nil {
+			ms = 1000
+		}
+		select {
+		case <-time.After(time.Duration(ms) * time.Millisecond):
+		case <-r.Context().Done():
+			return
+		case <-u.closing:
+			return
+		}
+	}
 
 	names := make([]string, 0, len(r.Header))
 	for name := range r.Header {
@@ -74,6 +103,39 @@ func (u *Upstream) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Write([]byte(b.String()))
 }
 
+// serveEvents streams Server-Sent Events as the Upstream documentation describes.
+func (u *Upstream) serveEvents(w http.ResponseWriter, r *http.Request) {
+	n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+	every, err := time.ParseDuration(r.URL.Query().Get("every"))
+	if err != nil || every <= 0 {
+		every = 100 * time.Millisecond
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Upstream", "events")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for i := 1; n <= 0 || i <= n; i++ {
+		if i > 1 {
+			select {
+			case <-tick.C:
+			case <-r.Context().Done():
+				return
+			case <-u.closing:
+				return
+			}
+		}
+		if _, err := fmt.Fprintf(w, "id: %d\ndata: event %d\n\n", i, i); err != nil {
+			return
+		}
+		if err := rc.Flush(); err != nil {
+			return
+		}
+	}
+}
+
 // Requests returns the requests received so far whose path starts with prefix. Tests give
 // each of their requests a path of their own, so they can run in parallel.
 func (u *Upstream) Requests(prefix string) []Request {
@@ -88,9 +150,10 @@ func (u *Upstream) Requests(prefix string) []Request {
 	return out
 }
 
-// Close stops the upstream.
+// Close stops the upstream. It is safe to call more than once.
 func (u *Upstream) Close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
+	u.closeOnce.Do(func() { close(u.closing) })
 	u.srv.Shutdown(ctx)
 }

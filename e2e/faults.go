@@ -1,0 +1,69 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// StopHeadscale stops Headscale, for tests of how headgate behaves without it. Its database,
+// keys and configuration stay in Dir.
+func (s *Stack) StopHeadscale() {
+	s.mu.Lock()
+	p := s.headscale
+	s.mu.Unlock()
+	p.stop()
+}
+
+// StartHeadscale starts Headscale again after StopHeadscale, on the same ports and with the
+// same database: its users and the API key headgate uses are back. Dex must be running, since
+// Headscale checks its OIDC provider at start. It does nothing while Headscale runs.
+func (s *Stack) StartHeadscale(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.headscale != nil && !s.headscale.exited() {
+		return nil
+	}
+	return s.runHeadscale(ctx)
+}
+
+// StopDex stops Dex, for tests of how headgate behaves without its identity provider.
+func (s *Stack) StopDex() {
+	s.mu.Lock()
+	p := s.dex
+	s.mu.Unlock()
+	p.stop()
+}
+
+// StartDex starts Dex again after StopDex with the same configuration. Dex keeps everything in
+// memory: it signs with new keys afterwards, and sign-ins in progress at Dex are forgotten. It
+// does nothing while Dex runs.
+func (s *Stack) StartDex(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.dex != nil && !s.dex.exited() {
+		return nil
+	}
+	return s.runDex(ctx, filepath.Join(s.Dir, "dex.yaml"))
+}
+
+// RedisKeys returns the keys of the stack's Redis that match pattern (Redis's KEYS syntax,
+// such as "headgate:session:*").
+func (s *Stack) RedisKeys(ctx context.Context, pattern string) ([]string, error) {
+	if s.RedisURL == "" {
+		return nil, fmt.Errorf("list redis keys: the stack was started without redis")
+	}
+	opts, err := redis.ParseURL(s.RedisURL)
+	if err != nil {
+		return nil, fmt.Errorf("list redis keys: %w", err)
+	}
+	client := redis.NewClient(opts)
+	defer client.Close()
+	keys, err := client.Keys(ctx, pattern).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list redis keys: %w", err)
+	}
+	return keys, nil
+}
