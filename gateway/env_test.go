@@ -44,6 +44,7 @@ type envOptions struct {
 	upTimeout time.Duration
 	redirects []string
 	hsTimeout time.Duration
+	signOut   []string
 }
 
 // newTestEnv starts a gateway; opts adjust the configuration.
@@ -93,6 +94,7 @@ func newTestEnv(t *testing.T, opts ...func(*envOptions)) *testEnv {
 		Upstream:        e.upstream.srv.URL,
 		SkipAuth:        o.skipAuth,
 		RedirectDomains: o.redirects,
+		SignOutPaths:    o.signOut,
 		UpstreamTimeout: o.upTimeout,
 		OIDC: OIDCConfig{
 			Issuer:       e.idp.URL,

@@ -305,3 +305,29 @@ func TestUpstreamFailures(t *testing.T) {
 		t.Errorf("upstream down: got %d, want 502", resp.StatusCode)
 	}
 }
+
+func TestSignOutPathsEndTheSession(t *testing.T) {
+	e := newTestEnv(t, func(o *envOptions) { o.signOut = []string{"/admin/logout"} })
+	withAlice(e)
+	b, resp := e.signIn(t, "/")
+	readBody(t, resp)
+	c := e.sessionCookie(t, b)
+	before := e.upstream.count()
+	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/admin/logout", strings.NewReader("x=1"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Cookie", c.Name+"="+c.Value)
+	out, err := noRedirect.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out.Body.Close()
+	if out.StatusCode != http.StatusOK {
+		t.Errorf("POST /admin/logout: got %d, want headgate's signed-out page (200)", out.StatusCode)
+	}
+	if e.upstream.count() != before {
+		t.Error("the sign-out path reached the upstream")
+	}
+	if resp := e.get(t, "/api", http.Header{"Cookie": {c.Name + "=" + c.Value}}); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("session after /admin/logout: got %d, want 401", resp.StatusCode)
+	}
+}
