@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -65,5 +66,201 @@ func TestRedisOutage(t *testing.T) {
 	}
 	if page := login(t, g, newJar(t), Bob, prefix+"new-after"); page.Status != http.StatusOK {
 		t.Errorf("new sign-in after redis came back: got %d, want 200 (%s)", page.Status, strings.Join(page.Hops, " -> "))
+	}
+}
+
+// outcome is one answer to a request sent by a traffic loop.
+type outcome struct {
+	sent   time.Time
+	took   time.Duration
+	status int
+	err    error
+}
+
+// sendTraffic sends GET path with header to g every interval until stop is closed, and returns
+// every answer once it has stopped.
+func sendTraffic(g *Gateway, path string, header http.Header, interval time.Duration, stop <-chan struct{}) <-chan []outcome {
+	done := make(chan []outcome, 1)
+	go func() {
+		client := &http.Client{Timeout: 10 * time.Second,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		var got []outcome
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				done <- got
+				return
+			case <-tick.C:
+			}
+			o := outcome{sent: time.Now()}
+			req, _ := http.NewRequest(http.MethodGet, g.URL+path, nil)
+			req.Header = header.Clone()
+			resp, err := client.Do(req)
+			if err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				o.status = resp.StatusCode
+			}
+			o.err, o.took = err, time.Since(o.sent)
+			got = append(got, o)
+		}
+	}()
+	return done
+}
+
+// TestRedisStopsMidTraffic stops Redis under continuous traffic of a signed-in person and
+// starts it again empty, on a stack of its own. While Redis is down every request of the
+// proven session is served and a new sign-in gets a readable 503 page. Redis coming back empty
+// has the documented outcome: the session records are gone, so the session ends at its next
+// check and the person signs in again; new sign-ins and revocation across instances work again
+// without a restart.
+func TestRedisStopsMidTraffic(t *testing.T) {
+	t.Parallel()
+	s := ownStack(t, Options{Redis: true, Gateway: &GatewayOptions{}, MaxGateways: 2})
+	ctx := t.Context()
+	a := s.Gateway
+	b := startGateway(t, s, GatewayOptions{})
+	if _, err := s.CreateCLIUser(ctx, Bob.Username, Bob.Email); err != nil {
+		t.Fatal(err)
+	}
+	prefix := testPrefix(t)
+	cookie := loginCookie(t, a, Bob, prefix+"login")
+
+	stop := make(chan struct{})
+	results := sendTraffic(a, prefix+"traffic", api(cookie), 5*time.Millisecond, stop)
+	time.Sleep(200 * time.Millisecond) // traffic with Redis up, for comparison
+
+	stopped := time.Now()
+	s.StopRedis()
+	page := login(t, a, newJar(t), Bob, prefix+"new-during")
+	checkReadablePage(t, "new sign-in while redis is down", page, http.StatusServiceUnavailable)
+	if rest := 2*time.Second - time.Since(stopped); rest > 0 {
+		time.Sleep(rest)
+	}
+	restarting := time.Now()
+	if err := s.StartRedis(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// Redis is back, empty: the session's record is gone, and the next check ends it.
+	took := eventually(t, "the session ends after redis came back empty", 5*time.Second, 20*time.Millisecond,
+		statusIs(t, a, prefix+"after", api(cookie), http.StatusUnauthorized))
+	t.Logf("the session ended %s after redis answered again", took.Round(time.Millisecond))
+	close(stop)
+	var before, during, after []outcome
+	for _, o := range <-results {
+		switch {
+		case o.sent.Before(stopped):
+			before = append(before, o)
+		case o.sent.Before(restarting):
+			during = append(during, o)
+		default:
+			after = append(after, o)
+		}
+	}
+	var slowest time.Duration
+	for _, o := range append(before, during...) {
+		slowest = max(slowest, o.took)
+		if o.err != nil || o.status != http.StatusOK {
+			t.Errorf("request sent %s after redis stopped: got %d (%v), want 200",
+				o.sent.Sub(stopped).Round(time.Millisecond), o.status, o.err)
+		}
+	}
+	if len(during) < 100 {
+		t.Errorf("only %d requests were sent while redis was down, want at least 100", len(during))
+	}
+	t.Logf("%d requests before, %d while redis was down (slowest %s), %d after",
+		len(before), len(during), slowest.Round(time.Millisecond), len(after))
+	for _, o := range after {
+		if o.err != nil || o.status != http.StatusOK && o.status != http.StatusUnauthorized {
+			t.Errorf("request after redis came back: got %d (%v), want 200 until the re-check, then 401", o.status, o.err)
+		}
+	}
+	browser := http.Header{"Cookie": {cookie}, "Accept": {browserAccept}}
+	if page := fetch(t, a, nil, http.MethodGet, prefix+"after-page", browser); page.Status != http.StatusFound ||
+		!strings.HasPrefix(page.Header.Get("Location"), "/oauth2/start?") {
+		t.Errorf("the ended session in a browser: got %d to %q, want 302 to /oauth2/start", page.Status, page.Header.Get("Location"))
+	}
+	if page := fetch(t, b, nil, http.MethodGet, prefix+"after-b", api(cookie)); page.Status != http.StatusUnauthorized {
+		t.Errorf("the ended session at the other instance: got %d, want 401", page.Status)
+	}
+
+	// Sign-ins are recorded and sign-outs shared again.
+	waitReady(t, a, 5*time.Second)
+	fresh := loginCookie(t, a, Bob, prefix+"new-after")
+	if page := fetch(t, b, nil, http.MethodGet, prefix+"new-after-b", api(fresh)); page.Status != http.StatusOK {
+		t.Fatalf("the new session at the other instance: got %d, want 200", page.Status)
+	}
+	signOut(t, a, fresh)
+	took = eventually(t, "the sign-out reaches the other instance", time.Second, 10*time.Millisecond,
+		statusIs(t, b, prefix+"signed-out-b", api(fresh), http.StatusUnauthorized))
+	t.Logf("the sign-out reached the other instance in %s", took.Round(time.Millisecond))
+	if keys, err := s.RedisKeys(ctx, "headgate:session:*"); err != nil || len(keys) != 0 {
+		t.Errorf("session records left in redis after the sign-out: got %d (%v), want 0", len(keys), err)
+	}
+}
+
+// TestRedisBlipKeepsSessions restarts a Redis that keeps its data on disk: sessions survive the
+// outage on every instance, and a sign-out taken while Redis was down is shared once it
+// answers again.
+func TestRedisBlipKeepsSessions(t *testing.T) {
+	t.Parallel()
+	s := ownStack(t, Options{Redis: true, RedisPersistence: true, Gateway: &GatewayOptions{}, MaxGateways: 2})
+	ctx := t.Context()
+	a := s.Gateway
+	b := startGateway(t, s, GatewayOptions{})
+	if _, err := s.CreateCLIUser(ctx, Bob.Username, Bob.Email); err != nil {
+		t.Fatal(err)
+	}
+	prefix := testPrefix(t)
+	kept := loginCookie(t, a, Bob, prefix+"kept")
+	ended := loginCookie(t, a, Bob, prefix+"ended")
+	for _, g := range []*Gateway{a, b} {
+		for _, c := range []string{kept, ended} {
+			if page := fetch(t, g, nil, http.MethodGet, prefix+"before", api(c)); page.Status != http.StatusOK {
+				t.Fatalf("before the outage at %s: got %d, want 200", g.URL, page.Status)
+			}
+		}
+	}
+
+	s.StopRedis()
+	signOut(t, a, ended)
+	if page := fetch(t, a, nil, http.MethodGet, prefix+"during", api(ended)); page.Status != http.StatusUnauthorized {
+		t.Errorf("signed out while redis is down, at the same instance: got %d, want 401 at once", page.Status)
+	}
+	for _, g := range []*Gateway{a, b} {
+		if page := fetch(t, g, nil, http.MethodGet, prefix+"during", api(kept)); page.Status != http.StatusOK {
+			t.Errorf("while redis is down at %s: got %d, want 200", g.URL, page.Status)
+		}
+	}
+	time.Sleep(time.Second)
+	if err := s.StartRedis(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	took := eventually(t, "the sign-out taken during the outage reaches the other instance", 5*time.Second, 20*time.Millisecond,
+		statusIs(t, b, prefix+"after", api(ended), http.StatusUnauthorized))
+	t.Logf("the pending sign-out reached the other instance %s after redis answered again", took.Round(time.Millisecond))
+	// Long enough for both instances to resubscribe and re-check what they know.
+	until := time.Now().Add(2 * time.Second)
+	for time.Now().Before(until) {
+		for _, g := range []*Gateway{a, b} {
+			if page := fetch(t, g, nil, http.MethodGet, prefix+"after", api(kept)); page.Status != http.StatusOK {
+				t.Fatalf("the kept session after redis came back, at %s: got %d, want 200", g.URL, page.Status)
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// A restarted instance knows nothing in process: it finds the session in Redis.
+	if err := b.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if page := fetch(t, b, nil, http.MethodGet, prefix+"restarted", api(kept)); page.Status != http.StatusOK {
+		t.Errorf("the kept session at a restarted instance: got %d, want 200", page.Status)
+	}
+	if page := fetch(t, b, nil, http.MethodGet, prefix+"restarted", api(ended)); page.Status != http.StatusUnauthorized {
+		t.Errorf("the signed-out session at a restarted instance: got %d, want 401", page.Status)
 	}
 }

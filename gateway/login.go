@@ -24,6 +24,8 @@ func (g *Gateway) serveStart(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, pageIdPDown, err)
 		return
 	}
+	// Attempts that never came back leave their login cookies behind; keep their number small.
+	g.cookies.ClearStaleLogins(w, r, maxPendingLogins)
 	l := &session.Login{
 		State:    session.NewID(),
 		Nonce:    session.NewID(),
@@ -43,6 +45,9 @@ func (g *Gateway) serveStart(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, p.oauth2.AuthCodeURL(l.State, opts...), http.StatusFound)
 }
+
+// maxPendingLogins is how many unfinished sign-ins a browser may have at once (one per tab).
+const maxPendingLogins = 5
 
 // Pages of the callback.
 var (

@@ -270,6 +270,25 @@ func (c *Cookies) ClearLogin(w http.ResponseWriter, state string) {
 	http.SetCookie(w, c.cookie(c.loginName(state), "", -1))
 }
 
+// ClearStaleLogins expires every login cookie r carries when there are more than keep of them.
+// Each sign-in attempt leaves one until it completes or expires; a browser that starts many
+// (reloads, a loop, a hostile page) would otherwise grow its Cookie header until requests fail.
+func (c *Cookies) ClearStaleLogins(w http.ResponseWriter, r *http.Request, keep int) int {
+	var names []string
+	for _, k := range r.Cookies() {
+		if strings.HasPrefix(k.Name, c.loginPrefix) {
+			names = append(names, k.Name)
+		}
+	}
+	if len(names) <= keep {
+		return 0
+	}
+	for _, name := range names {
+		http.SetCookie(w, c.cookie(name, "", -1))
+	}
+	return len(names)
+}
+
 func (c *Cookies) loginName(state string) string {
 	if len(state) > loginStateLen {
 		state = state[:loginStateLen]

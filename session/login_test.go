@@ -71,3 +71,31 @@ func TestLoginCookie(t *testing.T) {
 		t.Errorf("after the login timeout: got %v, want %v", err, ErrExpired)
 	}
 }
+
+func TestClearStaleLogins(t *testing.T) {
+	c, err := NewCookies(Config{Secret: Secrets{strings.Repeat("s", 32)}}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := httptest.NewRequest(http.MethodGet, "/oauth2/start", nil)
+	for i := 0; i < 6; i++ {
+		r.AddCookie(&http.Cookie{Name: "_headgate_login_" + strings.Repeat(string(rune('a'+i)), 12), Value: "x"})
+	}
+	r.AddCookie(&http.Cookie{Name: "_headgate", Value: "session"})
+	w := httptest.NewRecorder()
+	if got := c.ClearStaleLogins(w, r, 8); got != 0 {
+		t.Errorf("under the limit: cleared %d, want 0", got)
+	}
+	w = httptest.NewRecorder()
+	if got := c.ClearStaleLogins(w, r, 4); got != 6 {
+		t.Errorf("over the limit: cleared %d, want 6", got)
+	}
+	for _, k := range w.Result().Cookies() {
+		if k.Name == "_headgate" {
+			t.Error("the session cookie was cleared")
+		}
+		if k.MaxAge >= 0 {
+			t.Errorf("cookie %s not expired: Max-Age %d", k.Name, k.MaxAge)
+		}
+	}
+}
