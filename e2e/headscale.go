@@ -290,3 +290,19 @@ func (s *Stack) CreateAccounts(ctx context.Context) (Accounts, error) {
 	}
 	return a, nil
 }
+
+// RenameUser renames the Headscale user with id, as an administrator does on the command line.
+func (s *Stack) RenameUser(ctx context.Context, id, newName string) error {
+	if _, err := s.headscaleCLI(ctx, "users", "rename", "--identifier", id, "--new-name", newName); err != nil {
+		return fmt.Errorf("rename headscale user %s: %w", id, err)
+	}
+	return nil
+}
+
+// DeleteUser deletes the Headscale user with id, as an administrator does on the command line.
+func (s *Stack) DeleteUser(ctx context.Context, id string) error {
+	if _, err := s.headscaleCLI(ctx, "users", "destroy", "--identifier", id, "--force"); err != nil {
+		return fmt.Errorf("delete headscale user %s: %w", id, err)
+	}
+	return nil
+}

@@ -35,7 +35,7 @@ func FuzzSafeRedirect(f *testing.F) {
 		if target.User != nil {
 			t.Fatalf("safeRedirect(%q) = %q: carries userinfo", rd, got)
 		}
-		host := strings.ToLower(target.Host)
+		host := strings.ToLower(target.Hostname())
 		if host != "gate.example.com" && host != "app.example.com" {
 			t.Fatalf("safeRedirect(%q) = %q: leads to host %q", rd, got, target.Host)
 		}

@@ -38,7 +38,7 @@ func (g *Gateway) safeRedirect(rd string) string {
 		return rd
 	}
 	u, err := url.Parse(rd)
-	if err != nil || u.User != nil || u.Opaque != "" || u.Host == "" || strings.HasPrefix(u.Host, ".") {
+	if err != nil || u.User != nil || u.Opaque != "" || u.Host == "" || strings.HasPrefix(u.Host, ".") || strings.HasSuffix(u.Host, ":") {
 		return "/"
 	}
 	if !strings.HasPrefix(lower, u.Scheme+"://") {

@@ -67,6 +67,8 @@ func TestSafeRedirect(t *testing.T) {
 		{"evil.com", "/"},
 		{".evil.com", "/"},
 		{"https://.corp.example/x", "/"},
+		{"https://App.eXAmple.Com:", "/"},
+		{"https://app.example.com:8443/x", "https://app.example.com:8443/x"},
 		{strings.Repeat("/a", 2000), "/"},
 	}
 	for _, tt := range tests {
@@ -341,6 +343,16 @@ func TestCallbackStateAndReplay(t *testing.T) {
 	}
 	if !strings.Contains(e.logs.String(), "replayed") {
 		t.Errorf("the replay was not logged")
+	}
+	// Nothing secret reached the log: not the code, the state, the client secret, the login
+	// cookie or the session cookie.
+	secrets := []string{cb.Query().Get("code"), cb.Query().Get("state"), e.idp.ClientSecret, e.sessionCookie(t, b).Value}
+	secrets = append(secrets, saved...)
+	logs := e.logs.String()
+	for _, s := range secrets {
+		if s != "" && strings.Contains(logs, s) {
+			t.Errorf("the log contains a secret value %.12q...", s)
+		}
 	}
 }
 
