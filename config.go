@@ -29,8 +29,9 @@ type Config struct {
 	// listener. Empty: no metrics endpoint.
 	MetricsListen string `yaml:"metrics_listen"`
 
-	// ShutdownTimeout is how long in-flight requests may take to finish after SIGTERM. Long
-	// streams (Server-Sent Events, WebSockets) are closed after half of it. Default 10s.
+	// ShutdownTimeout is how long in-flight requests may take to finish after SIGTERM.
+	// Server-Sent Events streams are ended cleanly at once, since they never finish by
+	// themselves; whatever is still open at the deadline is closed. Default 10s.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 
 	// Gateway holds public_url, upstream, skip_auth, oidc and the other top-level keys of the

@@ -105,16 +105,11 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	// Requests derive from streams, which are cancelled late in a shutdown so that Server-Sent
-	// Events and WebSockets end cleanly instead of holding the shutdown to its deadline.
-	streams, cancelStreams := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelStreams()
 	srv := &http.Server{
 		Handler:           gw,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
-		BaseContext:       func(net.Listener) context.Context { return streams },
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		// No WriteTimeout: it would cut Server-Sent Events streams such as Headplane's.
 	}
@@ -156,8 +151,9 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	log.Info("shutting down", "timeout", timeout.String())
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	streamTimer := time.AfterFunc(timeout/2, cancelStreams)
-	defer streamTimer.Stop()
+	// Streams never end by themselves: end them now, cleanly, so that Shutdown waits only for
+	// ordinary requests, which get the whole timeout.
+	gw.Drain()
 	err = srv.Shutdown(shutdownCtx)
 	if err != nil {
 		srv.Close()

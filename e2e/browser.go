@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"html"
 	"io"
@@ -49,7 +50,7 @@ func Fetch(ctx context.Context, jar http.CookieJar, method, rawURL string, heade
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", method, stripQuery(req.URL), err)
+		return nil, fmt.Errorf("%s %s: %w", method, stripQuery(req.URL), withoutURL(err))
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
@@ -86,7 +87,7 @@ func browse(ctx context.Context, jar http.CookieJar, rawURL string, form url.Val
 		}
 		resp, err := client.Do(req)
 		if err != nil {
-			return nil, fmt.Errorf("%s %s (after %s): %w", method, stripQuery(req.URL), strings.Join(hops, " -> "), err)
+			return nil, fmt.Errorf("%s %s (after %s): %w", method, stripQuery(req.URL), strings.Join(hops, " -> "), withoutURL(err))
 		}
 		data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 		resp.Body.Close()
@@ -147,6 +148,16 @@ func browserLogin(ctx context.Context, jar http.CookieJar, start, email, passwor
 func isDexLoginForm(page *Page) bool {
 	return page.Status == http.StatusOK && strings.HasSuffix(page.URL.Path, "/auth/"+dexConnector+"/login") &&
 		strings.Contains(page.Body, `name="password"`)
+}
+
+// withoutURL returns the cause of a client error without the URL the client names in it, whose
+// query may hold a code or a state.
+func withoutURL(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
 }
 
 // stripQuery keeps codes and states out of messages.

@@ -252,6 +252,9 @@ func (g *Gateway) Signal(sig os.Signal) error {
 // exit error. It fails when ctx ends first.
 func (g *Gateway) Wait(ctx context.Context) error {
 	p := g.process()
+	if p == nil {
+		return fmt.Errorf("wait for %s to exit: it was never started", g.name)
+	}
 	select {
 	case <-p.done:
 		return p.err

@@ -13,7 +13,7 @@ import (
 // test failed.
 func ownStack(t *testing.T, opts Options) *Stack {
 	t.Helper()
-	gateway(t) // the same binary: when the shared instance failed, say why
+	sharedStack(t) // the same binary: when the shared instance failed, say why
 	s, err := Start(t.Context(), opts)
 	if err != nil {
 		t.Fatalf("start a stack of its own: %v", err)
@@ -29,6 +29,16 @@ func ownStack(t *testing.T, opts Options) *Stack {
 		showLogOnFailure(t, s.Gateway)
 	}
 	return s
+}
+
+// sharedStack returns the suite's stack, failing the test when its headgate instance did not
+// start (the binary is the same for every instance).
+func sharedStack(t *testing.T) *Stack {
+	t.Helper()
+	if sharedErr != nil {
+		t.Fatalf("headgate did not start: %v", sharedErr)
+	}
+	return stack
 }
 
 // startGateway adds an instance to s for this test and shows its log when the test fails.

@@ -15,6 +15,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"headgate/linker"
@@ -126,6 +127,9 @@ type Gateway struct {
 	metrics  *metrics
 	mux      *http.ServeMux
 	now      func() time.Time
+
+	draining  chan struct{} // closed by Drain
+	drainOnce sync.Once
 }
 
 // New builds the gateway. It does not contact the identity provider: discovery happens on the
@@ -160,6 +164,7 @@ func New(cfg Config, cookies *session.Cookies, store Store, links *linker.Linker
 		log:      log,
 		metrics:  m,
 		now:      time.Now,
+		draining: make(chan struct{}),
 	}
 	g.oidc = newOIDCClient(cfg.OIDC, strings.TrimSuffix(public.String(), "/")+"/oauth2/callback")
 	g.proxy = g.newProxy()

@@ -19,6 +19,9 @@ import (
 func (g *Gateway) serveStart(w http.ResponseWriter, r *http.Request) {
 	rd := g.safeRedirect(r.URL.Query().Get("rd"))
 	p, err := g.oidc.get(r.Context())
+	if err == nil {
+		err = g.oidc.reachable(r.Context())
+	}
 	if err != nil {
 		g.metrics.logins.WithLabelValues("idp_unavailable").Inc()
 		g.fail(w, r, pageIdPDown, err)

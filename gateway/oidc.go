@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,6 +35,52 @@ type oidcClient struct {
 	ready    *oidcProvider
 	failedAt time.Time
 	failure  error
+
+	// The provider's last reachability check, so that a sign-in is not sent to a provider
+	// that is down (the browser would show a connection error instead of headgate's page).
+	probeMu  sync.Mutex
+	probedAt time.Time
+	probeErr error
+}
+
+// probeFor is how long a successful reachability check is reused; a failed one is reused for
+// probeFailedFor only, so that sign-ins resume as soon as the provider is back.
+const (
+	probeFor       = time.Second
+	probeFailedFor = 250 * time.Millisecond
+)
+
+// reachable reports whether the provider answers its discovery document, checking at most once
+// every probeFor. Its error wraps errIdPUnavailable.
+func (c *oidcClient) reachable(ctx context.Context) error {
+	c.probeMu.Lock()
+	defer c.probeMu.Unlock()
+	reuse := probeFor
+	if c.probeErr != nil {
+		reuse = probeFailedFor
+	}
+	if time.Since(c.probedAt) < reuse {
+		return c.probeErr
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	c.probeErr = nil
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(c.cfg.Issuer, "/")+"/.well-known/openid-configuration", nil)
+	if err == nil {
+		var resp *http.Response
+		if resp, err = c.http.Do(req); err == nil {
+			io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				err = fmt.Errorf("discovery answered %s", resp.Status)
+			}
+		}
+	}
+	if err != nil {
+		c.probeErr = fmt.Errorf("%w: %w", errIdPUnavailable, err)
+	}
+	c.probedAt = time.Now()
+	return c.probeErr
 }
 
 // oidcProvider is the result of a successful discovery.

@@ -3,10 +3,12 @@ package gateway
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -188,9 +190,63 @@ func (g *Gateway) newProxy() *httputil.ReverseProxy {
 				setIdentityHeaders(pr.Out.Header, p)
 			}
 		},
-		Transport:    transport,
-		ErrorHandler: g.upstreamError,
+		Transport:      transport,
+		ErrorHandler:   g.upstreamError,
+		ModifyResponse: g.endStreamsOnDrain,
 	}
+}
+
+// Drain ends every Server-Sent Events stream being proxied, and every one that starts later,
+// with a clean end of the response, so that a graceful shutdown does not wait for streams
+// that never finish by themselves. Browsers reconnect such streams, to another instance.
+// Ordinary requests are not affected. Drain may be called more than once.
+func (g *Gateway) Drain() {
+	g.drainOnce.Do(func() { close(g.draining) })
+}
+
+// endStreamsOnDrain makes an event stream's body end at EOF once the gateway drains.
+func (g *Gateway) endStreamsOnDrain(resp *http.Response) error {
+	if !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		return nil
+	}
+	body := &drainingBody{ReadCloser: resp.Body, draining: g.draining, done: make(chan struct{})}
+	go body.closeOnDrain()
+	resp.Body = body
+	return nil
+}
+
+// drainingBody is a streamed response body that reports a clean EOF once draining starts.
+type drainingBody struct {
+	io.ReadCloser
+	draining  <-chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+// closeOnDrain closes the upstream body when draining starts, which unblocks a pending Read.
+func (b *drainingBody) closeOnDrain() {
+	select {
+	case <-b.draining:
+		b.ReadCloser.Close()
+	case <-b.done:
+	}
+}
+
+func (b *drainingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil {
+		select {
+		case <-b.draining:
+			return n, io.EOF
+		default:
+		}
+	}
+	return n, err
+}
+
+func (b *drainingBody) Close() error {
+	b.closeOnce.Do(func() { close(b.done) })
+	return b.ReadCloser.Close()
 }
 
 // stripOwnCookies removes the gateway's cookies from the Cookie header: the upstream has no use
@@ -230,7 +286,7 @@ func (g *Gateway) stripOwnCookies(h http.Header) {
 
 // upstreamError answers when the upstream cannot be reached or is too slow.
 func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
-	if r.Context().Err() != nil {
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		// The client went away; nobody is left to answer.
 		return
 	}

@@ -370,9 +370,14 @@ func TestIdentityProviderDown(t *testing.T) {
 	if body := readBody(t, resp); resp.StatusCode != http.StatusOK {
 		t.Errorf("existing session while the IdP is down: got %d %q", resp.StatusCode, body)
 	}
-	// A new sign-in gets a readable page, not a hang or a bare error (the provider is already
-	// discovered here, so the failure is at the authorization endpoint: the browser is sent
-	// there; a fresh gateway gets headgate's own page).
+	// A new sign-in gets a readable page, not a hang, a bare error or a redirect to a provider
+	// that does not answer: on this gateway, which discovered the provider before the outage
+	// (once its last reachability check is stale), and on a fresh one.
+	time.Sleep(probeFor)
+	resp = e.get(t, "/oauth2/start?rd=/", http.Header{"Accept": {"text/html"}})
+	if body := readBody(t, resp); resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "Identity provider unreachable") {
+		t.Errorf("sign-in while the IdP is down, after discovery: got %d %q", resp.StatusCode, body)
+	}
 	e2 := newTestEnv(t)
 	e2.idp.Down(true)
 	resp = e2.get(t, "/oauth2/start?rd=/", http.Header{"Accept": {"text/html"}})

@@ -1,0 +1,100 @@
+package e2e
+
+import (
+	"encoding/json"
+	"net/http"
+	"slices"
+	"testing"
+	"time"
+)
+
+// TestIdPStops stops Dex on a stack of its own. Existing sessions are unaffected; a new
+// sign-in, a sign-in whose callback arrives while Dex is down, and any sign-in at an instance
+// that has not yet reached Dex get a readable 503 page. Dex comes back with new signing keys (it keeps them in
+// memory): sign-ins work again at both instances without a restart, so a rotated key is picked
+// up.
+func TestIdPStops(t *testing.T) {
+	t.Parallel()
+	s := ownStack(t, Options{Redis: true, Gateway: &GatewayOptions{}, MaxGateways: 2})
+	ctx := t.Context()
+	a := s.Gateway
+	for _, u := range []User{Bob, Dave} {
+		if _, err := s.CreateCLIUser(ctx, u.Username, u.Email); err != nil {
+			t.Fatal(err)
+		}
+	}
+	prefix := testPrefix(t)
+	keysBefore := dexKeyIDs(t, s)
+	cookie := loginCookie(t, a, Bob, prefix+"before")
+	// Dave has signed in at Dex; his browser is on its way back to headgate when Dex stops.
+	daveJar := newJar(t)
+	callback := callbackURL(t, a, daveJar, Dave, prefix+"dave")
+
+	s.StopDex()
+	for i := range 10 {
+		if page := fetch(t, a, nil, http.MethodGet, prefix+"during", api(cookie)); page.Status != http.StatusOK {
+			t.Fatalf("existing session, request %d without dex: got %d, want 200", i, page.Status)
+		}
+	}
+	if page := fetch(t, a, nil, http.MethodGet, "/oauth2/auth", api(cookie)); page.Status != http.StatusAccepted {
+		t.Errorf("existing session at /oauth2/auth without dex: got %d, want 202", page.Status)
+	}
+	t.Run("new sign-in gets a readable page", func(t *testing.T) {
+		// The instance has discovered Dex: it must still not send the browser to a provider
+		// that does not answer. It re-checks the provider at most once a second, so a
+		// sign-in that starts a second after the outage began gets the page.
+		time.Sleep(1100 * time.Millisecond)
+		page, err := browse(t.Context(), newJar(t), a.URL+prefix+"new", nil, "")
+		if err != nil {
+			t.Fatalf("a new sign-in while dex is down did not end on a page: %v", err)
+		}
+		checkReadablePage(t, "a new sign-in while dex is down", page, http.StatusServiceUnavailable)
+	})
+	page, _ := completeLogin(t, daveJar, callback)
+	checkReadablePage(t, "callback while dex is down", page, http.StatusServiceUnavailable)
+	if got := upstreamSaw(prefix + "dave"); len(got) != 0 {
+		t.Errorf("the upstream received %d requests of dave, want none", len(got))
+	}
+	// An instance started while Dex is down has not discovered it.
+	b := startGateway(t, s, GatewayOptions{})
+	page = fetch(t, b, nil, http.MethodGet, "/oauth2/start?rd="+prefix+"b", http.Header{"Accept": {browserAccept}})
+	checkReadablePage(t, "sign-in at an instance that never reached dex", page, http.StatusServiceUnavailable)
+
+	if err := s.StartDex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if keysAfter := dexKeyIDs(t, s); slices.Equal(keysBefore, keysAfter) {
+		t.Fatalf("dex signs with the same keys after its restart (%v), so this test cannot show a rotation", keysAfter)
+	}
+	// The instance that had discovered Dex notices it is back within its next check (a second
+	// at most), and verifies tokens signed with the new keys without a restart.
+	loginEventually(t, a, Dave, prefix+"dave-after", 2*time.Second)
+	// The instance that failed to discover Dex tries again after a pause of a few seconds.
+	loginEventually(t, b, Dave, prefix+"dave-b", 10*time.Second)
+	if page := fetch(t, a, nil, http.MethodGet, prefix+"after", api(cookie)); page.Status != http.StatusOK {
+		t.Errorf("the session from before the outage: got %d, want 200", page.Status)
+	}
+}
+
+// dexKeyIDs returns the IDs of the keys Dex publishes, sorted.
+func dexKeyIDs(t *testing.T, s *Stack) []string {
+	t.Helper()
+	page, err := Fetch(t.Context(), nil, http.MethodGet, s.Issuer+"/keys", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var set struct {
+		Keys []struct {
+			KID string `json:"kid"`
+		} `json:"keys"`
+	}
+	if err := json.Unmarshal([]byte(page.Body), &set); err != nil || len(set.Keys) == 0 {
+		t.Fatalf("dex's keys: got %d %q (%v), want a key set", page.Status, page.Body, err)
+	}
+	var ids []string
+	for _, k := range set.Keys {
+		ids = append(ids, k.KID)
+	}
+	slices.Sort(ids)
+	return ids
+}
