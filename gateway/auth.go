@@ -78,7 +78,7 @@ func (g *Gateway) serveAuth(w http.ResponseWriter, r *http.Request) {
 	p, res, err := g.authenticate(w, r)
 	switch res {
 	case authOK:
-		setIdentityHeaders(w.Header(), p)
+		setIdentityHeaders(w.Header(), p, true)
 		w.Header().Set("Cache-Control", "no-store")
 		w.WriteHeader(http.StatusAccepted)
 	case authNone:

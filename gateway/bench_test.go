@@ -51,7 +51,7 @@ func BenchmarkSetIdentityHeaders(b *testing.B) {
 	b.ReportAllocs()
 	h := http.Header{}
 	for b.Loop() {
-		setIdentityHeaders(h, benchPrincipal)
+		setIdentityHeaders(h, benchPrincipal, false)
 	}
 }
 

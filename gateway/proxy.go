@@ -78,13 +78,11 @@ func stripOwnedHeaders(h http.Header) {
 	}
 }
 
-// setIdentityHeaders sets the identity of p on h. The Headscale headers are set only when the
-// person is linked to a Headscale user.
-func setIdentityHeaders(h http.Header, p principal) {
-	if p.link.Linked() {
-		h[headerUser] = []string{p.link.UserName}
-		h[headerUserID] = []string{p.link.UserID}
-	}
+// setIdentityHeaders sets the identity of p on h: the Headscale headers when the person is
+// linked to a Headscale user, and oauth2-proxy's X-Forwarded-* names. Forward-auth answers
+// (forwardAuth) also carry X-Auth-Request-User and -Email, the names nginx recipes read. The
+// values share one backing array: this runs on every proxied request.
+func setIdentityHeaders(h http.Header, p principal, forwardAuth bool) {
 	user := p.session.PreferredUsername
 	if user == "" {
 		user = p.session.Email
@@ -92,14 +90,27 @@ func setIdentityHeaders(h http.Header, p principal) {
 	if user == "" {
 		user = p.session.Subject
 	}
-	h[headerForwardedUser] = []string{user}
-	h[headerAuthRequestUser] = []string{user}
+	v := make([]string, 0, 7)
+	set := func(name, value string) {
+		v = append(v, value)
+		h[name] = v[len(v)-1 : len(v) : len(v)]
+	}
+	if p.link.Linked() {
+		set(headerUser, p.link.UserName)
+		set(headerUserID, p.link.UserID)
+	}
+	set(headerForwardedUser, user)
 	if p.session.Email != "" {
-		h[headerForwardedEmail] = []string{p.session.Email}
-		h[headerAuthRequestEmail] = []string{p.session.Email}
+		set(headerForwardedEmail, p.session.Email)
 	}
 	if p.session.PreferredUsername != "" {
-		h[headerForwardedUsername] = []string{p.session.PreferredUsername}
+		set(headerForwardedUsername, p.session.PreferredUsername)
+	}
+	if forwardAuth {
+		set(headerAuthRequestUser, user)
+		if p.session.Email != "" {
+			set(headerAuthRequestEmail, p.session.Email)
+		}
 	}
 }
 
@@ -187,7 +198,7 @@ func (g *Gateway) newProxy() *httputil.ReverseProxy {
 			stripOwnedHeaders(pr.Out.Header)
 			g.stripOwnCookies(pr.Out.Header)
 			if p, ok := pr.In.Context().Value(principalKey{}).(principal); ok {
-				setIdentityHeaders(pr.Out.Header, p)
+				setIdentityHeaders(pr.Out.Header, p, false)
 			}
 		},
 		Transport:      transport,

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestMedian(t *testing.T) {
+	tests := []struct {
+		xs   []float64
+		want float64
+	}{
+		{[]float64{3}, 3},
+		{[]float64{3, 1}, 2},
+		{[]float64{5, 1, 3}, 3},
+		{[]float64{4, 1, 3, 2}, 2.5},
+	}
+	for _, tt := range tests {
+		if got := median(tt.xs); got != tt.want {
+			t.Errorf("median(%v): got %v, want %v", tt.xs, got, tt.want)
+		}
+	}
+}
+
+func TestFmtRatios(t *testing.T) {
+	tests := []struct {
+		rs   []float64
+		want string
+	}{
+		{[]float64{0.9}, "0.90"},
+		{[]float64{0.8, 1.1, 0.9}, "0.90 (0.80-1.10)"},
+	}
+	for _, tt := range tests {
+		if got := fmtRatios(tt.rs); got != tt.want {
+			t.Errorf("fmtRatios(%v): got %q, want %q", tt.rs, got, tt.want)
+		}
+	}
+}
+
+func TestPrintTable(t *testing.T) {
+	var b strings.Builder
+	printTable(&b, [][]string{{"target", "req/s"}, {"bare proxy", "9000"}, {"headgate", "12"}})
+	want := "| target     | req/s |\n" +
+		"| :--------- | ----: |\n" +
+		"| bare proxy |  9000 |\n" +
+		"| headgate   |    12 |\n"
+	if got := b.String(); got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+}
+
+// TestListenerPID finds this test's own listener, the way the benchmark finds headgate's.
+func TestListenerPID(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	pid, err := listenerPID(l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pid != os.Getpid() {
+		t.Errorf("got pid %d, want %d", pid, os.Getpid())
+	}
+}
+
+func TestProcessStats(t *testing.T) {
+	// Burn a little CPU so that the counters move past a clock tick.
+	before, err := cpuTime(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for start := time.Now(); time.Since(start) < 50*time.Millisecond; {
+	}
+	after, err := cpuTime(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after <= before {
+		t.Errorf("cpu time: got %v after %v of work from %v, want more", after, 50*time.Millisecond, before)
+	}
+	rss, err := peakRSS(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rss < 1<<20 || rss > 1<<30 {
+		t.Errorf("peak rss: got %d bytes, want between 1 MiB and 1 GiB", rss)
+	}
+}

@@ -1,0 +1,167 @@
+// Command bench measures what headgate costs per request, side by side with the floor cost
+// of any Go proxy (a bare httputil.ReverseProxy) and with oauth2-proxy, all in one run on
+// 127.0.0.1 in front of the same small upstream and signed in through the same Dex:
+//
+//	go run ./e2e/bench [-rounds 4] [-duration 5s] [-conns 32,128] [-headscale-users 100000]
+//
+// Every gateway gets a real session by a browser-like sign-in; then wrk drives each target
+// in turn, in interleaved rounds at each connection count, so that the machine's noise falls
+// on every target alike. It prints requests per second, latency, errors, CPU time per
+// request and peak RSS of each target's process, each gateway's ratios to the bare proxy in
+// the same round, and the Redis commands each Redis-backed gateway sends per request. With
+// -headscale-users it also times the stack's real Headscale answering headgate's user listing
+// at up to that many users; with -perf DIR it profiles every target under load with perf.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// settings are the command's flags.
+type settings struct {
+	duration      time.Duration
+	rounds        int
+	conns         []int
+	threads       int
+	warmup        time.Duration
+	redisRequests int
+	keep          bool
+	// headscaleUsers, when not zero, also times the stack's Headscale listing that many users.
+	headscaleUsers int
+	// perfDir, when set, also profiles each target with perf into this directory.
+	perfDir string
+
+	// serveBare and upstream run this binary as the bare proxy instead (see serveBare).
+	serveBare string
+	upstream  string
+}
+
+func parseFlags(args []string, stderr io.Writer) (settings, error) {
+	var st settings
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.DurationVar(&st.duration, "duration", 5*time.Second, "length of each wrk run, whole seconds")
+	fs.IntVar(&st.rounds, "rounds", 4, "interleaved rounds over every target and connection count")
+	conns := fs.String("conns", "32,128", "comma-separated wrk connection counts")
+	fs.IntVar(&st.threads, "threads", 2, "wrk threads")
+	fs.DurationVar(&st.warmup, "warmup", 2*time.Second, "unmeasured wrk run per target before the first round, whole seconds")
+	fs.IntVar(&st.redisRequests, "redis-requests", 10000, "authenticated requests per Redis-backed gateway while counting Redis commands")
+	fs.IntVar(&st.headscaleUsers, "headscale-users", 0, "also time Headscale listing 1,000, 10,000, ... up to this many users (0: skip)")
+	fs.StringVar(&st.perfDir, "perf", "", "also profile each target with perf under load, writing profiles and reports into this directory "+
+		"(the bare proxy's symbols need a go build of this program, not go run)")
+	fs.BoolVar(&st.keep, "keep", false, "keep the stack's configurations and logs")
+	fs.StringVar(&st.serveBare, "serve-bare", "", "internal: serve the bare proxy on this address")
+	fs.StringVar(&st.upstream, "upstream", "", "internal: the bare proxy's upstream URL")
+	if err := fs.Parse(args); err != nil {
+		return st, err
+	}
+	var problems []error
+	for _, f := range strings.Split(*conns, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 {
+			problems = append(problems, fmt.Errorf("-conns: %q is not a positive number", f))
+			continue
+		}
+		st.conns = append(st.conns, n)
+	}
+	if st.rounds < 1 {
+		problems = append(problems, errors.New("-rounds: must be at least 1"))
+	}
+	// wrk takes whole seconds.
+	if st.duration < time.Second || st.duration%time.Second != 0 {
+		problems = append(problems, errors.New("-duration: must be a whole number of seconds"))
+	}
+	if st.warmup < time.Second || st.warmup%time.Second != 0 {
+		problems = append(problems, errors.New("-warmup: must be a whole number of seconds"))
+	}
+	if st.threads < 1 {
+		problems = append(problems, errors.New("-threads: must be at least 1"))
+	}
+	if st.headscaleUsers < 0 {
+		problems = append(problems, errors.New("-headscale-users: must not be negative"))
+	}
+	if st.redisRequests < 1 {
+		problems = append(problems, errors.New("-redis-requests: must be at least 1"))
+	}
+	return st, errors.Join(problems...)
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
+	st, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	if st.serveBare != "" {
+		return serveBare(ctx, st.serveBare, st.upstream)
+	}
+	wrk, err := exec.LookPath("wrk")
+	if err != nil {
+		return errors.New("wrk is not installed: apt-get install -y wrk (or make bench, which installs it)")
+	}
+	logf := func(format string, args ...any) {
+		fmt.Fprintf(stderr, "bench: %s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+	}
+	began := time.Now()
+	env, err := startEnvironment(ctx, st, logf)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			env.keep = true // for a look at the logs
+		}
+		env.close()
+	}()
+
+	m := describeMachine(ctx, wrk)
+	fmt.Fprintln(stdout)
+	m.print(stdout)
+
+	results, err := drive(ctx, st, wrk, env, logf)
+	if err != nil {
+		return err
+	}
+	if st.perfDir != "" {
+		if err := profileTargets(ctx, st, wrk, env, logf); err != nil {
+			return err
+		}
+	}
+	redisCounts, err := countRedisCommands(ctx, st, env, logf)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout)
+	printResults(stdout, st, env.targets, results)
+	fmt.Fprintln(stdout)
+	printRedisCounts(stdout, redisCounts)
+	if st.headscaleUsers > 0 {
+		timings, err := timeUserListing(ctx, env, st.headscaleUsers, logf)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout)
+		printListTimings(stdout, timings)
+	}
+	logf("done in %s", time.Since(began).Round(time.Second))
+	return nil
+}

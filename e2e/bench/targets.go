@@ -1,0 +1,338 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"headgate/e2e"
+)
+
+// upstreamBody is what the upstream answers every request with: about the size of a small
+// API response, so that the benchmark measures the proxies rather than the network.
+var upstreamBody = "<!doctype html><title>upstream</title><p>" + strings.Repeat("0123456789", 15) + "</p>\n"
+
+// upstream is the app behind every target. It counts the requests it serves, so that a
+// gateway answering without proxying (a redirect to sign in, say) is caught as an error even
+// where wrk counts it as a success.
+type upstream struct {
+	url  string
+	hits atomic.Int64
+	srv  *http.Server
+}
+
+func startUpstream() (*upstream, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("start upstream: %w", err)
+	}
+	u := &upstream{url: "http://" + l.Addr().String()}
+	u.srv = &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u.hits.Add(1)
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Write([]byte(upstreamBody))
+	})}
+	go u.srv.Serve(l)
+	return u, nil
+}
+
+// serveBare runs the bare proxy until ctx ends: httputil.ReverseProxy with Rewrite and an
+// idle pool as large as headgate's, so that every connection of the load keeps its upstream
+// connection. It runs in a process of its own so that its CPU time and RSS are measured the
+// way the gateways' are.
+func serveBare(ctx context.Context, addr, upstreamURL string) error {
+	target, err := url.Parse(upstreamURL)
+	if err != nil || target.Host == "" {
+		return fmt.Errorf("-upstream: %q is not a URL", upstreamURL)
+	}
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.MaxIdleConns = 1024
+	transport.MaxIdleConnsPerHost = 1024
+	proxy := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.SetXForwarded()
+		},
+		Transport: transport,
+	}
+	srv := &http.Server{Addr: addr, Handler: proxy, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve bare proxy: %w", err)
+	}
+	return nil
+}
+
+// target is one server under load.
+type target struct {
+	name string
+	url  string
+	// cookie is the Cookie header of a signed-in session; empty for the bare proxy.
+	cookie string
+	// pid is the process whose CPU time and RSS are the target's.
+	pid int
+	// redis reports whether the target keeps its sessions in the stack's Redis.
+	redis bool
+}
+
+// environment is everything the benchmark runs: the stack (Dex, Headscale, Redis and the
+// headgate instances), the upstream, and the processes the stack does not know.
+type environment struct {
+	// dir holds the configurations and logs of every process; keep leaves it on disk.
+	dir      string
+	keep     bool
+	stack    *e2e.Stack
+	upstream *upstream
+	children []*child
+	targets  []*target
+	// redisAddr is the stack's Redis, host:port; redisPID its process.
+	redisAddr string
+	redisPID  int
+}
+
+func (env *environment) close() {
+	for _, c := range env.children {
+		c.stop()
+	}
+	if env.stack != nil {
+		env.stack.Close()
+	}
+	if env.upstream != nil {
+		env.upstream.srv.Close()
+	}
+	if env.dir != "" {
+		if env.keep {
+			fmt.Fprintf(os.Stderr, "bench: configurations and logs kept in %s\n", env.dir)
+		} else {
+			os.RemoveAll(env.dir)
+		}
+	}
+}
+
+// startEnvironment starts every target and signs in at each gateway.
+func startEnvironment(ctx context.Context, st settings, logf func(string, ...any)) (_ *environment, err error) {
+	env := &environment{}
+	defer func() {
+		if err != nil {
+			env.keep = true // for a look at the logs
+			env.close()
+		}
+	}()
+	root, err := repoRoot()
+	if err != nil {
+		return nil, err
+	}
+	o2p, err := oauth2ProxyBinary(ctx, root, logf)
+	if err != nil {
+		return nil, err
+	}
+	if env.upstream, err = startUpstream(); err != nil {
+		return nil, err
+	}
+	// A directory of the benchmark's own, which it removes itself unless -keep.
+	if env.dir, err = os.MkdirTemp("", "headgate-bench-"); err != nil {
+		return nil, fmt.Errorf("create the benchmark's directory: %w", err)
+	}
+	env.keep = st.keep
+	logf("starting Dex, Headscale and Redis (the first run builds Dex and Headscale, which takes a few minutes)")
+	env.stack, err = e2e.Start(ctx, e2e.Options{Redis: true, MaxGateways: 2, Dir: env.dir, Logf: logf})
+	if err != nil {
+		return nil, err
+	}
+	redisURL, err := url.Parse(env.stack.RedisURL)
+	if err != nil {
+		return nil, fmt.Errorf("parse the stack's redis url: %w", err)
+	}
+	env.redisAddr = redisURL.Host
+	if env.redisPID, err = listenerPID(env.redisAddr); err != nil {
+		return nil, fmt.Errorf("find redis: %w", err)
+	}
+
+	ports, err := freePorts(3)
+	if err != nil {
+		return nil, err
+	}
+	bareAddr := fmt.Sprintf("127.0.0.1:%d", ports[0])
+	o2pRedisURL := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
+	o2pCookieURL := fmt.Sprintf("http://127.0.0.1:%d", ports[2])
+	client := e2e.DexClient{ID: "oauth2-proxy", Secret: rand.Text(),
+		RedirectURIs: []string{o2pRedisURL + "/oauth2/callback", o2pCookieURL + "/oauth2/callback"}}
+	if err := env.stack.AddDexClient(ctx, client); err != nil {
+		return nil, err
+	}
+	if _, err := env.stack.CreateCLIUser(ctx, e2e.Bob.Username, e2e.Bob.Email); err != nil {
+		return nil, err
+	}
+
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("find this program to run the bare proxy: %w", err)
+	}
+	bare, err := startChild(ctx, "bare-proxy", filepath.Join(env.stack.Dir, "bare-proxy.log"),
+		"http://"+bareAddr+"/", self, "-serve-bare", bareAddr, "-upstream", env.upstream.url)
+	if err != nil {
+		return nil, err
+	}
+	env.children = append(env.children, bare)
+	env.targets = append(env.targets, &target{name: "bare proxy", url: "http://" + bareAddr, pid: bare.pid()})
+
+	// Both instances log at warn, so that no per-request log line weighs on the numbers.
+	extra := map[string]any{"upstream": env.upstream.url, "log": map[string]any{"level": "warn"}}
+	for _, g := range []struct {
+		name  string
+		opts  e2e.GatewayOptions
+		redis bool
+	}{
+		{"headgate memory", e2e.GatewayOptions{InProcessStore: true, Extra: extra}, false},
+		{"headgate redis", e2e.GatewayOptions{RedisKeyPrefix: "bench-headgate:", Extra: extra}, true},
+	} {
+		gw, err := env.stack.StartGateway(ctx, g.opts)
+		if err != nil {
+			return nil, err
+		}
+		pid, err := listenerPID(strings.TrimPrefix(gw.URL, "http://"))
+		if err != nil {
+			return nil, fmt.Errorf("find %s: %w", g.name, err)
+		}
+		jar := newJar()
+		page, err := gw.Login(ctx, jar, e2e.Bob.Email, e2e.Bob.Password, "/")
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", g.name, err)
+		}
+		if page.Status != http.StatusOK || page.Body != upstreamBody {
+			return nil, fmt.Errorf("%s: sign-in ended with %d, not the upstream's page: %s", g.name, page.Status, strings.Join(page.Hops, " -> "))
+		}
+		env.targets = append(env.targets, &target{name: g.name, url: gw.URL, cookie: cookieHeader(jar, gw.URL), pid: pid, redis: g.redis})
+	}
+
+	for _, o := range []struct {
+		name, url string
+		store     []string
+		redis     bool
+	}{
+		{"oauth2-proxy redis", o2pRedisURL, []string{"--session-store-type=redis",
+			// A database of its own, apart from headgate's keys.
+			fmt.Sprintf("--redis-connection-url=redis://%s/1", env.redisAddr)}, true},
+		{"oauth2-proxy cookie", o2pCookieURL, []string{"--session-store-type=cookie"}, false},
+	} {
+		args := append(oauth2ProxyArgs(env.stack.Issuer, client, o.url, env.upstream.url), o.store...)
+		logName := strings.ReplaceAll(o.name, " ", "-") + ".log"
+		c, err := startChild(ctx, o.name, filepath.Join(env.stack.Dir, logName), o.url+"/ping", o2p, args...)
+		if err != nil {
+			return nil, err
+		}
+		env.children = append(env.children, c)
+		jar := newJar()
+		page, err := e2e.BrowserLogin(ctx, jar, o.url+"/oauth2/start?rd=%2F", e2e.Bob.Email, e2e.Bob.Password)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w\n%s", o.name, err, c.tail(20))
+		}
+		if page.Status != http.StatusOK || page.Body != upstreamBody {
+			return nil, fmt.Errorf("%s: sign-in ended with %d, not the upstream's page: %s\n%s", o.name, page.Status, strings.Join(page.Hops, " -> "), c.tail(20))
+		}
+		env.targets = append(env.targets, &target{name: o.name, url: o.url, cookie: cookieHeader(jar, o.url), pid: c.pid(), redis: o.redis})
+	}
+
+	for _, t := range env.targets {
+		if err := checkTarget(ctx, t); err != nil {
+			return nil, err
+		}
+	}
+	logf("every target answers with the upstream's page: %s", targetNames(env.targets))
+	return env, nil
+}
+
+// oauth2ProxyArgs configure oauth2-proxy as the issue prescribes, against the same Dex and
+// upstream as headgate. Its per-request log line is off, as headgate's is at warn.
+func oauth2ProxyArgs(issuer string, client e2e.DexClient, publicURL, upstreamURL string) []string {
+	return []string{
+		"--provider=oidc",
+		"--oidc-issuer-url=" + issuer,
+		"--client-id=" + client.ID,
+		"--client-secret=" + client.Secret,
+		"--cookie-secret=" + cookieSecret(),
+		"--cookie-secure=false",
+		"--email-domain=*",
+		"--upstream=" + upstreamURL,
+		"--http-address=" + strings.TrimPrefix(publicURL, "http://"),
+		"--redirect-url=" + publicURL + "/oauth2/callback",
+		"--skip-provider-button",
+		"--reverse-proxy=false",
+		"--code-challenge-method=S256",
+		// oauth2-proxy asks for consent by default, which makes Dex show its approval screen.
+		"--approval-prompt=auto",
+		"--request-logging=false",
+	}
+}
+
+// checkTarget makes sure the target's session lets a request through to the upstream, and
+// that a gateway refuses the same request without it.
+func checkTarget(ctx context.Context, t *target) error {
+	header := http.Header{}
+	if t.cookie != "" {
+		header.Set("Cookie", t.cookie)
+	}
+	page, err := e2e.Fetch(ctx, nil, http.MethodGet, t.url+"/", header)
+	if err != nil {
+		return fmt.Errorf("%s: %w", t.name, err)
+	}
+	if page.Status != http.StatusOK || page.Body != upstreamBody {
+		return fmt.Errorf("%s: a signed-in request got %d, not the upstream's page", t.name, page.Status)
+	}
+	if t.cookie == "" {
+		return nil
+	}
+	page, err = e2e.Fetch(ctx, nil, http.MethodGet, t.url+"/", nil)
+	if err != nil {
+		return fmt.Errorf("%s: %w", t.name, err)
+	}
+	if page.Body == upstreamBody {
+		return fmt.Errorf("%s: a request without a session reached the upstream", t.name)
+	}
+	return nil
+}
+
+// cookieSecret is a new random oauth2-proxy cookie secret: 32 bytes, base64url-encoded.
+func cookieSecret() string {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return base64.URLEncoding.EncodeToString(b)
+}
+
+func targetNames(ts []*target) string {
+	names := make([]string, len(ts))
+	for i, t := range ts {
+		names[i] = t.name
+	}
+	return strings.Join(names, ", ")
+}
+
+func newJar() http.CookieJar {
+	jar, _ := cookiejar.New(nil) // cookiejar.New never fails without options
+	return jar
+}
+
+// cookieHeader is the Cookie header a browser with jar sends to rawURL.
+func cookieHeader(jar http.CookieJar, rawURL string) string {
+	u, _ := url.Parse(rawURL)
+	var parts []string
+	for _, c := range jar.Cookies(u) {
+		parts = append(parts, c.Name+"="+c.Value)
+	}
+	return strings.Join(parts, "; ")
+}
