@@ -128,6 +128,17 @@ func (e *testEnv) signIn(t *testing.T, path string) (*http.Client, *http.Respons
 	return b, resp
 }
 
+// signedIn signs the current IdP user in at "/" and returns the browser and its session cookie.
+func (e *testEnv) signedIn(t *testing.T) (*http.Client, *http.Cookie) {
+	t.Helper()
+	b, resp := e.signIn(t, "/")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("sign-in: got %d, want 200", resp.StatusCode)
+	}
+	readBody(t, resp)
+	return b, e.sessionCookie(t, b)
+}
+
 // sessionCookie returns the browser's headgate session cookie.
 func (e *testEnv) sessionCookie(t *testing.T, b *http.Client) *http.Cookie {
 	t.Helper()

@@ -155,9 +155,7 @@ func TestLinkByVerifiedEmail(t *testing.T) {
 func TestSignOutRevokesEverywhere(t *testing.T) {
 	e := newTestEnv(t)
 	withAlice(e)
-	b, resp := e.signIn(t, "/")
-	readBody(t, resp)
-	stolen := e.sessionCookie(t, b)
+	b, stolen := e.signedIn(t)
 	api := http.Header{"Cookie": {stolen.Name + "=" + stolen.Value}}
 	if resp := e.get(t, "/api", api); resp.StatusCode != http.StatusOK {
 		t.Fatalf("before sign-out: got %d, want 200", resp.StatusCode)
@@ -197,10 +195,8 @@ func TestSignOutRedirectTarget(t *testing.T) {
 func TestForwardAuth(t *testing.T) {
 	e := newTestEnv(t)
 	withAlice(e)
-	b, resp := e.signIn(t, "/")
-	readBody(t, resp)
-	c := e.sessionCookie(t, b)
-	resp = e.get(t, "/oauth2/auth", http.Header{
+	_, c := e.signedIn(t)
+	resp := e.get(t, "/oauth2/auth", http.Header{
 		"Cookie":           {c.Name + "=" + c.Value},
 		"X-Headscale-User": {"root"},
 	})
@@ -247,9 +243,8 @@ func TestUnknownOAuth2PathNotProxied(t *testing.T) {
 func TestSessionCookieFailures(t *testing.T) {
 	e := newTestEnv(t)
 	withAlice(e)
-	b, resp := e.signIn(t, "/")
-	readBody(t, resp)
-	good := e.sessionCookie(t, b).Value
+	_, c := e.signedIn(t)
+	good := c.Value
 	tests := map[string]string{
 		"tampered":  good[:len(good)/2] + flip(good[len(good)/2]) + good[len(good)/2+1:],
 		"truncated": good[:len(good)-10],
@@ -285,12 +280,10 @@ func TestUpstreamFailures(t *testing.T) {
 	})
 	e := newTestEnv(t, func(o *envOptions) { o.upstream = slow; o.upTimeout = 100 * time.Millisecond })
 	withAlice(e)
-	b, resp := e.signIn(t, "/")
-	readBody(t, resp)
-	c := e.sessionCookie(t, b)
+	_, c := e.signedIn(t)
 	h := http.Header{"Cookie": {c.Name + "=" + c.Value}, "Accept": {"text/html"}}
 	start := time.Now()
-	resp = e.get(t, "/slow", h)
+	resp := e.get(t, "/slow", h)
 	if resp.StatusCode != http.StatusGatewayTimeout {
 		t.Errorf("slow upstream: got %d, want 504", resp.StatusCode)
 	}
@@ -309,9 +302,7 @@ func TestUpstreamFailures(t *testing.T) {
 func TestSignOutPathsEndTheSession(t *testing.T) {
 	e := newTestEnv(t, func(o *envOptions) { o.signOut = []string{"/admin/logout"} })
 	withAlice(e)
-	b, resp := e.signIn(t, "/")
-	readBody(t, resp)
-	c := e.sessionCookie(t, b)
+	_, c := e.signedIn(t)
 	before := e.upstream.count()
 	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/admin/logout", strings.NewReader("x=1"))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
