@@ -50,6 +50,7 @@ func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request) (principa
 	}
 	link, err := g.links.Resolve(r.Context(), linker.Identity{
 		Issuer: s.Issuer, Subject: s.Subject, Email: s.Email, EmailVerified: s.EmailVerified,
+		PreferredUsername: s.PreferredUsername,
 	})
 	if err != nil {
 		return principal{session: s}, authUnavailable, err

@@ -186,7 +186,8 @@ type identity struct {
 }
 
 func (id identity) identity() linker.Identity {
-	return linker.Identity{Issuer: id.Issuer, Subject: id.Subject, Email: id.Email, EmailVerified: id.EmailVerified}
+	return linker.Identity{Issuer: id.Issuer, Subject: id.Subject, Email: id.Email, EmailVerified: id.EmailVerified,
+		PreferredUsername: id.PreferredUsername}
 }
 
 // Errors of the code exchange, told apart for the page and the metric.

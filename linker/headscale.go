@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 	"unicode"
@@ -64,31 +65,63 @@ func NewHeadscale(cfg HeadscaleConfig, client *http.Client) *Headscale {
 	}
 }
 
+// ErrListingTooLarge means Headscale could not send its whole user list: its REST gateway
+// relays the answer of its own gRPC server, which refuses messages over 4 MiB (about 39,000
+// users in 0.29). Single-user lookups by email or name still work then.
+var ErrListingTooLarge = errors.New("headscale user list too large to send")
+
 // ListUsers returns every Headscale user. A non-2xx answer is an error carrying the status, a
 // body over 64 MiB or not a user list is an error, and the whole call, body included, takes at
 // most the configured timeout. Errors never contain the API key.
 func (h *Headscale) ListUsers(ctx context.Context) ([]User, error) {
-	ctx, cancel := context.WithTimeout(ctx, h.timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.usersURL, nil)
+	users, err := h.getUsers(ctx, "")
 	if err != nil {
 		return nil, fmt.Errorf("list headscale users: %w", err)
+	}
+	return users, nil
+}
+
+// FindUsers returns the users whose field ("email" or "name") equals value exactly, as
+// Headscale compares it (case-sensitively). It is one API call, and does not grow with the
+// number of users.
+func (h *Headscale) FindUsers(ctx context.Context, field, value string) ([]User, error) {
+	users, err := h.getUsers(ctx, url.Values{field: {value}}.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("find headscale users by %s: %w", field, err)
+	}
+	return users, nil
+}
+
+func (h *Headscale) getUsers(ctx context.Context, query string) ([]User, error) {
+	ctx, cancel := context.WithTimeout(ctx, h.timeout)
+	defer cancel()
+	u := h.usersURL
+	if query != "" {
+		u += "?" + query
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+h.key)
 	req.Header.Set("Accept", "application/json")
 	resp, err := h.client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("list headscale users: %w", err)
+		return nil, err
 	}
 	defer drainClose(resp.Body)
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return nil, fmt.Errorf("list headscale users: %w", h.statusError(resp))
+		err := h.statusError(resp)
+		if resp.StatusCode == http.StatusTooManyRequests && strings.Contains(err.Error(), "larger than max") {
+			return nil, fmt.Errorf("%w: %w", ErrListingTooLarge, err)
+		}
+		return nil, err
 	}
 	users, err := decodeUsers(resp.Body)
-	if err != nil {
-		return nil, fmt.Errorf("list headscale users: %w", err)
+	if errors.Is(err, errTooLarge) {
+		return nil, fmt.Errorf("%w: %w", ErrListingTooLarge, err)
 	}
-	return users, nil
+	return users, err
 }
 
 // Ping reports whether Headscale answers GET /health. It needs no API key, so it costs

@@ -34,6 +34,10 @@ type fakeHeadscale struct {
 	raw    []byte        // when set, sent instead of the users
 	status int           // when set, answer with this status and a plain-text body
 	delay  time.Duration // wait this long (or until the client gives up) before answering
+	// tooLarge answers an unfiltered listing as Headscale does past its gRPC message limit;
+	// filtered lookups (?email=, ?name=) still work, as they do in Headscale.
+	tooLarge bool
+	filtered atomic.Int64 // requests with a filter
 }
 
 func newFakeHeadscale(t testing.TB) *fakeHeadscale {
@@ -56,9 +60,25 @@ func (f *fakeHeadscale) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	f.calls.Add(1)
 	f.mu.Lock()
-	delay, status, raw := f.delay, f.status, f.raw
+	delay, status, raw, tooLarge := f.delay, f.status, f.raw, f.tooLarge
 	body := f.encodedLocked()
+	var match []User
+	field, value := "", ""
+	for _, k := range []string{"name", "email", "id"} { // Headscale applies one filter, in this order
+		if v := r.URL.Query().Get(k); v != "" {
+			field, value = k, v
+			break
+		}
+	}
+	for _, u := range f.users {
+		if (field == "name" && u.Name == value) || (field == "email" && u.Email == value) || (field == "id" && u.ID == value) {
+			match = append(match, u)
+		}
+	}
 	f.mu.Unlock()
+	if field != "" {
+		f.filtered.Add(1)
+	}
 	if delay > 0 {
 		select {
 		case <-time.After(delay):
@@ -72,6 +92,17 @@ func (f *fakeHeadscale) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	if status != 0 {
 		http.Error(w, http.StatusText(status), status)
+		return
+	}
+	if field != "" {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{"users": append([]User{}, match...)})
+		return
+	}
+	if tooLarge {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusTooManyRequests)
+		fmt.Fprint(w, `{"code":8,"message":"grpc: received message larger than max (5339108 vs. 4194304)","details":[]}`)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")

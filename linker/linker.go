@@ -24,6 +24,10 @@ type Identity struct {
 	Issuer, Subject string
 	Email           string
 	EmailVerified   bool
+	// PreferredUsername is the preferred_username claim. It is only used to find a user when
+	// Headscale has too many users to list (see ErrListingTooLarge): Headscale names an OIDC
+	// user after it.
+	PreferredUsername string
 }
 
 // Link is what an identity resolved to. A Link with an empty UserID says the identity has no
@@ -202,6 +206,9 @@ func (l *Linker) refresh(ctx context.Context, id Identity, k identityKey) (Link,
 		notBefore = staleLink.ResolvedAt
 	}
 	d, err := l.directory(ctx, notBefore)
+	if errors.Is(err, ErrListingTooLarge) {
+		d, err = l.lookup(ctx, id)
+	}
 	if err != nil {
 		if staleLink != nil {
 			// The session behind this identity is already proven: fail soft.
@@ -215,6 +222,49 @@ func (l *Linker) refresh(ctx context.Context, id Identity, k identityKey) (Link,
 	// A link that cannot be shared still answers here; the next instance asks Headscale.
 	_ = l.cache.Set(ctx, l.cacheTag+pid, link, time.Until(l.freshUntil(link).Add(keepStale)))
 	return link, nil
+}
+
+// lookup builds a directory of just the users that could be id's, for a Headscale with too many
+// users to list: those with id's email (when email matching applies) and those named after id's
+// preferred username or email (an OIDC user's name). The strategies then apply as usual; the
+// email's uniqueness is judged among exact (case-sensitive) matches only.
+func (l *Linker) lookup(ctx context.Context, id Identity) (*directory, error) {
+	start := time.Now()
+	type query struct{ field, value string }
+	var queries []query
+	seen := map[query]bool{}
+	add := func(field, value string) {
+		if q := (query{field, value}); value != "" && !seen[q] {
+			seen[q] = true
+			queries = append(queries, q)
+		}
+	}
+	for _, m := range l.cfg.Match {
+		switch m {
+		case "provider_id":
+			add("name", id.PreferredUsername)
+			add("name", id.Email)
+		case "email":
+			if id.EmailVerified {
+				add("email", id.Email)
+			}
+		}
+	}
+	var users []User
+	ids := map[string]bool{}
+	for _, q := range queries {
+		found, err := l.hs.FindUsers(ctx, q.field, q.value)
+		if err != nil {
+			return nil, err
+		}
+		for _, u := range found {
+			if !ids[u.ID] {
+				ids[u.ID] = true
+				users = append(users, u)
+			}
+		}
+	}
+	return newDirectory(users, start), nil
 }
 
 // directory returns a user listing requested after notBefore: the latest one if it is still

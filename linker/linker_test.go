@@ -401,3 +401,42 @@ func TestSharedCacheSeparatesStrategies(t *testing.T) {
 		t.Errorf("an instance without email matching reused a link found by email: %+v", got)
 	}
 }
+
+// TestResolveWhenListingTooLarge: past Headscale's message limit the full listing fails, and the
+// linker finds the user with single lookups instead (by name for OIDC users, by email for CLI
+// users), still checking the whole provider ID.
+func TestResolveWhenListingTooLarge(t *testing.T) {
+	t.Parallel()
+	f := newFakeHeadscale(t)
+	f.add("alice", "alice@example.com", oidcID("alice-sub"))
+	f.add("alice", "other@example.com", ProviderID("https://other-idp.example.com", "alice-sub"))
+	f.add("bob", "bob@example.com", "")
+	f.change(func(f *fakeHeadscale) { f.tooLarge = true })
+	l := newTestLinker(f, Config{Match: []string{"provider_id", "email"}}, nil)
+
+	alice := Identity{Issuer: testIssuer, Subject: "alice-sub", Email: "alice@example.com", EmailVerified: true, PreferredUsername: "alice"}
+	if got := mustResolve(t, l, alice); got.UserID != "1" || got.Method != "provider_id" {
+		t.Errorf("alice: got %+v, want user 1 by provider_id (not the other IdP's alice)", got)
+	}
+	bob := Identity{Issuer: testIssuer, Subject: "bob-sub", Email: "bob@example.com", EmailVerified: true, PreferredUsername: "bobby"}
+	if got := mustResolve(t, l, bob); got.UserName != "bob" || got.Method != "email" {
+		t.Errorf("bob: got %+v, want bob by email", got)
+	}
+	mallory := Identity{Issuer: testIssuer, Subject: "mallory-sub", Email: "mallory@example.com", EmailVerified: true, PreferredUsername: "alice"}
+	if got := mustResolve(t, l, mallory); got.Linked() {
+		t.Errorf("an identity named alice at another subject got %+v, want no user", got)
+	}
+	if f.filtered.Load() == 0 {
+		t.Error("no filtered lookup was made")
+	}
+}
+
+func TestListUsersTooLarge(t *testing.T) {
+	t.Parallel()
+	f := newFakeHeadscale(t)
+	f.change(func(f *fakeHeadscale) { f.tooLarge = true })
+	_, err := f.client(time.Second, time.Second).ListUsers(context.Background())
+	if !errors.Is(err, ErrListingTooLarge) {
+		t.Errorf("got %v, want ErrListingTooLarge", err)
+	}
+}
