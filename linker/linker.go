@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -70,6 +71,9 @@ type Linker struct {
 	cfg   Config
 	hs    *Headscale
 	cache Cache
+	// listTooLargeUntil (Unix nanoseconds) is set when Headscale could not send its whole user
+	// list: until then, uncached identities are looked up one by one without trying the list.
+	listTooLargeUntil atomic.Int64
 	// cacheTag starts every shared cache key when the strategies are not the default, so that
 	// instances configured differently never reuse each other's links.
 	cacheTag string
@@ -205,8 +209,13 @@ func (l *Linker) refresh(ctx context.Context, id Identity, k identityKey) (Link,
 	if staleLink != nil {
 		notBefore = staleLink.ResolvedAt
 	}
-	d, err := l.directory(ctx, notBefore)
-	if errors.Is(err, ErrListingTooLarge) {
+	var d *directory
+	var err error
+	if time.Now().UnixNano() < l.listTooLargeUntil.Load() {
+		d, err = l.lookup(ctx, id)
+	} else if d, err = l.directory(ctx, notBefore); errors.Is(err, ErrListingTooLarge) {
+		// A failed listing costs Headscale its whole work: try it again only now and then.
+		l.listTooLargeUntil.Store(time.Now().Add(relistAfter).UnixNano())
 		d, err = l.lookup(ctx, id)
 	}
 	if err != nil {
@@ -223,6 +232,10 @@ func (l *Linker) refresh(ctx context.Context, id Identity, k identityKey) (Link,
 	_ = l.cache.Set(ctx, l.cacheTag+pid, link, time.Until(l.freshUntil(link).Add(keepStale)))
 	return link, nil
 }
+
+// relistAfter is how long the linker looks users up one by one after Headscale could not send
+// its whole list, before it tries the list again (users may have been deleted meanwhile).
+const relistAfter = 10 * time.Minute
 
 // lookup builds a directory of just the users that could be id's, for a Headscale with too many
 // users to list: those with id's email (when email matching applies) and those named after id's

@@ -429,6 +429,10 @@ func TestResolveWhenListingTooLarge(t *testing.T) {
 	if f.filtered.Load() == 0 {
 		t.Error("no filtered lookup was made")
 	}
+	// Only the first uncached identity paid for a failed full listing.
+	if full := f.calls.Load() - f.filtered.Load(); full != 1 {
+		t.Errorf("full listings tried: got %d, want 1", full)
+	}
 }
 
 func TestListUsersTooLarge(t *testing.T) {
