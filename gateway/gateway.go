@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -223,7 +224,7 @@ func (c Config) Validate() error {
 	case c.OIDC.ClientSecret == "" && c.OIDC.ClientSecretFile == "":
 		add("oidc.client_secret: required (or client_secret_file)")
 	}
-	if len(c.OIDC.Scopes) > 0 && !contains(c.OIDC.Scopes, "openid") {
+	if len(c.OIDC.Scopes) > 0 && !slices.Contains(c.OIDC.Scopes, "openid") {
 		add("oidc.scopes: must contain openid")
 	}
 	for k := range c.OIDC.AuthParams {
@@ -257,13 +258,4 @@ func checkURL(s string) (*url.URL, error) {
 		return nil, errors.New("must not carry credentials")
 	}
 	return u, nil
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -145,11 +146,11 @@ func authStyle(p *oidc.Provider) oauth2.AuthStyle {
 	var d struct {
 		Methods []string `json:"token_endpoint_auth_methods_supported"`
 	}
-	if err := p.Claims(&d); err != nil || len(d.Methods) == 0 || contains(d.Methods, "client_secret_basic") {
+	if err := p.Claims(&d); err != nil || len(d.Methods) == 0 || slices.Contains(d.Methods, "client_secret_basic") {
 		// client_secret_basic is the specification's default.
 		return oauth2.AuthStyleInHeader
 	}
-	if contains(d.Methods, "client_secret_post") {
+	if slices.Contains(d.Methods, "client_secret_post") {
 		return oauth2.AuthStyleInParams
 	}
 	return oauth2.AuthStyleInHeader

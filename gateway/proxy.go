@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -120,7 +121,7 @@ type principalKey struct{}
 // serveProxy proxies a request: without identity for skip_auth paths, with the proven identity
 // otherwise.
 func (g *Gateway) serveProxy(w http.ResponseWriter, r *http.Request) {
-	if r.URL.RawPath == "" && contains(g.cfg.SignOutPaths, r.URL.Path) {
+	if r.URL.RawPath == "" && slices.Contains(g.cfg.SignOutPaths, r.URL.Path) {
 		g.serveSignOut(w, r)
 		return
 	}
