@@ -77,19 +77,30 @@ func (g *Gateway) denyUnauthenticated(w http.ResponseWriter, r *http.Request) {
 // 401 without one, 403 for a signed-in person without a Headscale user (unlinked: deny).
 func (g *Gateway) serveAuth(w http.ResponseWriter, r *http.Request) {
 	p, res, err := g.authenticate(w, r)
+	if res != authOK {
+		g.refuse(w, r, p, res, err, false)
+		return
+	}
+	setIdentityHeaders(w.Header(), p, true)
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusAccepted)
+}
+
+// refuse answers a request whose identity authenticate did not prove (res is not authOK) and
+// counts it. Without a session, a browser loading a page is sent to sign in when signIn is
+// set; everything else gets 401.
+func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, p principal, res authResult, err error, signIn bool) {
+	g.metrics.denied[res].Inc()
 	switch res {
-	case authOK:
-		setIdentityHeaders(w.Header(), p, true)
-		w.Header().Set("Cache-Control", "no-store")
-		w.WriteHeader(http.StatusAccepted)
 	case authNone:
-		g.metrics.auth.WithLabelValues("unauthenticated").Inc()
-		writePage(w, r, pageUnauthorized)
+		if signIn {
+			g.denyUnauthenticated(w, r)
+		} else {
+			writePage(w, r, pageUnauthorized)
+		}
 	case authUnlinked:
-		g.metrics.auth.WithLabelValues("unlinked").Inc()
 		g.fail(w, r, unlinkedPage(p.session.Email), errors.New("no headscale user: "+p.link.Reason))
 	case authUnavailable:
-		g.metrics.auth.WithLabelValues("headscale_unavailable").Inc()
 		g.fail(w, r, pageHeadscaleDown, err)
 	}
 }

@@ -5,8 +5,10 @@ import "github.com/prometheus/client_golang/prometheus"
 // metrics are the gateway's Prometheus series. Counters on the per-request path are resolved
 // once here, not looked up by label on every request.
 type metrics struct {
-	logins         *prometheus.CounterVec
-	auth           *prometheus.CounterVec
+	logins *prometheus.CounterVec
+	auth   *prometheus.CounterVec
+	// denied holds auth's counter of each refusal, indexed by authResult.
+	denied         [authUnavailable + 1]prometheus.Counter
 	proxied        prometheus.Counter
 	storeFailSoft  prometheus.Counter
 	upstreamErrors prometheus.Counter
@@ -35,6 +37,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Proxied requests answered with 502 or 504 because the upstream failed.",
 		}),
 	}
+	m.denied[authNone] = m.auth.WithLabelValues("unauthenticated")
+	m.denied[authUnlinked] = m.auth.WithLabelValues("unlinked")
+	m.denied[authUnavailable] = m.auth.WithLabelValues("headscale_unavailable")
 	if reg == nil {
 		return m, nil
 	}

@@ -130,18 +130,8 @@ func (g *Gateway) serveProxy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p, res, err := g.authenticate(w, r)
-	switch res {
-	case authNone:
-		g.metrics.auth.WithLabelValues("unauthenticated").Inc()
-		g.denyUnauthenticated(w, r)
-		return
-	case authUnlinked:
-		g.metrics.auth.WithLabelValues("unlinked").Inc()
-		g.fail(w, r, unlinkedPage(p.session.Email), errors.New("no headscale user: "+p.link.Reason))
-		return
-	case authUnavailable:
-		g.metrics.auth.WithLabelValues("headscale_unavailable").Inc()
-		g.fail(w, r, pageHeadscaleDown, err)
+	if res != authOK {
+		g.refuse(w, r, p, res, err, true)
 		return
 	}
 	g.metrics.proxied.Inc()
