@@ -106,6 +106,12 @@ type entry struct {
 	quietUntil time.Time
 }
 
+// answers reports whether e may answer at now without asking anyone: it is fresh, or Headscale
+// was just found down.
+func (e *entry) answers(now time.Time) bool {
+	return now.Before(e.freshUntil) || now.Before(e.quietUntil)
+}
+
 // New returns a Linker that matches identities as cfg says (it should have passed Validate;
 // zero fields take their defaults), asks hs, and shares links through cache. A nil cache means
 // a MemoryCache.
@@ -144,13 +150,8 @@ func (l *Linker) AllowUnlinked() bool { return l.cfg.Unlinked == "allow" }
 // ErrUnavailable. Errors are never cached. No call waits much longer than the Headscale timeout.
 func (l *Linker) Resolve(ctx context.Context, id Identity) (Link, error) {
 	k := identityKey{id.Issuer, id.Subject}
-	l.mu.RLock()
-	e := l.local[k]
-	l.mu.RUnlock()
-	if e != nil {
-		if now := time.Now(); now.Before(e.freshUntil) || now.Before(e.quietUntil) {
-			return e.link, nil
-		}
+	if e := l.lookupLocal(k); e != nil && e.answers(time.Now()) {
+		return e.link, nil
 	}
 	return l.resolveSlow(ctx, id, k)
 }
@@ -185,7 +186,7 @@ func (l *Linker) resolveSlow(ctx context.Context, id Identity, k identityKey) (L
 func (l *Linker) refresh(ctx context.Context, id Identity, k identityKey) (Link, error) {
 	now := time.Now()
 	stale := l.lookupLocal(k)
-	if stale != nil && (now.Before(stale.freshUntil) || now.Before(stale.quietUntil)) {
+	if stale != nil && stale.answers(now) {
 		// Another flight for this identity finished just before this one started.
 		return stale.link, nil
 	}
@@ -211,7 +212,7 @@ func (l *Linker) refresh(ctx context.Context, id Identity, k identityKey) (Link,
 	}
 	var d *directory
 	var err error
-	if time.Now().UnixNano() < l.listTooLargeUntil.Load() {
+	if now.UnixNano() < l.listTooLargeUntil.Load() {
 		d, err = l.lookup(ctx, id)
 	} else if d, err = l.directory(ctx, notBefore); errors.Is(err, ErrListingTooLarge) {
 		// A failed listing costs Headscale its whole work: try it again only now and then.
@@ -371,7 +372,7 @@ func (l *Linker) remember(k identityKey, link Link, quietUntil time.Time) {
 // that pruning stays rare.
 func (l *Linker) pruneLocked(now time.Time) {
 	for k, e := range l.local {
-		if !now.Before(e.freshUntil) && !now.Before(e.quietUntil) {
+		if !e.answers(now) {
 			delete(l.local, k)
 		}
 	}
