@@ -225,10 +225,7 @@ func loadConfig(path string, lookupEnv func(string) (string, bool)) (*Config, er
 		return nil, fmt.Errorf("%s: empty configuration", path)
 	}
 	var errs []error
-	expandNode(&root, "", lookupEnv, &errs)
-	// Re-emit in block style so every key and value has a line of its own: the decoder
-	// reports problems by line, and each line then names exactly one YAML path.
-	blockStyle(&root)
+	prepare(&root, lookupEnv, &errs)
 	canonical, err := yaml.Marshal(&root)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
@@ -255,40 +252,55 @@ func loadConfig(path string, lookupEnv func(string) (string, bool)) (*Config, er
 
 var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
 
-// expandNode replaces ${VAR} in every scalar value with the environment's value. Expansion
-// happens after parsing, so a value cannot change the document's structure. An unset variable
-// is an error; a set but empty one expands to "".
-func expandNode(n *yaml.Node, path string, lookupEnv func(string) (string, bool), errs *[]error) {
+// walk calls visit for n and every value below it (not mapping keys), with each one's YAML path.
+func walk(n *yaml.Node, path string, visit func(n *yaml.Node, path string)) {
+	if n.Kind != yaml.DocumentNode {
+		visit(n, path)
+	}
 	switch n.Kind {
 	case yaml.DocumentNode:
 		for _, c := range n.Content {
-			expandNode(c, path, lookupEnv, errs)
+			walk(c, path, visit)
 		}
 	case yaml.MappingNode:
 		for i := 0; i+1 < len(n.Content); i += 2 {
-			expandNode(n.Content[i+1], joinPath(path, n.Content[i].Value), lookupEnv, errs)
+			walk(n.Content[i+1], joinPath(path, n.Content[i].Value), visit)
 		}
 	case yaml.SequenceNode:
 		for i, c := range n.Content {
-			expandNode(c, fmt.Sprintf("%s[%d]", path, i), lookupEnv, errs)
+			walk(c, fmt.Sprintf("%s[%d]", path, i), visit)
 		}
-	case yaml.ScalarNode:
-		if !strings.Contains(n.Value, "${") {
-			return
-		}
-		n.Value = envRef.ReplaceAllStringFunc(n.Value, func(ref string) string {
-			name := ref[2 : len(ref)-1]
-			v, ok := lookupEnv(name)
-			if !ok {
-				*errs = append(*errs, fmt.Errorf("%s: environment variable %s is not set", path, name))
-			}
-			return v
-		})
-		// An expanded value is data, never YAML: keep it a string unless the node was
-		// already typed by its literal text (a number or a bool written in the file).
-		n.Tag = "!!str"
-		n.Style = yaml.DoubleQuotedStyle
 	}
+}
+
+// prepare readies the parsed document for decoding. It replaces ${VAR} in every scalar value
+// with the environment's value; expansion happens after parsing, so a value cannot change the
+// document's structure, and an unset variable is an error (a set but empty one expands to "").
+// It also clears the flow style of mappings and sequences, so that once re-emitted every key and
+// value has a line of its own: the decoder reports problems by line, and each line then names
+// exactly one YAML path.
+func prepare(root *yaml.Node, lookupEnv func(string) (string, bool), errs *[]error) {
+	walk(root, "", func(n *yaml.Node, path string) {
+		switch n.Kind {
+		case yaml.MappingNode, yaml.SequenceNode:
+			n.Style = 0
+		case yaml.ScalarNode:
+			if !strings.Contains(n.Value, "${") {
+				return
+			}
+			n.Value = envRef.ReplaceAllStringFunc(n.Value, func(ref string) string {
+				name := ref[2 : len(ref)-1]
+				v, ok := lookupEnv(name)
+				if !ok {
+					*errs = append(*errs, fmt.Errorf("%s: environment variable %s is not set", path, name))
+				}
+				return v
+			})
+			// An expanded value is data, never YAML: it stays a string.
+			n.Tag = "!!str"
+			n.Style = yaml.DoubleQuotedStyle
+		}
+	})
 }
 
 func joinPath(path, key string) string {
@@ -296,16 +308,6 @@ func joinPath(path, key string) string {
 		return key
 	}
 	return path + "." + key
-}
-
-// blockStyle clears flow and quoting styles that would put several values on one line.
-func blockStyle(n *yaml.Node) {
-	if n.Kind == yaml.MappingNode || n.Kind == yaml.SequenceNode {
-		n.Style = 0
-	}
-	for _, c := range n.Content {
-		blockStyle(c)
-	}
 }
 
 var (
@@ -319,7 +321,7 @@ func decodeErrors(canonical []byte, te *yaml.TypeError) []error {
 	_ = yaml.Unmarshal(canonical, &doc)
 	keys := map[int]string{}   // line of a key -> path of the mapping holding it
 	values := map[int]string{} // line of a value -> its path
-	indexLines(&doc, "", keys, values)
+	indexLines(&doc, keys, values)
 	var errs []error
 	for _, msg := range te.Errors {
 		if m := unknownField.FindStringSubmatch(msg); m != nil {
@@ -359,27 +361,17 @@ func typeName(goType string) string {
 	}
 }
 
-func indexLines(n *yaml.Node, path string, keys, values map[int]string) {
-	switch n.Kind {
-	case yaml.DocumentNode:
-		for _, c := range n.Content {
-			indexLines(c, path, keys, values)
-		}
-	case yaml.MappingNode:
+// indexLines maps the line of each key to the path of the mapping holding it, and the line of
+// each value to its path.
+func indexLines(doc *yaml.Node, keys, values map[int]string) {
+	walk(doc, "", func(n *yaml.Node, path string) {
 		values[n.Line] = path
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, v := n.Content[i], n.Content[i+1]
-			keys[k.Line] = path
-			indexLines(v, joinPath(path, k.Value), keys, values)
+		if n.Kind == yaml.MappingNode {
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				keys[n.Content[i].Line] = path
+			}
 		}
-	case yaml.SequenceNode:
-		values[n.Line] = path
-		for i, c := range n.Content {
-			indexLines(c, fmt.Sprintf("%s[%d]", path, i), keys, values)
-		}
-	default:
-		values[n.Line] = path
-	}
+	})
 }
 
 // readSecretFiles loads each *_file secret whose inline counterpart is empty. When both are
