@@ -111,6 +111,15 @@ func waitFor(t testing.TB, limit time.Duration, what string, cond func() bool) t
 }
 
 // waitSubscribed waits until the store's subscription generation is past gen.
+// subscribedStore returns a RedisStore on client whose Run is going and subscribed.
+func subscribedStore(t testing.TB, client redis.UniversalClient, prefix string) *RedisStore {
+	t.Helper()
+	r := NewRedisStore(client, prefix)
+	run(t, r)
+	waitSubscribed(t, r, 0)
+	return r
+}
+
 func waitSubscribed(t testing.TB, r *RedisStore, gen uint64) {
 	t.Helper()
 	waitFor(t, 5*time.Second, "subscription", func() bool { return r.subscribed.Load() && r.gen.Load() > gen })

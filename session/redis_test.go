@@ -13,11 +13,7 @@ import (
 func TestRedisRevokeReachesOtherInstances(t *testing.T) {
 	t.Parallel()
 	c, prefix := testRedis(t)
-	a, b := NewRedisStore(c, prefix), NewRedisStore(c, prefix)
-	for _, r := range []*RedisStore{a, b} {
-		run(t, r)
-		waitSubscribed(t, r, 0)
-	}
+	a, b := subscribedStore(t, c, prefix), subscribedStore(t, c, prefix)
 	ctx := context.Background()
 	s := newSession(time.Hour)
 	if err := a.Create(ctx, s); err != nil {
@@ -40,11 +36,7 @@ func TestRedisCheckWarmCostsNoCommand(t *testing.T) {
 	c, prefix := testRedis(t)
 	counter := &commandCounter{}
 	c.AddHook(counter)
-	a, b := NewRedisStore(c, prefix), NewRedisStore(c, prefix)
-	for _, r := range []*RedisStore{a, b} {
-		run(t, r)
-		waitSubscribed(t, r, 0)
-	}
+	a, b := subscribedStore(t, c, prefix), subscribedStore(t, c, prefix)
 	ctx := context.Background()
 	s := newSession(time.Hour)
 	before := counter.commands.Load()
@@ -158,12 +150,8 @@ func TestRedisPendingRevocationAppliedOnRecovery(t *testing.T) {
 	t.Parallel()
 	direct, prefix := testRedis(t)
 	proxied, proxy := proxiedRedis(t)
-	a := NewRedisStore(proxied, prefix) // loses Redis
-	b := NewRedisStore(direct, prefix)  // keeps it
-	for _, r := range []*RedisStore{a, b} {
-		run(t, r)
-		waitSubscribed(t, r, 0)
-	}
+	a := subscribedStore(t, proxied, prefix) // loses Redis
+	b := subscribedStore(t, direct, prefix)  // keeps it
 	ctx := context.Background()
 	s := newSession(time.Hour)
 	if err := a.Create(ctx, s); err != nil {
