@@ -70,19 +70,11 @@ func TestSecretRotation(t *testing.T) {
 	prefix := testPrefix(t)
 
 	oldCookie := loginCookie(t, old, Bob, prefix+"old")
-	if page := fetch(t, rotating, nil, http.MethodGet, prefix+"a", api(oldCookie)); page.Status != http.StatusOK {
-		t.Errorf("old cookie on [new, old]: got %d, want 200", page.Status)
-	}
-	if page := fetch(t, rotated, nil, http.MethodGet, prefix+"b", api(oldCookie)); page.Status != http.StatusUnauthorized {
-		t.Errorf("old cookie on [new]: got %d, want 401", page.Status)
-	}
+	wantAPIStatus(t, rotating, prefix+"a", oldCookie, http.StatusOK, "old cookie on [new, old]")
+	wantAPIStatus(t, rotated, prefix+"b", oldCookie, http.StatusUnauthorized, "old cookie on [new]")
 	newCookie := loginCookie(t, rotating, Bob, prefix+"new")
-	if page := fetch(t, rotated, nil, http.MethodGet, prefix+"c", api(newCookie)); page.Status != http.StatusOK {
-		t.Errorf("cookie sealed by [new, old] on [new]: got %d, want 200", page.Status)
-	}
-	if page := fetch(t, old, nil, http.MethodGet, prefix+"d", api(newCookie)); page.Status != http.StatusUnauthorized {
-		t.Errorf("cookie sealed with new on [old]: got %d, want 401", page.Status)
-	}
+	wantAPIStatus(t, rotated, prefix+"c", newCookie, http.StatusOK, "cookie sealed by [new, old] on [new]")
+	wantAPIStatus(t, old, prefix+"d", newCookie, http.StatusUnauthorized, "cookie sealed with new on [old]")
 }
 
 // TestOversizedBody: a large upload without a session is refused without being read into

@@ -183,9 +183,7 @@ func TestRedisStopsMidTraffic(t *testing.T) {
 		!strings.HasPrefix(page.Header.Get("Location"), "/oauth2/start?") {
 		t.Errorf("the ended session in a browser: got %d to %q, want 302 to /oauth2/start", page.Status, page.Header.Get("Location"))
 	}
-	if page := fetch(t, b, nil, http.MethodGet, prefix+"after-b", api(cookie)); page.Status != http.StatusUnauthorized {
-		t.Errorf("the ended session at the other instance: got %d, want 401", page.Status)
-	}
+	wantAPIStatus(t, b, prefix+"after-b", cookie, http.StatusUnauthorized, "the ended session at the other instance")
 
 	// Sign-ins are recorded and sign-outs shared again.
 	waitReady(t, a, 5*time.Second)
@@ -257,10 +255,6 @@ func TestRedisBlipKeepsSessions(t *testing.T) {
 	if err := b.Restart(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if page := fetch(t, b, nil, http.MethodGet, prefix+"restarted", api(kept)); page.Status != http.StatusOK {
-		t.Errorf("the kept session at a restarted instance: got %d, want 200", page.Status)
-	}
-	if page := fetch(t, b, nil, http.MethodGet, prefix+"restarted", api(ended)); page.Status != http.StatusUnauthorized {
-		t.Errorf("the signed-out session at a restarted instance: got %d, want 401", page.Status)
-	}
+	wantAPIStatus(t, b, prefix+"restarted", kept, http.StatusOK, "the kept session at a restarted instance")
+	wantAPIStatus(t, b, prefix+"restarted", ended, http.StatusUnauthorized, "the signed-out session at a restarted instance")
 }

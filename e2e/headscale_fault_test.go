@@ -278,9 +278,7 @@ func TestHeadscaleUserRenamedOrDeleted(t *testing.T) {
 	t.Logf("the deletion took effect after %s", took.Round(time.Millisecond))
 	page := fetch(t, g, nil, http.MethodGet, prefix+"deleted-page", http.Header{"Cookie": {cookie}, "Accept": {browserAccept}})
 	checkReadablePage(t, "the deleted user's session in a browser", page, http.StatusForbidden)
-	if page := fetch(t, g, nil, http.MethodGet, "/oauth2/auth", api(cookie)); page.Status != http.StatusForbidden {
-		t.Errorf("/oauth2/auth for the deleted user: got %d, want 403", page.Status)
-	}
+	wantAPIStatus(t, g, "/oauth2/auth", cookie, http.StatusForbidden, "/oauth2/auth for the deleted user")
 	if got := s.Upstream.Requests(prefix + "deleted-page"); len(got) != 0 {
 		t.Errorf("the upstream received %d requests after the deletion took effect, want none", len(got))
 	}

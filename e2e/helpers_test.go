@@ -103,6 +103,15 @@ func waitReady(t *testing.T, g *Gateway, timeout time.Duration) {
 	eventually(t, "/ready answers 200", timeout, 50*time.Millisecond, statusIs(t, g, "/ready", nil, http.StatusOK))
 }
 
+// wantAPIStatus checks that an API client presenting cookie gets status want for path at g;
+// what names the case in the failure.
+func wantAPIStatus(t *testing.T, g *Gateway, path, cookie string, want int, what string) {
+	t.Helper()
+	if page := fetch(t, g, nil, http.MethodGet, path, api(cookie)); page.Status != want {
+		t.Errorf("%s: got %d, want %d", what, page.Status, want)
+	}
+}
+
 // api is the header of a script or API client presenting cookie.
 func api(cookie string) http.Header {
 	return http.Header{"Cookie": {cookie}, "Accept": {"application/json"}}

@@ -36,9 +36,7 @@ func TestIdPStops(t *testing.T) {
 			t.Fatalf("existing session, request %d without dex: got %d, want 200", i, page.Status)
 		}
 	}
-	if page := fetch(t, a, nil, http.MethodGet, "/oauth2/auth", api(cookie)); page.Status != http.StatusAccepted {
-		t.Errorf("existing session at /oauth2/auth without dex: got %d, want 202", page.Status)
-	}
+	wantAPIStatus(t, a, "/oauth2/auth", cookie, http.StatusAccepted, "existing session at /oauth2/auth without dex")
 	t.Run("new sign-in gets a readable page", func(t *testing.T) {
 		// The instance has discovered Dex: it must still not send the browser to a provider
 		// that does not answer. It re-checks the provider at most once a second, so a
@@ -71,9 +69,7 @@ func TestIdPStops(t *testing.T) {
 	loginEventually(t, a, Dave, prefix+"dave-after", 2*time.Second)
 	// The instance that failed to discover Dex tries again after a pause of a few seconds.
 	loginEventually(t, b, Dave, prefix+"dave-b", 10*time.Second)
-	if page := fetch(t, a, nil, http.MethodGet, prefix+"after", api(cookie)); page.Status != http.StatusOK {
-		t.Errorf("the session from before the outage: got %d, want 200", page.Status)
-	}
+	wantAPIStatus(t, a, prefix+"after", cookie, http.StatusOK, "the session from before the outage")
 }
 
 // dexKeyIDs returns the IDs of the keys Dex publishes, sorted.

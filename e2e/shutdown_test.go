@@ -152,12 +152,8 @@ func TestGracefulShutdown(t *testing.T) {
 	if err := g.Restart(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if page := fetch(t, g, nil, http.MethodGet, prefix+"restarted", api(cookie)); page.Status != http.StatusOK {
-		t.Errorf("the session started before the shutdown, after a restart: got %d, want 200", page.Status)
-	}
-	if page := fetch(t, g, nil, http.MethodGet, prefix+"restarted-ended", api(ended)); page.Status != http.StatusUnauthorized {
-		t.Errorf("the session signed out before the shutdown, after a restart: got %d, want 401", page.Status)
-	}
+	wantAPIStatus(t, g, prefix+"restarted", cookie, http.StatusOK, "the session started before the shutdown, after a restart")
+	wantAPIStatus(t, g, prefix+"restarted-ended", ended, http.StatusUnauthorized, "the session signed out before the shutdown, after a restart")
 }
 
 // TestSSEStreamsThroughProxy checks that headgate passes Server-Sent Events on as they come:
