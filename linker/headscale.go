@@ -39,7 +39,6 @@ var errTooLarge = fmt.Errorf("user list exceeds %d MiB", maxListBytes>>20)
 // and gRPC surface change. It is safe for concurrent use.
 type Headscale struct {
 	usersURL   string
-	healthURL  string
 	key        string // the API key; never put into an error
 	timeout    time.Duration
 	listMaxAge time.Duration
@@ -57,7 +56,6 @@ func NewHeadscale(cfg HeadscaleConfig, client *http.Client) *Headscale {
 	base := strings.TrimSuffix(cfg.URL, "/")
 	return &Headscale{
 		usersURL:   base + "/api/v1/user",
-		healthURL:  base + "/health",
 		key:        cfg.APIKey,
 		timeout:    cfg.Timeout,
 		listMaxAge: cfg.ListMaxAge,
@@ -122,26 +120,6 @@ func (h *Headscale) getUsers(ctx context.Context, query string) ([]User, error) 
 		return nil, fmt.Errorf("%w: %w", ErrListingTooLarge, err)
 	}
 	return users, err
-}
-
-// Ping reports whether Headscale answers GET /health. It needs no API key, so it costs
-// Headscale no key check and can be called often.
-func (h *Headscale) Ping(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, h.timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.healthURL, nil)
-	if err != nil {
-		return fmt.Errorf("ping headscale: %w", err)
-	}
-	resp, err := h.client.Do(req)
-	if err != nil {
-		return fmt.Errorf("ping headscale: %w", err)
-	}
-	defer drainClose(resp.Body)
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fmt.Errorf("ping headscale: %w", h.statusError(resp))
-	}
-	return nil
 }
 
 // decodeUsers reads the body of GET /api/v1/user. Headscale always sends the "users" array, so

@@ -185,19 +185,3 @@ func TestHeadscaleURLWithPath(t *testing.T) {
 		t.Errorf("path: got %q, want /headscale/api/v1/user", got)
 	}
 }
-
-func TestPing(t *testing.T) {
-	t.Parallel()
-	f := newFakeHeadscale(t)
-	hs := f.client(time.Second, 0)
-	if err := hs.Ping(context.Background()); err != nil {
-		t.Errorf("ping: got %v, want nil", err)
-	}
-	if got := f.calls.Load(); got != 0 {
-		t.Errorf("user listings for a ping: got %d, want 0", got)
-	}
-	f.srv.Close()
-	if err := hs.Ping(context.Background()); err == nil {
-		t.Error("ping of a stopped server: got nil, want an error")
-	}
-}

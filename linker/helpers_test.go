@@ -21,7 +21,7 @@ const redisAddr = "127.0.0.1:6379"
 // testIssuer is the issuer of the identities in these tests.
 const testIssuer = "https://idp.example.com/realms/main"
 
-// fakeHeadscale serves GET /api/v1/user and GET /health the way Headscale does: users as JSON
+// fakeHeadscale serves GET /api/v1/user the way Headscale does: users as JSON
 // with string ids and fields the linker does not know, the API key checked, 401 in plain text.
 type fakeHeadscale struct {
 	srv   *httptest.Server
@@ -49,11 +49,6 @@ func newFakeHeadscale(t testing.TB) *fakeHeadscale {
 }
 
 func (f *fakeHeadscale) serve(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path == "/health" {
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprint(w, `{"status":"pass"}`)
-		return
-	}
 	if r.Method != http.MethodGet || r.URL.Path != "/api/v1/user" {
 		http.NotFound(w, r)
 		return
