@@ -136,6 +136,10 @@ func (c *oidcClient) get(ctx context.Context) (*oidcProvider, error) {
 		},
 	}
 	c.failure = nil
+	// Discovery has just shown the provider answers: the first sign-in need not ask again.
+	c.probeMu.Lock()
+	c.probedAt, c.probeErr = time.Now(), nil
+	c.probeMu.Unlock()
 	return c.ready, nil
 }
 
