@@ -187,7 +187,7 @@ func (g *Gateway) newProxy() *httputil.ReverseProxy {
 			}
 			pr.SetXForwarded()
 			stripOwnedHeaders(pr.Out.Header)
-			g.stripOwnCookies(pr.Out.Header)
+			g.cookies.StripOwn(pr.Out.Header)
 			if p, ok := pr.In.Context().Value(principalKey{}).(principal); ok {
 				setIdentityHeaders(pr.Out.Header, p, false)
 			}
@@ -249,41 +249,6 @@ func (b *drainingBody) Read(p []byte) (int, error) {
 func (b *drainingBody) Close() error {
 	b.closeOnce.Do(func() { close(b.done) })
 	return b.ReadCloser.Close()
-}
-
-// stripOwnCookies removes the gateway's cookies from the Cookie header: the upstream has no use
-// for them and must not be able to replay them.
-func (g *Gateway) stripOwnCookies(h http.Header) {
-	lines := h["Cookie"]
-	if len(lines) == 0 {
-		return
-	}
-	var kept []string
-	changed := false
-	for _, line := range lines {
-		parts := strings.Split(line, ";")
-		n := 0
-		for _, part := range parts {
-			name, _, _ := strings.Cut(strings.TrimSpace(part), "=")
-			if g.cookies.IsOwn(name) {
-				changed = true
-				continue
-			}
-			parts[n] = strings.TrimSpace(part)
-			n++
-		}
-		if n > 0 {
-			kept = append(kept, strings.Join(parts[:n], "; "))
-		}
-	}
-	if !changed {
-		return
-	}
-	if len(kept) == 0 {
-		delete(h, "Cookie")
-		return
-	}
-	h["Cookie"] = kept
 }
 
 // upstreamError answers when the upstream cannot be reached or is too slow.

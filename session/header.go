@@ -28,3 +28,33 @@ func cookieValues(dst []string, h http.Header, name string) []string {
 	}
 	return dst
 }
+
+// StripOwn removes the gateway's cookies (see IsOwn) from the Cookie headers in h, keeping every
+// other cookie in order: the upstream has no use for them and must not be able to replay them.
+// The header is rewritten only when it held one of them.
+func (c *Cookies) StripOwn(h http.Header) {
+	lines := h["Cookie"]
+	var kept []string
+	changed := false
+	for _, line := range lines {
+		var parts []string
+		for part := range strings.SplitSeq(line, ";") {
+			part = strings.Trim(part, " \t")
+			if name, _, _ := strings.Cut(part, "="); c.IsOwn(name) {
+				changed = true
+				continue
+			}
+			parts = append(parts, part)
+		}
+		if len(parts) > 0 {
+			kept = append(kept, strings.Join(parts, "; "))
+		}
+	}
+	switch {
+	case !changed:
+	case len(kept) == 0:
+		delete(h, "Cookie")
+	default:
+		h["Cookie"] = kept
+	}
+}

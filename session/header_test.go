@@ -2,6 +2,7 @@ package session
 
 import (
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -40,5 +41,28 @@ func TestCookieValues(t *testing.T) {
 				t.Errorf("got %q, net/http finds %q", got, std)
 			}
 		})
+	}
+}
+
+func TestStripOwn(t *testing.T) {
+	c, err := NewCookies(Config{Secret: Secrets{strings.Repeat("s", 32)}}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		in   []string
+		want []string // nil: no Cookie header left
+	}{
+		{[]string{"theme=dark; _headgate=abc; lang=en"}, []string{"theme=dark; lang=en"}},
+		{[]string{"_headgate=abc", "a=1;_headgate_login_xyz=2"}, []string{"a=1"}},
+		{[]string{"_headgate=abc; _headgate_login_q=1"}, nil},
+		{[]string{"_headgatex=1; a=2"}, []string{"_headgatex=1; a=2"}},
+	}
+	for _, tt := range tests {
+		h := http.Header{"Cookie": append([]string(nil), tt.in...)}
+		c.StripOwn(h)
+		if got := h["Cookie"]; !slices.Equal(got, tt.want) {
+			t.Errorf("StripOwn(%q): got %q, want %q", tt.in, got, tt.want)
+		}
 	}
 }
