@@ -31,9 +31,7 @@ func TestListUsers(t *testing.T) {
 	if got := users[1]; got.ID != "2" || got.Name != "" || got.Provider != "" || got.ProviderID != "" {
 		t.Errorf("CLI user: got %+v, want id 2 without name or provider", got)
 	}
-	if got := f.calls.Load(); got != 1 {
-		t.Errorf("requests: got %d, want 1", got)
-	}
+	wantCalls(t, f, 1, "requests")
 }
 
 func TestListUsersBadKey(t *testing.T) {

@@ -162,6 +162,14 @@ func (f *fakeHeadscale) change(edit func(f *fakeHeadscale)) {
 	f.body = nil
 }
 
+// wantCalls checks that f has answered want requests for users; what names them in a failure.
+func wantCalls(t *testing.T, f *fakeHeadscale, want int64, what string) {
+	t.Helper()
+	if got := f.calls.Load(); got != want {
+		t.Errorf("%s: got %d, want %d", what, got, want)
+	}
+}
+
 // client returns a Headscale client of this server with the right key.
 func (f *fakeHeadscale) client(timeout, listMaxAge time.Duration) *Headscale {
 	return NewHeadscale(HeadscaleConfig{URL: f.srv.URL, APIKey: f.key, Timeout: timeout, ListMaxAge: listMaxAge}, nil)

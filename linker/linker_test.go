@@ -24,9 +24,7 @@ func TestResolveHotPathCostsNoRequest(t *testing.T) {
 			t.Fatalf("link: got %+v, want %+v", got, first)
 		}
 	}
-	if got := f.calls.Load(); got != 1 {
-		t.Errorf("listings: got %d, want 1", got)
-	}
+	wantCalls(t, f, 1, "listings")
 	allocs := testing.AllocsPerRun(100, func() { l.Resolve(context.Background(), id) })
 	if allocs > 0 {
 		t.Errorf("allocations per hot Resolve: got %v, want 0", allocs)
@@ -46,9 +44,7 @@ func TestResolveNegativeTTL(t *testing.T) {
 	if got := mustResolve(t, l, id); got.Linked() {
 		t.Errorf("within negative_ttl: got %+v, want the remembered unlinked answer", got)
 	}
-	if got := f.calls.Load(); got != 1 {
-		t.Errorf("listings within negative_ttl: got %d, want 1", got)
-	}
+	wantCalls(t, f, 1, "listings within negative_ttl")
 	waitUntil(start, 120*time.Millisecond)
 	if got := mustResolve(t, l, id); got.UserName != "erin" {
 		t.Errorf("after negative_ttl: got %+v, want erin", got)
@@ -78,9 +74,7 @@ func TestResolveRenameAndDeleteAfterTTL(t *testing.T) {
 	if got := mustResolve(t, l, id); got.Linked() {
 		t.Errorf("after deletion and ttl: got %+v, want unlinked", got)
 	}
-	if got := f.calls.Load(); got != 3 {
-		t.Errorf("listings: got %d, want 3", got)
-	}
+	wantCalls(t, f, 3, "listings")
 }
 
 func TestResolveConcurrentShareOneListing(t *testing.T) {
@@ -109,9 +103,7 @@ func TestResolveConcurrentShareOneListing(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	if got := f.calls.Load(); got != 1 {
-		t.Errorf("listings for 100 concurrent identities: got %d, want 1", got)
-	}
+	wantCalls(t, f, 1, "listings for 100 concurrent identities")
 }
 
 func TestResolveListingReusedForOthers(t *testing.T) {
@@ -123,14 +115,10 @@ func TestResolveListingReusedForOthers(t *testing.T) {
 	start := time.Now()
 	mustResolve(t, l, identity("a", ""))
 	mustResolve(t, l, identity("b", ""))
-	if got := f.calls.Load(); got != 1 {
-		t.Errorf("listings within list_max_age: got %d, want 1", got)
-	}
+	wantCalls(t, f, 1, "listings within list_max_age")
 	waitUntil(start, 120*time.Millisecond)
 	mustResolve(t, l, identity("c", ""))
-	if got := f.calls.Load(); got != 2 {
-		t.Errorf("listings after list_max_age: got %d, want 2", got)
-	}
+	wantCalls(t, f, 2, "listings after list_max_age")
 }
 
 func TestResolveDownServesStaleAndBacksOff(t *testing.T) {
@@ -157,14 +145,10 @@ func TestResolveDownServesStaleAndBacksOff(t *testing.T) {
 			t.Fatalf("stale link during back-off: got %+v, want %+v", got, first)
 		}
 	}
-	if got := f.calls.Load(); got != 2 {
-		t.Errorf("listings during back-off: got %d, want 2", got)
-	}
+	wantCalls(t, f, 2, "listings during back-off")
 	waitUntil(failedAt, 260*time.Millisecond)
 	mustResolve(t, l, id)
-	if got := f.calls.Load(); got != 3 {
-		t.Errorf("listings after back-off: got %d, want 3", got)
-	}
+	wantCalls(t, f, 3, "listings after back-off")
 	f.change(func(f *fakeHeadscale) { f.status = 0 })
 	waitUntil(time.Now(), 260*time.Millisecond)
 	if got := mustResolve(t, l, id); !got.ResolvedAt.After(first.ResolvedAt) {
@@ -219,9 +203,7 @@ func TestResolveDownSharesOneCall(t *testing.T) {
 	if failures != 20 {
 		t.Errorf("ErrUnavailable: got %d of 20, want 20", failures)
 	}
-	if got := f.calls.Load(); got != 1 {
-		t.Errorf("listings while down: got %d, want 1", got)
-	}
+	wantCalls(t, f, 1, "listings while down")
 }
 
 func TestResolveBadKey(t *testing.T) {
@@ -266,9 +248,7 @@ func TestResolveCallerGivesUp(t *testing.T) {
 	if got := mustResolve(t, l, identity("alice-sub", "")); got.UserName != "alice" {
 		t.Errorf("after the shared listing finished: got %+v, want alice", got)
 	}
-	if got := f.calls.Load(); got != 1 {
-		t.Errorf("listings: got %d, want 1", got)
-	}
+	wantCalls(t, f, 1, "listings")
 }
 
 func TestResolveRejectsEmptyIdentity(t *testing.T) {
@@ -280,9 +260,7 @@ func TestResolveRejectsEmptyIdentity(t *testing.T) {
 			t.Errorf("resolve %+v: got %v, want an error that is not ErrUnavailable", id, err)
 		}
 	}
-	if got := f.calls.Load(); got != 0 {
-		t.Errorf("listings: got %d, want 0", got)
-	}
+	wantCalls(t, f, 0, "listings")
 }
 
 func TestResolveSharedCache(t *testing.T) {
@@ -300,9 +278,7 @@ func TestResolveSharedCache(t *testing.T) {
 	if fromA.UserID != fromB.UserID || fromA.UserName != fromB.UserName || !fromA.ResolvedAt.Equal(fromB.ResolvedAt) {
 		t.Errorf("link on the second instance: got %+v, want %+v", fromB, fromA)
 	}
-	if got := f2.calls.Load(); got != 0 {
-		t.Errorf("listings by the second instance: got %d, want 0", got)
-	}
+	wantCalls(t, f2, 0, "listings by the second instance")
 	// The key is the documented one.
 	if n, err := c.Exists(context.Background(), prefix+"link:"+oidcID("alice-sub")).Result(); err != nil || n != 1 {
 		t.Errorf("key %q: got exists=%d (%v), want 1", prefix+"link:"+oidcID("alice-sub"), n, err)
