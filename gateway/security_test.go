@@ -394,9 +394,7 @@ func TestIdentityProviderDown(t *testing.T) {
 func TestIdentityProviderKeyRotation(t *testing.T) {
 	e := newTestEnv(t)
 	withAlice(e)
-	if _, resp := e.signIn(t, "/"); resp.StatusCode != http.StatusOK {
-		t.Fatalf("first sign-in: got %d", resp.StatusCode)
-	}
+	e.signedIn(t)
 	e.idp.RotateKey()
 	if _, resp := e.signIn(t, "/"); resp.StatusCode != http.StatusOK {
 		t.Fatalf("sign-in after key rotation: got %d, want 200", resp.StatusCode)
@@ -406,9 +404,7 @@ func TestIdentityProviderKeyRotation(t *testing.T) {
 func TestHeadscaleDown(t *testing.T) {
 	e := newTestEnv(t)
 	withAlice(e)
-	if _, resp := e.signIn(t, "/"); resp.StatusCode != http.StatusOK {
-		t.Fatalf("first sign-in: got %d", resp.StatusCode)
-	}
+	e.signedIn(t)
 	e.headscale.set(func(h *headscaleDouble) { h.down = true })
 	// Alice's link is cached: she signs in again without Headscale.
 	if _, resp := e.signIn(t, "/"); resp.StatusCode != http.StatusOK {

@@ -191,9 +191,7 @@ func TestRedisEmptiedRevokesOnResubscription(t *testing.T) {
 	t.Parallel()
 	direct, prefix := testRedis(t)
 	proxied, proxy := proxiedRedis(t)
-	r := NewRedisStore(proxied, prefix)
-	run(t, r)
-	waitSubscribed(t, r, 0)
+	r := subscribedStore(t, proxied, prefix)
 	ctx := context.Background()
 	s := newSession(time.Hour)
 	if err := r.Create(ctx, s); err != nil {
@@ -241,9 +239,7 @@ func TestRedisGenerationRecheck(t *testing.T) {
 	c, prefix := testRedis(t)
 	counter := &commandCounter{}
 	c.AddHook(counter)
-	r := NewRedisStore(c, prefix)
-	run(t, r)
-	waitSubscribed(t, r, 0)
+	r := subscribedStore(t, c, prefix)
 	ctx := context.Background()
 	live, gone := newSession(time.Hour), newSession(time.Hour)
 	for _, s := range []*Session{live, gone} {
@@ -328,9 +324,7 @@ func TestRedisPrune(t *testing.T) {
 
 func BenchmarkRedisCheckWarm(b *testing.B) {
 	c, prefix := testRedis(b)
-	r := NewRedisStore(c, prefix)
-	run(b, r)
-	waitSubscribed(b, r, 0)
+	r := subscribedStore(b, c, prefix)
 	ctx := context.Background()
 	s := newSession(time.Hour)
 	if err := r.Create(ctx, s); err != nil {
@@ -346,9 +340,7 @@ func BenchmarkRedisCheckWarm(b *testing.B) {
 
 func BenchmarkRedisCheckWarmParallel(b *testing.B) {
 	c, prefix := testRedis(b)
-	r := NewRedisStore(c, prefix)
-	run(b, r)
-	waitSubscribed(b, r, 0)
+	r := subscribedStore(b, c, prefix)
 	ctx := context.Background()
 	sessions := make([]*Session, 1000)
 	for i := range sessions {
