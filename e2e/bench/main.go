@@ -4,6 +4,9 @@
 //
 //	go run ./e2e/bench [-rounds 4] [-duration 5s] [-conns 32,128] [-headscale-users 100000]
 //
+// A second bare proxy pools the buffers it copies response bodies through, as headgate does:
+// the floor for a Go proxy tuned that far.
+//
 // Every gateway gets a real session by a browser-like sign-in; then wrk drives each target
 // in turn, in interleaved rounds at each connection count, so that the machine's noise falls
 // on every target alike. It prints requests per second, latency, errors, CPU time per
@@ -54,6 +57,7 @@ type settings struct {
 	// serveBare and upstream run this binary as the bare proxy instead (see serveBare).
 	serveBare string
 	upstream  string
+	barePool  bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (settings, error) {
@@ -72,6 +76,7 @@ func parseFlags(args []string, stderr io.Writer) (settings, error) {
 	fs.BoolVar(&st.keep, "keep", false, "keep the stack's configurations and logs")
 	fs.StringVar(&st.serveBare, "serve-bare", "", "internal: serve the bare proxy on this address")
 	fs.StringVar(&st.upstream, "upstream", "", "internal: the bare proxy's upstream URL")
+	fs.BoolVar(&st.barePool, "bare-pool", false, "internal: the bare proxy pools its copy buffers")
 	if err := fs.Parse(args); err != nil {
 		return st, err
 	}
@@ -112,7 +117,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		return err
 	}
 	if st.serveBare != "" {
-		return serveBare(ctx, st.serveBare, st.upstream)
+		return serveBare(ctx, st.serveBare, st.upstream, st.barePool)
 	}
 	wrk, err := exec.LookPath("wrk")
 	if err != nil {

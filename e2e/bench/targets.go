@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -50,9 +51,10 @@ func startUpstream() (*upstream, error) {
 
 // serveBare runs the bare proxy until ctx ends: httputil.ReverseProxy with Rewrite and an
 // idle pool as large as headgate's, so that every connection of the load keeps its upstream
-// connection. It runs in a process of its own so that its CPU time and RSS are measured the
-// way the gateways' are.
-func serveBare(ctx context.Context, addr, upstreamURL string) error {
+// connection. With pooled, it also takes its copy buffers from a pool instead of making a
+// 32 KiB buffer per response. It runs in a process of its own so that its CPU time and RSS are
+// measured the way the gateways' are.
+func serveBare(ctx context.Context, addr, upstreamURL string, pooled bool) error {
 	target, err := url.Parse(upstreamURL)
 	if err != nil || target.Host == "" {
 		return fmt.Errorf("-upstream: %q is not a URL", upstreamURL)
@@ -67,6 +69,9 @@ func serveBare(ctx context.Context, addr, upstreamURL string) error {
 		},
 		Transport: transport,
 	}
+	if pooled {
+		proxy.BufferPool = &plainBufferPool{}
+	}
 	srv := &http.Server{Addr: addr, Handler: proxy, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()
@@ -77,6 +82,19 @@ func serveBare(ctx context.Context, addr, upstreamURL string) error {
 	}
 	return nil
 }
+
+// plainBufferPool is the simplest buffer pool a Go proxy can have: a sync.Pool of 32 KiB
+// slices (each Put boxes a slice header, 24 bytes).
+type plainBufferPool struct{ pool sync.Pool }
+
+func (p *plainBufferPool) Get() []byte {
+	if b, ok := p.pool.Get().([]byte); ok {
+		return b
+	}
+	return make([]byte, 32<<10)
+}
+
+func (p *plainBufferPool) Put(b []byte) { p.pool.Put(b) }
 
 // target is one server under load.
 type target struct {
@@ -163,13 +181,13 @@ func startEnvironment(ctx context.Context, st settings, logf func(string, ...any
 		return nil, fmt.Errorf("find redis: %w", err)
 	}
 
-	ports, err := freePorts(3)
+	// Two bare proxies, then the two oauth2-proxy instances.
+	ports, err := freePorts(4)
 	if err != nil {
 		return nil, err
 	}
-	bareAddr := fmt.Sprintf("127.0.0.1:%d", ports[0])
-	o2pRedisURL := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
-	o2pCookieURL := fmt.Sprintf("http://127.0.0.1:%d", ports[2])
+	o2pRedisURL := fmt.Sprintf("http://127.0.0.1:%d", ports[2])
+	o2pCookieURL := fmt.Sprintf("http://127.0.0.1:%d", ports[3])
 	client := e2e.DexClient{ID: "oauth2-proxy", Secret: rand.Text(),
 		RedirectURIs: []string{o2pRedisURL + "/oauth2/callback", o2pCookieURL + "/oauth2/callback"}}
 	if err := env.stack.AddDexClient(ctx, client); err != nil {
@@ -183,13 +201,23 @@ func startEnvironment(ctx context.Context, st settings, logf func(string, ...any
 	if err != nil {
 		return nil, fmt.Errorf("find this program to run the bare proxy: %w", err)
 	}
-	bare, err := startChild(ctx, "bare-proxy", filepath.Join(env.stack.Dir, "bare-proxy.log"),
-		"http://"+bareAddr+"/", self, "-serve-bare", bareAddr, "-upstream", env.upstream.url)
-	if err != nil {
-		return nil, err
+	for i, b := range []struct {
+		name string
+		args []string
+	}{
+		{"bare proxy", nil},
+		{"pooled bare proxy", []string{"-bare-pool"}},
+	} {
+		addr := fmt.Sprintf("127.0.0.1:%d", ports[i])
+		logName := strings.ReplaceAll(b.name, " ", "-") + ".log"
+		args := append([]string{"-serve-bare", addr, "-upstream", env.upstream.url}, b.args...)
+		c, err := startChild(ctx, b.name, filepath.Join(env.stack.Dir, logName), "http://"+addr+"/", self, args...)
+		if err != nil {
+			return nil, err
+		}
+		env.children = append(env.children, c)
+		env.targets = append(env.targets, &target{name: b.name, url: "http://" + addr, pid: c.pid()})
 	}
-	env.children = append(env.children, bare)
-	env.targets = append(env.targets, &target{name: "bare proxy", url: "http://" + bareAddr, pid: bare.pid()})
 
 	// Both instances log at warn, so that no per-request log line weighs on the numbers.
 	extra := map[string]any{"upstream": env.upstream.url, "log": map[string]any{"level": "warn"}}

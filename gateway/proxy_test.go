@@ -1,0 +1,92 @@
+package gateway
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"sync"
+	"testing"
+)
+
+// TestProxiedBodiesIntact sends bodies around the copy buffer's size through the proxy from
+// many requests at once: buffers go back to the pool and are lent again, and no response may
+// carry another's bytes or lose any.
+func TestProxiedBodiesIntact(t *testing.T) {
+	sizes := []int{0, 1, 200, copyBufferSize - 1, copyBufferSize, copyBufferSize + 1, 3*copyBufferSize + 17, 1<<20 + 5}
+	body := func(size int) []byte {
+		b := make([]byte, size)
+		r := rand.New(rand.NewPCG(uint64(size), 7))
+		for i := range b {
+			b[i] = byte(r.Uint32())
+		}
+		return b
+	}
+	bodies := map[string][]byte{"/": []byte("signed in")}
+	for _, n := range sizes {
+		bodies["/body/"+strconv.Itoa(n)] = body(n)
+	}
+	upstream := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, ok := bodies[r.URL.Path]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		// Without a length the body is streamed in chunks of whatever size the writes have.
+		if r.URL.Query().Has("chunked") {
+			for len(b) > 0 {
+				n := min(len(b), 5000)
+				w.Write(b[:n])
+				w.(http.Flusher).Flush()
+				b = b[n:]
+			}
+			return
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+		w.Write(b)
+	})
+	e := newTestEnv(t, func(o *envOptions) { o.upstream = upstream; o.memory = true })
+	withAlice(e)
+	_, c := e.signedIn(t)
+	h := http.Header{"Cookie": {c.Name + "=" + c.Value}}
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 4*len(sizes)*2)
+	for range 4 {
+		for path, want := range bodies {
+			for _, query := range []string{"", "?chunked"} {
+				wg.Go(func() {
+					resp := e.get(t, path+query, h)
+					got := []byte(readBody(t, resp))
+					if resp.StatusCode != http.StatusOK || !bytes.Equal(got, want) {
+						errs <- fmt.Errorf("%s%s: got %d and %d bytes (equal: %v), want 200 and %d bytes",
+							path, query, resp.StatusCode, len(got), bytes.Equal(got, want), len(want))
+					}
+				})
+			}
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+func TestCopyBuffers(t *testing.T) {
+	var b copyBuffers
+	buf := b.Get()
+	if len(buf) != copyBufferSize {
+		t.Fatalf("Get: got %d bytes, want %d", len(buf), copyBufferSize)
+	}
+	b.Put(buf)
+	// A buffer that is not one of the pool's is left alone, never lent out.
+	b.Put(make([]byte, 10))
+	b.Put(make([]byte, copyBufferSize-1, copyBufferSize))
+	for range 3 {
+		if got := len(b.Get()); got != copyBufferSize {
+			t.Fatalf("Get after foreign Puts: got %d bytes, want %d", got, copyBufferSize)
+		}
+	}
+}
