@@ -129,13 +129,15 @@ func BenchmarkServeAuthenticated(b *testing.B) {
 	})
 }
 
-// BenchmarkServeBareProxy is the floor: a plain ReverseProxy with the same transport settings.
+// BenchmarkServeBareProxy is the floor: a plain ReverseProxy with the same transport settings
+// and buffer pool.
 func BenchmarkServeBareProxy(b *testing.B) {
 	g, _, upstream := benchGateway(b)
 	u, _ := url.Parse(upstream.URL)
 	bare := &httputil.ReverseProxy{
-		Rewrite:   func(pr *httputil.ProxyRequest) { pr.SetURL(u); pr.SetXForwarded() },
-		Transport: g.proxy.Transport,
+		Rewrite:    func(pr *httputil.ProxyRequest) { pr.SetURL(u); pr.SetXForwarded() },
+		Transport:  g.proxy.Transport,
+		BufferPool: g.proxy.BufferPool,
 	}
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {

@@ -199,9 +199,10 @@ func (g *Gateway) newProxy() *httputil.ReverseProxy {
 	}
 }
 
-// copyBufferSize is the size of the buffers response bodies are copied through: the size
-// httputil.ReverseProxy makes when it has no pool.
-const copyBufferSize = 32 << 10
+// copyBufferSize is the size of the buffers response bodies are copied through. Half of what
+// httputil.ReverseProxy makes by itself: large bodies still move in few system calls, and the
+// pool, which holds a buffer for every response in flight, stays small.
+const copyBufferSize = 16 << 10
 
 // copyBuffers lends the proxy the buffers it copies response bodies through. Without a pool,
 // httputil.ReverseProxy makes a new 32 KiB buffer for every response: two thirds of the bytes
