@@ -141,7 +141,22 @@ func (g *Gateway) serveUserInfo(w http.ResponseWriter, r *http.Request) {
 
 // serveSignOut ends the session on every instance, clears the cookie and returns the browser to
 // rd (a safe target) or to "/".
+//
+// A sign-out that another site started is only asked to be confirmed: a link, redirect or image
+// on any page could otherwise sign people out (the session cookie is SameSite=Lax, so a browser
+// sends it on a top-level GET from anywhere). Browsers say where a request comes from in
+// Sec-Fetch-Site; a GET marked cross-site, and a POST that Go's CrossOriginProtection judges
+// cross-origin, get a page whose button posts the sign-out from headgate's own origin. Clients
+// that are not browsers send neither header and are not affected.
 func (g *Gateway) serveSignOut(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Sec-Fetch-Site") == "cross-site" || g.crossOrigin.Check(r) != nil {
+		confirm := pageConfirmSignOut
+		if rd := r.FormValue("rd"); rd != "" {
+			confirm.ActionHref += "?rd=" + url.QueryEscape(g.safeRedirect(rd))
+		}
+		writePage(w, r, confirm)
+		return
+	}
 	if s, err := g.cookies.Open(r); err == nil {
 		if err := g.store.Revoke(r.Context(), s); err != nil {
 			// The session is revoked on this instance at once; the store retries the rest when it
@@ -161,6 +176,10 @@ func (g *Gateway) serveSignOut(w http.ResponseWriter, r *http.Request) {
 	// through the provider, which usually still has a session and signs the person in again.
 	writePage(w, r, pageSignedOut)
 }
+
+var pageConfirmSignOut = page{Status: http.StatusOK, Title: "Sign out?",
+	Message: "Another site asked to sign you out of headgate. You are still signed in.",
+	Action:  "Sign out", ActionHref: "/oauth2/sign_out", ActionPost: true}
 
 var pageSignedOut = page{Status: http.StatusOK, Title: "Signed out",
 	Message: "You are signed out of headgate.", Action: "Sign in again", ActionHref: "/oauth2/start"}

@@ -128,6 +128,8 @@ type Gateway struct {
 	metrics  *metrics
 	mux      *http.ServeMux
 	now      func() time.Time
+	// crossOrigin judges whether a POST comes from another origin (see serveSignOut).
+	crossOrigin *http.CrossOriginProtection
 
 	draining  chan struct{} // closed by Drain
 	drainOnce sync.Once
@@ -166,6 +168,11 @@ func New(cfg Config, cookies *session.Cookies, store Store, links *linker.Linker
 		metrics:  m,
 		now:      time.Now,
 		draining: make(chan struct{}),
+	}
+	g.crossOrigin = http.NewCrossOriginProtection()
+	// Behind a proxy that rewrites Host, a browser's Origin is still the public URL's.
+	if err := g.crossOrigin.AddTrustedOrigin(public.Scheme + "://" + public.Host); err != nil {
+		return nil, fmt.Errorf("public_url: %w", err)
 	}
 	g.oidc = newOIDCClient(cfg.OIDC, strings.TrimSuffix(public.String(), "/")+"/oauth2/callback")
 	g.proxy = g.newProxy()

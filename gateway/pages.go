@@ -14,9 +14,11 @@ type page struct {
 	Status  int
 	Title   string
 	Message string
-	// Action, when set, is a link offered below the message, such as "Sign in again".
+	// Action, when set, is a link offered below the message, such as "Sign in again"; with
+	// ActionPost, a button that submits a POST to ActionHref instead.
 	Action     string
 	ActionHref string
+	ActionPost bool
 }
 
 var pageTemplate = template.Must(template.New("page").Parse(`<!doctype html>
@@ -27,12 +29,14 @@ var pageTemplate = template.Must(template.New("page").Parse(`<!doctype html>
 body{font:16px/1.5 system-ui,sans-serif;margin:0;background:#f5f6f8;color:#1d2330}
 main{max-width:34rem;margin:12vh auto;padding:2rem;background:#fff;border-radius:8px;box-shadow:0 1px 3px #0002}
 h1{font-size:1.4rem;margin:0 0 .75rem}p{margin:.5rem 0}small{color:#667}
-a.button{display:inline-block;margin-top:1rem;padding:.5rem 1rem;background:#2d5be3;color:#fff;border-radius:6px;text-decoration:none}
+form{margin:0}
+.button{display:inline-block;margin-top:1rem;padding:.5rem 1rem;background:#2d5be3;color:#fff;border:0;border-radius:6px;font:inherit;text-decoration:none;cursor:pointer}
 </style></head>
 <body><main>
 <h1>{{.Title}}</h1>
 <p>{{.Message}}</p>
-{{if .Action}}<a class="button" href="{{.ActionHref}}">{{.Action}}</a>{{end}}
+{{if .ActionPost}}<form method="post" action="{{.ActionHref}}"><button class="button">{{.Action}}</button></form>
+{{- else if .Action}}<a class="button" href="{{.ActionHref}}">{{.Action}}</a>{{end}}
 <p><small>{{.Status}} · headgate</small></p>
 </main></body></html>
 `))
