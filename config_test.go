@@ -57,6 +57,7 @@ listen: 127.0.0.1:4180
 public_url: ftp://gate
 upstream: "::not a url"
 colour: blue
+trusted_proxies: [10.0.0.0/8, 10.0.0/8]
 oidc:
   issuer: http://idp.example.com
   client_id: ""
@@ -96,6 +97,7 @@ redis:
 		"link.unlinked",
 		"session.secret",
 		"redis.url",
+		"trusted_proxies[1]: must be an IP address or CIDR prefix",
 	} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("error does not mention %q; got:\n%s", want, msg)

@@ -45,6 +45,7 @@ type envOptions struct {
 	redirects []string
 	hsTimeout time.Duration
 	signOut   []string
+	trusted   []string
 }
 
 // newTestEnv starts a gateway; opts adjust the configuration.
@@ -95,6 +96,7 @@ func newTestEnv(t *testing.T, opts ...func(*envOptions)) *testEnv {
 		SkipAuth:        o.skipAuth,
 		RedirectDomains: o.redirects,
 		SignOutPaths:    o.signOut,
+		TrustedProxies:  o.trusted,
 		UpstreamTimeout: o.upTimeout,
 		OIDC: OIDCConfig{
 			Issuer:       e.idp.URL,

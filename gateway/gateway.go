@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strings"
@@ -56,6 +57,13 @@ type Config struct {
 	// PreserveHost keeps the browser's Host header on proxied requests. Default true: Headplane
 	// compares a form's Origin with the Host it receives and refuses a rewritten one.
 	PreserveHost *bool `yaml:"preserve_host"`
+
+	// TrustedProxies lists the proxies in front of headgate, such as a load balancer that
+	// terminates TLS, as IP addresses or CIDR prefixes. A request from one of them keeps the
+	// X-Forwarded-For chain it carries (headgate appends the proxy's address) and its
+	// X-Forwarded-Proto (http or https) and X-Forwarded-Host. From any other address these
+	// headers are replaced with what headgate saw itself. Default: none.
+	TrustedProxies []string `yaml:"trusted_proxies"`
 
 	// UpstreamTimeout bounds the wait for the upstream's response headers; a slower upstream
 	// gets a 504 page. Streams (Server-Sent Events, WebSockets) are not cut once headers
@@ -119,6 +127,7 @@ type Gateway struct {
 	cfg      Config
 	public   *url.URL
 	upstream *url.URL
+	trusted  []netip.Prefix // TrustedProxies
 	cookies  *session.Cookies
 	store    Store
 	links    *linker.Linker
@@ -169,6 +178,10 @@ func New(cfg Config, cookies *session.Cookies, store Store, links *linker.Linker
 		now:      time.Now,
 		draining: make(chan struct{}),
 	}
+	for _, p := range cfg.TrustedProxies {
+		prefix, _ := parsePrefix(p) // Validate checked it
+		g.trusted = append(g.trusted, prefix)
+	}
 	g.crossOrigin = http.NewCrossOriginProtection()
 	// Behind a proxy that rewrites Host, a browser's Origin is still the public URL's.
 	if err := g.crossOrigin.AddTrustedOrigin(public.Scheme + "://" + public.Host); err != nil {
@@ -212,6 +225,11 @@ func (c Config) Validate() error {
 	for i, d := range c.RedirectDomains {
 		if d == "" || d == "." || strings.ContainsAny(d, "/:@*?# ") {
 			add("redirect_domains[%d]: must be a host name or .suffix (got %q)", i, d)
+		}
+	}
+	for i, p := range c.TrustedProxies {
+		if _, err := parsePrefix(p); err != nil {
+			add("trusted_proxies[%d]: %v", i, err)
 		}
 	}
 	if c.UpstreamTimeout < 0 {

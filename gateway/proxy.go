@@ -3,10 +3,12 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -185,7 +187,7 @@ func (g *Gateway) newProxy() *httputil.ReverseProxy {
 			if preserveHost {
 				pr.Out.Host = pr.In.Host
 			}
-			pr.SetXForwarded()
+			g.setForwarded(pr)
 			stripOwnedHeaders(pr.Out.Header)
 			g.cookies.StripOwn(pr.Out.Header)
 			if p, ok := pr.In.Context().Value(principalKey{}).(principal); ok {
@@ -224,6 +226,57 @@ func (b *copyBuffers) Put(buf []byte) {
 		return
 	}
 	b.pool.Put((*[copyBufferSize]byte)(buf))
+}
+
+// setForwarded sets X-Forwarded-For, -Host and -Proto on the outbound request: what headgate
+// saw itself, or, for a request from one of the trusted proxies, what that proxy saw (see
+// Config.TrustedProxies). Rewrite starts from an outbound request without any of them.
+func (g *Gateway) setForwarded(pr *httputil.ProxyRequest) {
+	if !g.fromTrustedProxy(pr.In) {
+		pr.SetXForwarded()
+		return
+	}
+	if chain := pr.In.Header["X-Forwarded-For"]; len(chain) > 0 {
+		pr.Out.Header["X-Forwarded-For"] = chain // SetXForwarded appends the proxy's address
+	}
+	pr.SetXForwarded()
+	if proto := pr.In.Header.Get("X-Forwarded-Proto"); proto == "http" || proto == "https" {
+		pr.Out.Header.Set("X-Forwarded-Proto", proto)
+	}
+	if host := pr.In.Header.Get("X-Forwarded-Host"); host != "" {
+		pr.Out.Header.Set("X-Forwarded-Host", host)
+	}
+}
+
+// fromTrustedProxy reports whether r comes straight from one of the trusted proxies.
+func (g *Gateway) fromTrustedProxy(r *http.Request) bool {
+	if len(g.trusted) == 0 {
+		return false
+	}
+	addrPort, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	addr := addrPort.Addr().Unmap().WithZone("")
+	for _, p := range g.trusted {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// parsePrefix reads a trusted_proxies entry: an IP address or a CIDR prefix.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	addr, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("must be an IP address or CIDR prefix such as 10.0.0.0/8 (got %q)", s)
+	}
+	addr = addr.Unmap()
+	return netip.PrefixFrom(addr, addr.BitLen()), nil
 }
 
 // Drain ends every Server-Sent Events stream being proxied, and every one that starts later,

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -71,6 +72,55 @@ func TestProxiedBodiesIntact(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+}
+
+// TestForwardedHeaders: X-Forwarded-For, -Proto and -Host reach the upstream as headgate saw
+// the request, unless it came from one of trusted_proxies, whose view is kept.
+func TestForwardedHeaders(t *testing.T) {
+	sent := http.Header{
+		"X-Forwarded-For":   {"203.0.113.9, 198.51.100.7"},
+		"X-Forwarded-Proto": {"https"},
+		"X-Forwarded-Host":  {"gate.example.com"},
+		"Forwarded":         {"for=192.0.2.1;proto=https"},
+	}
+	tests := []struct {
+		name    string
+		trusted []string
+		header  http.Header
+		want    http.Header // on the upstream; "" for absent
+	}{
+		{"no trusted proxies", nil, sent,
+			http.Header{"X-Forwarded-For": {"127.0.0.1"}, "X-Forwarded-Proto": {"http"}, "X-Forwarded-Host": {"HOST"}, "Forwarded": {""}}},
+		{"from an address outside trusted_proxies", []string{"10.0.0.0/8", "192.168.1.10"}, sent,
+			http.Header{"X-Forwarded-For": {"127.0.0.1"}, "X-Forwarded-Proto": {"http"}, "X-Forwarded-Host": {"HOST"}, "Forwarded": {""}}},
+		{"from a trusted proxy (CIDR)", []string{"10.0.0.0/8", "127.0.0.0/8"}, sent,
+			http.Header{"X-Forwarded-For": {"203.0.113.9, 198.51.100.7, 127.0.0.1"}, "X-Forwarded-Proto": {"https"}, "X-Forwarded-Host": {"gate.example.com"}, "Forwarded": {""}}},
+		{"from a trusted proxy (address)", []string{"127.0.0.1"}, sent,
+			http.Header{"X-Forwarded-For": {"203.0.113.9, 198.51.100.7, 127.0.0.1"}, "X-Forwarded-Proto": {"https"}, "X-Forwarded-Host": {"gate.example.com"}}},
+		{"a trusted proxy that sent nothing", []string{"127.0.0.1"}, http.Header{},
+			http.Header{"X-Forwarded-For": {"127.0.0.1"}, "X-Forwarded-Proto": {"http"}, "X-Forwarded-Host": {"HOST"}}},
+		{"a trusted proxy's odd scheme", []string{"127.0.0.1"}, http.Header{"X-Forwarded-Proto": {"javascript"}},
+			http.Header{"X-Forwarded-Proto": {"http"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newTestEnv(t, func(o *envOptions) { o.trusted = tt.trusted; o.memory = true })
+			withAlice(e)
+			_, c := e.signedIn(t)
+			h := tt.header.Clone()
+			h.Set("Cookie", c.Name+"="+c.Value)
+			if resp := e.get(t, "/", h); resp.StatusCode != http.StatusOK {
+				t.Fatalf("got %d, want 200", resp.StatusCode)
+			}
+			got := e.upstream.last().Header
+			for name, want := range tt.want {
+				w := strings.ReplaceAll(want[0], "HOST", mustURL(t, e.srv.URL).Host)
+				if g := strings.Join(got[name], ", "); g != w {
+					t.Errorf("%s: got %q, want %q", name, g, w)
+				}
+			}
+		})
 	}
 }
 
