@@ -31,6 +31,11 @@ type Session struct {
 	IssuedAt          time.Time
 	// ExpiresAt ends the session: Open answers ErrExpired from then on.
 	ExpiresAt time.Time
+
+	// ProviderSession is the identity provider's session at sign-in (the ID token's sid
+	// claim), or empty. Stores index sessions by it for RevokeProviderSessions; it is not
+	// sealed into the cookie, so an opened cookie's Session has it empty.
+	ProviderSession string
 }
 
 // Login is what one sign-in attempt keeps in its login cookie until the identity provider

@@ -12,19 +12,25 @@ import (
 // concurrent use; the zero value is not usable, call NewMemoryStore.
 type MemoryStore struct {
 	mu       sync.RWMutex
-	sessions map[string]time.Time // id -> expiry
-	claims   map[string]time.Time // key -> expiry
+	sessions map[string]memoryRecord // by session ID
+	claims   map[string]time.Time    // key -> expiry
+}
+
+// memoryRecord is what MemoryStore keeps of a session.
+type memoryRecord struct {
+	expires                           time.Time
+	issuer, subject, providerSession string
 }
 
 // NewMemoryStore returns an empty store.
 func NewMemoryStore() *MemoryStore {
-	return &MemoryStore{sessions: make(map[string]time.Time), claims: make(map[string]time.Time)}
+	return &MemoryStore{sessions: make(map[string]memoryRecord), claims: make(map[string]time.Time)}
 }
 
 // Create records s until s.ExpiresAt.
 func (m *MemoryStore) Create(_ context.Context, s *Session) error {
 	m.mu.Lock()
-	m.sessions[s.ID] = s.ExpiresAt
+	m.sessions[s.ID] = memoryRecord{expires: s.ExpiresAt, issuer: s.Issuer, subject: s.Subject, providerSession: s.ProviderSession}
 	m.mu.Unlock()
 	return nil
 }
@@ -33,12 +39,12 @@ func (m *MemoryStore) Create(_ context.Context, s *Session) error {
 // when there is no record.
 func (m *MemoryStore) Check(_ context.Context, s *Session) error {
 	m.mu.RLock()
-	exp, ok := m.sessions[s.ID]
+	rec, ok := m.sessions[s.ID]
 	m.mu.RUnlock()
 	switch {
 	case !ok:
 		return ErrRevoked
-	case !time.Now().Before(exp):
+	case !time.Now().Before(rec.expires):
 		return ErrExpired
 	}
 	return nil
@@ -50,6 +56,29 @@ func (m *MemoryStore) Revoke(_ context.Context, s *Session) error {
 	delete(m.sessions, s.ID)
 	m.mu.Unlock()
 	return nil
+}
+
+// RevokeProviderSessions ends the sessions an identity provider's back-channel logout names (see
+// RedisStore.RevokeProviderSessions) and reports how many were live.
+func (m *MemoryStore) RevokeProviderSessions(_ context.Context, issuer, subject, providerSession string) (int, error) {
+	if subject == "" && providerSession == "" {
+		return 0, errNoProviderSelector
+	}
+	now := time.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for id, rec := range m.sessions {
+		if rec.issuer != issuer || !now.Before(rec.expires) {
+			continue
+		}
+		if providerSession != "" && rec.providerSession != providerSession || providerSession == "" && rec.subject != subject {
+			continue
+		}
+		delete(m.sessions, id)
+		n++
+	}
+	return n, nil
 }
 
 // Claim reports true for the first claim of key within ttl and false for every later one.
@@ -87,8 +116,8 @@ func (m *MemoryStore) Run(ctx context.Context) error {
 func (m *MemoryStore) prune(now time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for id, exp := range m.sessions {
-		if !now.Before(exp) {
+	for id, rec := range m.sessions {
+		if !now.Before(rec.expires) {
 			delete(m.sessions, id)
 		}
 	}

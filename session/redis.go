@@ -88,7 +88,14 @@ func (r *RedisStore) Create(ctx context.Context, s *Session) error {
 		return fmt.Errorf("create session: %w", ErrUnavailable)
 	}
 	gen := r.gen.Load()
-	if err := r.client.Set(ctx, r.recordKey(s.ID), "1", ttl).Err(); err != nil {
+	// The record and its entries in the provider indexes are written in one round trip; a
+	// session that a back-channel logout could not find is not created.
+	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.Set(ctx, r.recordKey(s.ID), "1", ttl)
+		r.index(ctx, p, s, ttl)
+		return nil
+	})
+	if err != nil {
 		return r.failed(ctx, "create session", err)
 	}
 	r.up()

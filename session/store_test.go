@@ -15,6 +15,7 @@ type store interface {
 	Check(ctx context.Context, s *Session) error
 	Revoke(ctx context.Context, s *Session) error
 	Claim(ctx context.Context, key string, ttl time.Duration) (bool, error)
+	RevokeProviderSessions(ctx context.Context, issuer, subject, providerSession string) (int, error)
 	Ping(ctx context.Context) error
 	Run(ctx context.Context) error
 }
@@ -92,6 +93,53 @@ func TestStores(t *testing.T) {
 				if err := st.Check(ctx, s); !errors.Is(err, ErrExpired) {
 					t.Errorf("after expiry: got %v, want %v", err, ErrExpired)
 				}
+			})
+			t.Run("provider logout", func(t *testing.T) {
+				t.Parallel()
+				st := newStore(t)
+				ctx := context.Background()
+				person := func(iss, sub, sid string) *Session {
+					s := newSession(time.Hour)
+					s.Issuer, s.Subject, s.ProviderSession = iss, sub, sid
+					if err := st.Create(ctx, s); err != nil {
+						t.Fatal(err)
+					}
+					return s
+				}
+				const idp, other = "https://idp.example.com", "https://other.example.com"
+				laptop, phone, tablet := person(idp, "alice", "sid-1"), person(idp, "alice", "sid-2"), person(idp, "alice", "")
+				bob, namesake := person(idp, "bob", "sid-3"), person(other, "alice", "sid-1")
+				wantLive := func(what string, live map[*Session]bool) {
+					t.Helper()
+					for s, want := range live {
+						err := st.Check(ctx, s)
+						if want && err != nil || !want && !errors.Is(err, ErrRevoked) {
+							t.Errorf("%s: session of %s/%s (%q): got %v, want live %v", what, s.Issuer, s.Subject, s.ProviderSession, err, want)
+						}
+					}
+				}
+				logout := func(iss, sub, sid string, want int) {
+					t.Helper()
+					n, err := st.RevokeProviderSessions(ctx, iss, sub, sid)
+					if err != nil || n != want {
+						t.Errorf("RevokeProviderSessions(%q, %q, %q): got %d, %v, want %d, nil", iss, sub, sid, n, err, want)
+					}
+				}
+
+				// A provider session ends just the sessions begun in it, of that issuer.
+				logout(idp, "alice", "sid-1", 1)
+				wantLive("after sid-1", map[*Session]bool{laptop: false, phone: true, tablet: true, bob: true, namesake: true})
+				logout(idp, "alice", "sid-1", 0)
+				// A person's logout ends all their sessions at that issuer, and nobody else's.
+				logout(idp, "alice", "", 2)
+				wantLive("after alice", map[*Session]bool{phone: false, tablet: false, bob: true, namesake: true})
+				logout(idp, "nobody", "", 0)
+				if _, err := st.RevokeProviderSessions(ctx, idp, "", ""); err == nil {
+					t.Error("neither subject nor provider session: got nil, want an error")
+				}
+				// A session begun after a logout is not touched by it.
+				later := person(idp, "alice", "sid-1")
+				wantLive("a later session", map[*Session]bool{later: true})
 			})
 			t.Run("claim", func(t *testing.T) {
 				t.Parallel()

@@ -1,0 +1,139 @@
+package session
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// An identity provider that supports OpenID Connect Back-Channel Logout tells its relying
+// parties when a person's session there ends, naming the person (sub), the provider's session
+// (sid), or both. The stores index every session by both, so that such a logout ends the
+// sessions it names on every instance.
+
+// errNoProviderSelector is RevokeProviderSessions' answer when neither subject nor session is given.
+var errNoProviderSelector = errors.New("revoke provider sessions: neither subject nor provider session given")
+
+// subjectIndexKey and providerSessionIndexKey name the Redis sets of the sessions of one person
+// and of one provider session. Their names hash the identifiers: they are the provider's and
+// may be long or contain anything.
+func (r *RedisStore) subjectIndexKey(issuer, subject string) string {
+	return r.prefix + "subject:" + indexHash(issuer, subject)
+}
+
+func (r *RedisStore) providerSessionIndexKey(issuer, providerSession string) string {
+	return r.prefix + "sid:" + indexHash(issuer, providerSession)
+}
+
+func indexHash(issuer, id string) string {
+	sum := sha256.Sum256([]byte(issuer + "\x00" + id))
+	return hex.EncodeToString(sum[:16])
+}
+
+// index adds s to the provider indexes in p. An index set lives as long as its longest
+// session: EXPIRE NX gives a new set its first expiry, EXPIRE GT only ever extends it.
+func (r *RedisStore) index(ctx context.Context, p redis.Pipeliner, s *Session, ttl time.Duration) {
+	member := s.ID + " " + strconv.FormatInt(s.ExpiresAt.UnixNano(), 10)
+	keys := []string{r.subjectIndexKey(s.Issuer, s.Subject)}
+	if s.ProviderSession != "" {
+		keys = append(keys, r.providerSessionIndexKey(s.Issuer, s.ProviderSession))
+	}
+	// EXPIRE counts whole seconds: round up, never below the session's own lifetime.
+	ttl = ttl.Truncate(time.Second) + time.Second
+	for _, key := range keys {
+		p.SAdd(ctx, key, member)
+		p.ExpireNX(ctx, key, ttl)
+		p.ExpireGT(ctx, key, ttl)
+	}
+}
+
+// RevokeProviderSessions ends, on every instance, the sessions an identity provider's
+// back-channel logout names: those begun in its session providerSession when that is given
+// (the person's other sessions stay), otherwise every session of subject at issuer. It reports
+// how many live sessions it ended. When Redis cannot be read it answers an error wrapping
+// ErrUnavailable and ends nothing, since only Redis knows which sessions to end; once they are
+// known, they end on this instance at once and, like a Revoke while Redis fails, on the others
+// when Redis answers again.
+func (r *RedisStore) RevokeProviderSessions(ctx context.Context, issuer, subject, providerSession string) (int, error) {
+	var key string
+	switch {
+	case providerSession != "":
+		key = r.providerSessionIndexKey(issuer, providerSession)
+	case subject != "":
+		key = r.subjectIndexKey(issuer, subject)
+	default:
+		return 0, errNoProviderSelector
+	}
+	if r.down(time.Now()) {
+		return 0, fmt.Errorf("revoke provider sessions: %w", ErrUnavailable)
+	}
+	members, err := r.client.SMembers(ctx, key).Result()
+	if err != nil {
+		return 0, r.failed(ctx, "revoke provider sessions", err)
+	}
+	now := time.Now()
+	var ended []*Session
+	for _, m := range members {
+		if id, expiry, ok := parseIndexMember(m); ok && now.Before(expiry) {
+			s := &Session{ID: id, ExpiresAt: expiry}
+			r.local.revoke(s.ID, s.ExpiresAt)
+			ended = append(ended, s)
+		}
+	}
+	// As in announce: every record is deleted before any revocation is published. A record
+	// already gone was signed out before and is not counted.
+	dels := make([]*redis.IntCmd, len(ended))
+	_, err = r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, s := range ended {
+			dels[i] = p.Del(ctx, r.recordKey(s.ID))
+		}
+		return nil
+	})
+	if err == nil && len(ended) > 0 {
+		_, err = r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, s := range ended {
+				p.Publish(ctx, r.channel, s.ID)
+			}
+			return nil
+		})
+	}
+	if err != nil {
+		// Ended here already; Run shares them with the other instances once Redis answers.
+		for _, s := range ended {
+			r.addPending(s)
+		}
+		return len(ended), r.failed(ctx, "revoke provider sessions", err)
+	}
+	r.up()
+	n := 0
+	for _, d := range dels {
+		if d.Val() == 1 {
+			n++
+		}
+	}
+	if len(members) > 0 {
+		// Only the members read: a session indexed meanwhile stays findable.
+		r.client.SRem(ctx, key, members)
+	}
+	return n, nil
+}
+
+// parseIndexMember reads an index member written by index: "ID EXPIRY_UNIX_NANO".
+func parseIndexMember(m string) (id string, expiry time.Time, ok bool) {
+	id, ns, ok := strings.Cut(m, " ")
+	if !ok {
+		return "", time.Time{}, false
+	}
+	n, err := strconv.ParseInt(ns, 10, 64)
+	if err != nil {
+		return "", time.Time{}, false
+	}
+	return id, time.Unix(0, n), true
+}
