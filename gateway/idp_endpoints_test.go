@@ -223,9 +223,14 @@ func (idp *testIdP) signIDToken(c *idpCode, access string) (string, error) {
 	for _, m := range idp.mutations {
 		m(claims)
 	}
+	return idp.sign(claims)
+}
+
+// sign signs claims as a JWT with the provider's current algorithm and key. idp.mu is held.
+func (idp *testIdP) sign(claims map[string]any) (string, error) {
 	payload, err := json.Marshal(claims)
 	if err != nil {
-		return "", fmt.Errorf("encode id token claims: %w", err)
+		return "", fmt.Errorf("encode token claims: %w", err)
 	}
 	if idp.alg == "none" {
 		header, _ := json.Marshal(map[string]string{"alg": "none", "typ": "JWT", "kid": idp.kid})
@@ -239,11 +244,11 @@ func (idp *testIdP) signIDToken(c *idpCode, access string) (string, error) {
 	}
 	signer, err := jose.NewSigner(key, opts)
 	if err != nil {
-		return "", fmt.Errorf("create id token signer: %w", err)
+		return "", fmt.Errorf("create token signer: %w", err)
 	}
 	jws, err := signer.Sign(payload)
 	if err != nil {
-		return "", fmt.Errorf("sign id token: %w", err)
+		return "", fmt.Errorf("sign token: %w", err)
 	}
 	return jws.CompactSerialize()
 }

@@ -191,6 +191,36 @@ func (idp *testIdP) TokenCalls() int {
 	return idp.tokenCalls
 }
 
+// LogoutToken signs a back-channel logout token as the provider would send it: issuer,
+// audience, iat, exp (two minutes), a fresh jti and the logout event, then the claims given
+// (a nil value removes a claim), signed as SignWith says.
+func (idp *testIdP) LogoutToken(t *testing.T, claims map[string]any) string {
+	t.Helper()
+	now := time.Now()
+	c := map[string]any{
+		"iss":    idp.URL,
+		"aud":    idp.ClientID,
+		"iat":    now.Unix(),
+		"exp":    now.Add(2 * time.Minute).Unix(),
+		"jti":    idpRandom(),
+		"events": map[string]any{"http://schemas.openid.net/event/backchannel-logout": map[string]any{}},
+	}
+	for k, v := range claims {
+		if v == nil {
+			delete(c, k)
+		} else {
+			c[k] = v
+		}
+	}
+	idp.mu.Lock()
+	defer idp.mu.Unlock()
+	raw, err := idp.sign(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
 // newBrowser returns a client that keeps cookies and follows redirects, as a browser does.
 func newBrowser(t *testing.T) *http.Client {
 	t.Helper()

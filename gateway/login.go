@@ -132,6 +132,7 @@ func (g *Gateway) serveCallback(w http.ResponseWriter, r *http.Request) {
 		EmailVerified:     id.EmailVerified,
 		Name:              id.Name,
 		PreferredUsername: id.PreferredUsername,
+		ProviderSession:   id.ProviderSession,
 		IssuedAt:          now,
 		ExpiresAt:         now.Add(g.cookies.Lifetime()),
 	}
@@ -183,6 +184,8 @@ type identity struct {
 	Issuer, Subject, Email  string
 	EmailVerified           bool
 	Name, PreferredUsername string
+	// ProviderSession is the provider's session (the sid claim), for back-channel logout.
+	ProviderSession string
 }
 
 func (id identity) identity() linker.Identity {
@@ -227,6 +230,7 @@ func (g *Gateway) exchange(ctx context.Context, r *http.Request, login *session.
 		EmailVerified     jsonBool `json:"email_verified"`
 		Name              string   `json:"name"`
 		PreferredUsername string   `json:"preferred_username"`
+		SessionID         string   `json:"sid"`
 	}
 	if err := idt.Claims(&claims); err != nil {
 		return identity{}, errors.Join(errToken, err)
@@ -238,6 +242,7 @@ func (g *Gateway) exchange(ctx context.Context, r *http.Request, login *session.
 		EmailVerified:     bool(claims.EmailVerified),
 		Name:              claims.Name,
 		PreferredUsername: claims.PreferredUsername,
+		ProviderSession:   claims.SessionID,
 	}
 	if id.Subject == "" {
 		return identity{}, errors.Join(errToken, errors.New("id token without sub"))

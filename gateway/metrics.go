@@ -5,8 +5,9 @@ import "github.com/prometheus/client_golang/prometheus"
 // metrics are the gateway's Prometheus series. Counters on the per-request path are resolved
 // once here, not looked up by label on every request.
 type metrics struct {
-	logins *prometheus.CounterVec
-	auth   *prometheus.CounterVec
+	logins      *prometheus.CounterVec
+	auth        *prometheus.CounterVec
+	backchannel *prometheus.CounterVec
 	// denied holds auth's counter of each refusal, indexed by authResult.
 	denied         [authUnavailable + 1]prometheus.Counter
 	proxied        prometheus.Counter
@@ -19,6 +20,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "headgate_logins_total",
 			Help: "Completed sign-in attempts by result (ok, unlinked, bad_state, replayed, idp_refused, code_refused, token_invalid, idp_unavailable, headscale_unavailable, store_unavailable).",
+		}, []string{"result"}),
+		backchannel: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "headgate_backchannel_logouts_total",
+			Help: "Back-channel logout requests from the identity provider by result (ok, invalid, replayed, unavailable).",
 		}, []string{"result"}),
 		auth: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "headgate_auth_denied_total",
@@ -43,7 +48,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.logins, m.auth, m.proxied, m.storeFailSoft, m.upstreamErrors} {
+	for _, c := range []prometheus.Collector{m.logins, m.backchannel, m.auth, m.proxied, m.storeFailSoft, m.upstreamErrors} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

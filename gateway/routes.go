@@ -12,6 +12,8 @@ func (g *Gateway) routes() *http.ServeMux {
 	mux.HandleFunc("GET /oauth2/callback", g.serveCallback)
 	mux.HandleFunc("GET /oauth2/sign_out", g.serveSignOut)
 	mux.HandleFunc("POST /oauth2/sign_out", g.serveSignOut)
+	// OpenID Connect Back-Channel Logout: the identity provider ends sessions.
+	mux.HandleFunc("POST /oauth2/backchannel_logout", g.serveBackchannelLogout)
 
 	// Forward auth for nginx auth_request, Traefik forwardAuth and Caddy forward_auth.
 	mux.HandleFunc("GET /oauth2/auth", g.serveAuth)

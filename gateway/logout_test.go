@@ -1,0 +1,167 @@
+package gateway
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+)
+
+// postLogout sends a back-channel logout request with token, as the provider does, and returns
+// the status.
+func (e *testEnv) postLogout(t *testing.T, token string) int {
+	t.Helper()
+	resp, err := http.PostForm(e.srv.URL+"/oauth2/backchannel_logout", url.Values{"logout_token": {token}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if cc := resp.Header.Get("Cache-Control"); cc != "no-store" {
+		t.Errorf("Cache-Control: got %q, want no-store", cc)
+	}
+	return resp.StatusCode
+}
+
+// signedInWithSID signs the IdP's current user in with the provider session sid and returns
+// the session cookie as a Cookie header.
+func (e *testEnv) signedInWithSID(t *testing.T, sid string) http.Header {
+	t.Helper()
+	e.idp.Mutate(func(c map[string]any) { c["sid"] = sid })
+	_, c := e.signedIn(t)
+	return http.Header{"Cookie": {c.Name + "=" + c.Value}}
+}
+
+// wantLive checks which sessions the gateway still serves.
+func (e *testEnv) wantLive(t *testing.T, what string, sessions map[string]http.Header, live ...string) {
+	t.Helper()
+	for name, h := range sessions {
+		want := http.StatusUnauthorized
+		if strings.Contains(" "+strings.Join(live, " ")+" ", " "+name+" ") {
+			want = http.StatusOK
+		}
+		if got := e.get(t, "/api", h).StatusCode; got != want {
+			t.Errorf("%s: %s's session: got %d, want %d", what, name, got, want)
+		}
+	}
+}
+
+func TestBackchannelLogout(t *testing.T) {
+	for _, memory := range []bool{false, true} {
+		name := map[bool]string{false: "redis", true: "memory"}[memory]
+		t.Run(name, func(t *testing.T) {
+			e := newTestEnv(t, func(o *envOptions) { o.memory = memory })
+			withAlice(e)
+			e.headscale.addUser("2", "bob", "bob@example.com", e.idp.URL+"/bob-sub")
+			sessions := map[string]http.Header{
+				"laptop": e.signedInWithSID(t, "sid-laptop"),
+				"phone":  e.signedInWithSID(t, "sid-phone"),
+			}
+			e.idp.SetUser(map[string]any{"sub": "bob-sub", "email": "bob@example.com", "email_verified": true})
+			sessions["bob"] = e.signedInWithSID(t, "sid-bob")
+
+			// The provider ends one of alice's sessions there: only that one ends here.
+			first := e.idp.LogoutToken(t, map[string]any{"sub": "alice-sub", "sid": "sid-laptop"})
+			if got := e.postLogout(t, first); got != http.StatusOK {
+				t.Fatalf("logout of sid-laptop: got %d, want 200", got)
+			}
+			e.wantLive(t, "after sid-laptop", sessions, "phone", "bob")
+			if got := e.postLogout(t, first); got != http.StatusBadRequest {
+				t.Errorf("the same token again: got %d, want 400", got)
+			}
+			// The provider ends alice everywhere (no sid): all her sessions end, not bob's.
+			if got := e.postLogout(t, e.idp.LogoutToken(t, map[string]any{"sub": "alice-sub"})); got != http.StatusOK {
+				t.Fatalf("logout of alice: got %d, want 200", got)
+			}
+			e.wantLive(t, "after alice", sessions, "bob")
+			// A token naming only a provider session.
+			if got := e.postLogout(t, e.idp.LogoutToken(t, map[string]any{"sid": "sid-bob"})); got != http.StatusOK {
+				t.Fatalf("logout of sid-bob: got %d, want 200", got)
+			}
+			e.wantLive(t, "after sid-bob", sessions)
+			if !strings.Contains(e.logs.String(), `msg="back-channel logout" sub=alice-sub sessions=1`) {
+				t.Errorf("log lacks the logout of alice's last session:\n%s", e.logs.String())
+			}
+		})
+	}
+}
+
+// TestBackchannelLogoutRefused: a logout token that is not the provider's, or not for headgate,
+// or not a logout token, ends nothing and is answered 400; the provider unreachable, 503.
+func TestBackchannelLogoutRefused(t *testing.T) {
+	e := newTestEnv(t)
+	withAlice(e)
+	session := e.signedInWithSID(t, "sid-1")
+	forged := func(alg string) func() string {
+		return func() string {
+			e.idp.SignWith(alg)
+			defer e.idp.SignWith("RS256")
+			return e.idp.LogoutToken(t, map[string]any{"sub": "alice-sub"})
+		}
+	}
+	tests := map[string]func() string{
+		"no token":       func() string { return "" },
+		"garbage":        func() string { return "not.a.token" },
+		"another client": func() string { return e.idp.LogoutToken(t, map[string]any{"sub": "alice-sub", "aud": "someone-else"}) },
+		"another issuer": func() string {
+			return e.idp.LogoutToken(t, map[string]any{"sub": "alice-sub", "iss": "https://evil.example"})
+		},
+		"expired": func() string {
+			return e.idp.LogoutToken(t, map[string]any{"sub": "alice-sub", "exp": time.Now().Add(-time.Minute).Unix()})
+		},
+		"an ID token (nonce)":  func() string { return e.idp.LogoutToken(t, map[string]any{"sub": "alice-sub", "nonce": "n"}) },
+		"no logout event":      func() string { return e.idp.LogoutToken(t, map[string]any{"sub": "alice-sub", "events": nil}) },
+		"no jti":               func() string { return e.idp.LogoutToken(t, map[string]any{"sub": "alice-sub", "jti": nil}) },
+		"neither sub nor sid":  func() string { return e.idp.LogoutToken(t, nil) },
+		"alg none":             forged("none"),
+		"HMAC with the secret": forged("HS256"),
+		"tampered": func() string {
+			raw := e.idp.LogoutToken(t, map[string]any{"sub": "bob-sub"})
+			parts := strings.Split(raw, ".")
+			other := strings.Split(e.idp.LogoutToken(t, map[string]any{"sub": "alice-sub"}), ".")
+			return parts[0] + "." + other[1] + "." + parts[2]
+		},
+	}
+	for name, token := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got := e.postLogout(t, token()); got != http.StatusBadRequest {
+				t.Errorf("got %d, want 400", got)
+			}
+			e.wantLive(t, name, map[string]http.Header{"alice": session}, "alice")
+		})
+	}
+	t.Run("GET", func(t *testing.T) {
+		resp := e.get(t, "/oauth2/backchannel_logout?logout_token="+e.idp.LogoutToken(t, map[string]any{"sub": "alice-sub"}), nil)
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("got %d, want 404 (headgate's unknown /oauth2/ answer)", resp.StatusCode)
+		}
+		e.wantLive(t, "GET", map[string]http.Header{"alice": session}, "alice")
+	})
+	t.Run("oversized", func(t *testing.T) {
+		if got := e.postLogout(t, strings.Repeat("a", maxLogoutRequest)); got != http.StatusBadRequest {
+			t.Errorf("got %d, want 400", got)
+		}
+	})
+}
+
+// TestBackchannelLogoutProviderDown: once headgate has the provider's keys, a logout token
+// verifies while the provider is down; before that it cannot, and the provider is told to try
+// again.
+func TestBackchannelLogoutProviderDown(t *testing.T) {
+	e := newTestEnv(t)
+	withAlice(e)
+	session := e.signedInWithSID(t, "sid-1")
+	token := e.idp.LogoutToken(t, map[string]any{"sub": "alice-sub"})
+	e.idp.Down(true)
+	if got := e.postLogout(t, token); got != http.StatusOK {
+		t.Errorf("provider down after a sign-in: got %d, want 200", got)
+	}
+	e.wantLive(t, "after the logout", map[string]http.Header{"alice": session})
+
+	fresh := newTestEnv(t)
+	token = fresh.idp.LogoutToken(t, map[string]any{"sub": "alice-sub"})
+	fresh.idp.Down(true)
+	if got := fresh.postLogout(t, token); got != http.StatusServiceUnavailable {
+		t.Errorf("provider down before any discovery: got %d, want 503", got)
+	}
+}
