@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -197,7 +196,7 @@ func (g *Gateway) newProxy() *httputil.ReverseProxy {
 		Transport:      transport,
 		BufferPool:     &copyBuffers{},
 		ErrorHandler:   g.upstreamError,
-		ModifyResponse: g.endStreamsOnDrain,
+		ModifyResponse: g.watchStreams,
 	}
 }
 
@@ -277,59 +276,6 @@ func parsePrefix(s string) (netip.Prefix, error) {
 	}
 	addr = addr.Unmap()
 	return netip.PrefixFrom(addr, addr.BitLen()), nil
-}
-
-// Drain ends every Server-Sent Events stream being proxied, and every one that starts later,
-// with a clean end of the response, so that a graceful shutdown does not wait for streams
-// that never finish by themselves. Browsers reconnect such streams, to another instance.
-// Ordinary requests are not affected. Drain may be called more than once.
-func (g *Gateway) Drain() {
-	g.drainOnce.Do(func() { close(g.draining) })
-}
-
-// endStreamsOnDrain makes an event stream's body end at EOF once the gateway drains.
-func (g *Gateway) endStreamsOnDrain(resp *http.Response) error {
-	if !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
-		return nil
-	}
-	body := &drainingBody{ReadCloser: resp.Body, draining: g.draining, done: make(chan struct{})}
-	go body.closeOnDrain()
-	resp.Body = body
-	return nil
-}
-
-// drainingBody is a streamed response body that reports a clean EOF once draining starts.
-type drainingBody struct {
-	io.ReadCloser
-	draining  <-chan struct{}
-	done      chan struct{}
-	closeOnce sync.Once
-}
-
-// closeOnDrain closes the upstream body when draining starts, which unblocks a pending Read.
-func (b *drainingBody) closeOnDrain() {
-	select {
-	case <-b.draining:
-		b.ReadCloser.Close()
-	case <-b.done:
-	}
-}
-
-func (b *drainingBody) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	if err != nil {
-		select {
-		case <-b.draining:
-			return n, io.EOF
-		default:
-		}
-	}
-	return n, err
-}
-
-func (b *drainingBody) Close() error {
-	b.closeOnce.Do(func() { close(b.done) })
-	return b.ReadCloser.Close()
 }
 
 // upstreamError answers when the upstream cannot be reached or is too slow.
