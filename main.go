@@ -37,6 +37,14 @@ func main() {
 	}
 }
 
+// redisLogger passes go-redis's own messages into headgate's log, at Warn: they report
+// connections that failed or were dropped.
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.WarnContext(ctx, "redis client", "detail", fmt.Sprintf(format, v...))
+}
+
 // backgroundStore is a session store with background work (revocation messages, pruning).
 type backgroundStore interface {
 	gateway.Store
@@ -68,6 +76,9 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		cache linker.Cache
 	)
 	if cfg.Redis.URL != "" {
+		// go-redis reports connection trouble through a logger of its own, process-wide; in
+		// headgate's log it keeps the configured format (a json log stays json).
+		redis.SetLogger(redisLogger{log})
 		client, err := newRedisClient(cfg.Redis)
 		if err != nil {
 			return err
