@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -37,18 +36,21 @@ func indexHash(issuer, id string) string {
 	return hex.EncodeToString(sum[:16])
 }
 
-// index adds s to the provider indexes in p. An index set lives as long as its longest
-// session: EXPIRE NX gives a new set its first expiry, EXPIRE GT only ever extends it.
+// index adds s to the provider indexes in p. An index is a sorted set of session IDs scored by
+// expiry: each addition drops the expired members, and the set lives as long as its longest
+// session (EXPIRE NX gives a new set its first expiry, EXPIRE GT only ever extends it), so a
+// person who signs in every day does not grow it without bound.
 func (r *RedisStore) index(ctx context.Context, p redis.Pipeliner, s *Session, ttl time.Duration) {
-	member := s.ID + " " + strconv.FormatInt(s.ExpiresAt.UnixNano(), 10)
 	keys := []string{r.subjectIndexKey(s.Issuer, s.Subject)}
 	if s.ProviderSession != "" {
 		keys = append(keys, r.providerSessionIndexKey(s.Issuer, s.ProviderSession))
 	}
+	now := strconv.FormatInt(time.Now().UnixMilli(), 10)
 	// EXPIRE counts whole seconds: round up, never below the session's own lifetime.
 	ttl = ttl.Truncate(time.Second) + time.Second
 	for _, key := range keys {
-		p.SAdd(ctx, key, member)
+		p.ZRemRangeByScore(ctx, key, "-inf", "("+now)
+		p.ZAdd(ctx, key, redis.Z{Score: float64(s.ExpiresAt.UnixMilli()), Member: s.ID})
 		p.ExpireNX(ctx, key, ttl)
 		p.ExpireGT(ctx, key, ttl)
 	}
@@ -74,18 +76,22 @@ func (r *RedisStore) RevokeProviderSessions(ctx context.Context, issuer, subject
 	if r.down(time.Now()) {
 		return 0, fmt.Errorf("revoke provider sessions: %w", ErrUnavailable)
 	}
-	members, err := r.client.SMembers(ctx, key).Result()
+	live, err := r.client.ZRangeByScoreWithScores(ctx, key, &redis.ZRangeBy{
+		Min: strconv.FormatInt(time.Now().UnixMilli(), 10), Max: "+inf"}).Result()
 	if err != nil {
 		return 0, r.failed(ctx, "revoke provider sessions", err)
 	}
-	now := time.Now()
-	var ended []*Session
-	for _, m := range members {
-		if id, expiry, ok := parseIndexMember(m); ok && now.Before(expiry) {
-			s := &Session{ID: id, ExpiresAt: expiry}
-			r.local.revoke(s.ID, s.ExpiresAt)
-			ended = append(ended, s)
+	ended := make([]*Session, 0, len(live))
+	members := make([]any, 0, len(live))
+	for _, z := range live {
+		id, ok := z.Member.(string)
+		if !ok {
+			continue
 		}
+		s := &Session{ID: id, ExpiresAt: time.UnixMilli(int64(z.Score))}
+		r.local.revoke(s.ID, s.ExpiresAt)
+		ended = append(ended, s)
+		members = append(members, id)
 	}
 	// As in announce: every record is deleted before any revocation is published. A record
 	// already gone was signed out before and is not counted.
@@ -119,21 +125,9 @@ func (r *RedisStore) RevokeProviderSessions(ctx context.Context, issuer, subject
 		}
 	}
 	if len(members) > 0 {
-		// Only the members read: a session indexed meanwhile stays findable.
-		r.client.SRem(ctx, key, members)
+		// Only the members read: a session indexed meanwhile stays findable. Best effort: a
+		// member left behind only costs a repeated revocation.
+		r.client.ZRem(ctx, key, members...)
 	}
 	return n, nil
-}
-
-// parseIndexMember reads an index member written by index: "ID EXPIRY_UNIX_NANO".
-func parseIndexMember(m string) (id string, expiry time.Time, ok bool) {
-	id, ns, ok := strings.Cut(m, " ")
-	if !ok {
-		return "", time.Time{}, false
-	}
-	n, err := strconv.ParseInt(ns, 10, 64)
-	if err != nil {
-		return "", time.Time{}, false
-	}
-	return id, time.Unix(0, n), true
 }

@@ -65,6 +65,31 @@ func TestRedisProviderLogoutReachesOtherInstances(t *testing.T) {
 	}
 }
 
+// TestRedisProviderIndexDropsExpired: a person who signs in again and again does not grow the
+// index of their sessions with expired ones.
+func TestRedisProviderIndexDropsExpired(t *testing.T) {
+	t.Parallel()
+	c, prefix := testRedis(t)
+	r := NewRedisStore(c, prefix)
+	ctx := context.Background()
+	for range 3 {
+		s := newSession(50 * time.Millisecond)
+		s.Issuer, s.Subject = "https://idp.example.com", "alice"
+		if err := r.Create(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(60 * time.Millisecond)
+	}
+	s := newSession(time.Hour)
+	s.Issuer, s.Subject = "https://idp.example.com", "alice"
+	if err := r.Create(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.ZCard(ctx, r.subjectIndexKey(s.Issuer, s.Subject)).Result(); err != nil || n != 1 {
+		t.Errorf("index after three expired sessions and a live one: got %d members, %v, want 1", n, err)
+	}
+}
+
 func TestRedisCheckWarmCostsNoCommand(t *testing.T) {
 	t.Parallel()
 	c, prefix := testRedis(t)
