@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"headgate/linker"
@@ -167,7 +168,53 @@ func (g *Gateway) serveSignOut(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	g.cookies.Clear(w)
-	if rd := r.FormValue("rd"); rd != "" {
+	rd := r.FormValue("rd")
+	if end := g.providerSignOut(r.Context(), rd); end != "" {
+		w.Header().Set("Cache-Control", "no-store")
+		http.Redirect(w, r, end, http.StatusFound)
+		return
+	}
+	g.finishSignOut(w, r, rd)
+}
+
+// providerSignOut returns where to send the browser to end its session at the provider as well
+// (see OIDCConfig.SignOutAtProvider), or "" to finish here: when that is not configured, the
+// provider offers no end-session endpoint, or it does not answer (the person is signed out of
+// headgate either way). rd travels as the state parameter, which the provider hands back to
+// /oauth2/signed_out, where it is checked again.
+func (g *Gateway) providerSignOut(ctx context.Context, rd string) string {
+	if !g.cfg.OIDC.SignOutAtProvider {
+		return ""
+	}
+	p, err := g.oidc.get(ctx)
+	if err == nil {
+		err = g.oidc.reachable(ctx)
+	}
+	if err != nil || p.endSession == "" {
+		return ""
+	}
+	u, err := url.Parse(p.endSession)
+	if err != nil {
+		return ""
+	}
+	q := u.Query()
+	q.Set("client_id", g.cfg.OIDC.ClientID)
+	q.Set("post_logout_redirect_uri", strings.TrimSuffix(g.public.String(), "/")+"/oauth2/signed_out")
+	if rd != "" {
+		q.Set("state", g.safeRedirect(rd))
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// serveSignedOut is where the provider returns the browser after ending its session there.
+func (g *Gateway) serveSignedOut(w http.ResponseWriter, r *http.Request) {
+	g.finishSignOut(w, r, r.URL.Query().Get("state"))
+}
+
+// finishSignOut returns the browser to rd (a safe target) or shows the signed-out page.
+func (g *Gateway) finishSignOut(w http.ResponseWriter, r *http.Request, rd string) {
+	if rd != "" {
 		w.Header().Set("Cache-Control", "no-store")
 		http.Redirect(w, r, g.safeRedirect(rd), http.StatusFound)
 		return

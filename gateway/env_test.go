@@ -46,6 +46,8 @@ type envOptions struct {
 	hsTimeout time.Duration
 	signOut   []string
 	trusted   []string
+	// providerSignOut sets oidc.sign_out_at_provider.
+	providerSignOut bool
 }
 
 // newTestEnv starts a gateway; opts adjust the configuration.
@@ -99,10 +101,11 @@ func newTestEnv(t *testing.T, opts ...func(*envOptions)) *testEnv {
 		TrustedProxies:  o.trusted,
 		UpstreamTimeout: o.upTimeout,
 		OIDC: OIDCConfig{
-			Issuer:       e.idp.URL,
-			ClientID:     e.idp.ClientID,
-			ClientSecret: e.idp.ClientSecret,
-			Timeout:      2 * time.Second,
+			Issuer:            e.idp.URL,
+			ClientID:          e.idp.ClientID,
+			ClientSecret:      e.idp.ClientSecret,
+			Timeout:           2 * time.Second,
+			SignOutAtProvider: o.providerSignOut,
 		},
 	}
 	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))

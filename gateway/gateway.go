@@ -99,6 +99,13 @@ type OIDCConfig struct {
 
 	// Timeout bounds each call to the provider (discovery, keys, token exchange). Default 10s.
 	Timeout time.Duration `yaml:"timeout"`
+
+	// SignOutAtProvider makes a sign-out also end the person's session at the provider
+	// (OpenID Connect RP-Initiated Logout) when its discovery document names an
+	// end_session_endpoint: the browser is sent there and comes back to PublicURL +
+	// "/oauth2/signed_out", which must be registered at the provider as a post-logout redirect
+	// URI. Default false: the provider's session stays, and signing in again needs no password.
+	SignOutAtProvider bool `yaml:"sign_out_at_provider"`
 }
 
 const (

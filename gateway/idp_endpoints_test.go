@@ -24,6 +24,7 @@ func (idp *testIdP) serveDiscovery(w http.ResponseWriter, r *http.Request) {
 		"token_endpoint":                                 idp.URL + "/token",
 		"jwks_uri":                                       idp.URL + "/jwks",
 		"userinfo_endpoint":                              idp.URL + "/userinfo",
+		"end_session_endpoint":                           idp.URL + "/end_session",
 		"response_types_supported":                       []string{"code"},
 		"grant_types_supported":                          []string{"authorization_code"},
 		"subject_types_supported":                        []string{"public"},
@@ -34,6 +35,34 @@ func (idp *testIdP) serveDiscovery(w http.ResponseWriter, r *http.Request) {
 		"token_endpoint_auth_methods_supported":          []string{"client_secret_basic", "client_secret_post"},
 		"claims_supported":                               []string{"sub", "iss", "aud", "exp", "iat", "nonce", "email", "email_verified", "name", "preferred_username"},
 	})
+}
+
+// serveEndSession ends the provider's session (RP-Initiated Logout): it records the request
+// and returns the browser to post_logout_redirect_uri with the state, as real providers do for
+// a registered URI of the client named.
+func (idp *testIdP) serveEndSession(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	idp.mu.Lock()
+	idp.endSessions = append(idp.endSessions, q)
+	idp.mu.Unlock()
+	back, err := url.Parse(q.Get("post_logout_redirect_uri"))
+	if q.Get("client_id") != idp.ClientID || err != nil || !back.IsAbs() {
+		http.Error(w, "invalid end-session request", http.StatusBadRequest)
+		return
+	}
+	if state := q.Get("state"); state != "" {
+		v := back.Query()
+		v.Set("state", state)
+		back.RawQuery = v.Encode()
+	}
+	http.Redirect(w, r, back.String(), http.StatusFound)
+}
+
+// EndSessions returns the query of every end-session request so far.
+func (idp *testIdP) EndSessions() []url.Values {
+	idp.mu.Lock()
+	defer idp.mu.Unlock()
+	return slices.Clone(idp.endSessions)
 }
 
 func (idp *testIdP) serveJWKS(w http.ResponseWriter, r *http.Request) {

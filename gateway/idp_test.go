@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
+	"net/url"
 	"sync"
 	"testing"
 	"time"
@@ -42,6 +43,8 @@ type testIdP struct {
 	codes      map[string]*idpCode
 	tokens     map[string]idpAccess
 	tokenCalls int
+	// endSessions holds the query of each end-session request.
+	endSessions []url.Values
 }
 
 // idpCode is an issued authorization code and what it was bound to.
@@ -104,6 +107,7 @@ func newTestIdP(t *testing.T) *testIdP {
 	mux.HandleFunc("GET /authorize", idp.serveAuthorize)
 	mux.HandleFunc("POST /token", idp.serveToken)
 	mux.HandleFunc("GET /userinfo", idp.serveUserInfo)
+	mux.HandleFunc("GET /end_session", idp.serveEndSession)
 	mux.HandleFunc("POST /userinfo", idp.serveUserInfo)
 	idp.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		idp.mu.Lock()

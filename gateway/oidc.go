@@ -89,6 +89,8 @@ type oidcProvider struct {
 	oauth2   oauth2.Config
 	verifier *oidc.IDTokenVerifier
 	provider *oidc.Provider
+	// endSession is the RP-Initiated Logout endpoint, or empty when the provider has none.
+	endSession string
 }
 
 func newOIDCClient(cfg OIDCConfig, redirectURL string) *oidcClient {
@@ -124,9 +126,14 @@ func (c *oidcClient) get(ctx context.Context) (*oidcProvider, error) {
 	}
 	endpoint := p.Endpoint()
 	endpoint.AuthStyle = authStyle(p)
+	var logout struct {
+		EndSession string `json:"end_session_endpoint"`
+	}
+	p.Claims(&logout) // a provider without the field has no such endpoint
 	c.ready = &oidcProvider{
-		provider: p,
-		verifier: p.Verifier(&oidc.Config{ClientID: c.cfg.ClientID}),
+		endSession: logout.EndSession,
+		provider:   p,
+		verifier:   p.Verifier(&oidc.Config{ClientID: c.cfg.ClientID}),
 		oauth2: oauth2.Config{
 			ClientID:     c.cfg.ClientID,
 			ClientSecret: c.cfg.ClientSecret,

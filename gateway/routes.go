@@ -12,6 +12,7 @@ func (g *Gateway) routes() *http.ServeMux {
 	mux.HandleFunc("GET /oauth2/callback", g.serveCallback)
 	mux.HandleFunc("GET /oauth2/sign_out", g.serveSignOut)
 	mux.HandleFunc("POST /oauth2/sign_out", g.serveSignOut)
+	mux.HandleFunc("GET /oauth2/signed_out", g.serveSignedOut) // back from the provider's sign-out
 	// OpenID Connect Back-Channel Logout: the identity provider ends sessions.
 	mux.HandleFunc("POST /oauth2/backchannel_logout", g.serveBackchannelLogout)
 

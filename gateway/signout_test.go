@@ -1,10 +1,13 @@
 package gateway
 
 import (
+	"fmt"
 	"html"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestSignOutRevokesEverywhere(t *testing.T) {
@@ -173,4 +176,104 @@ func formAction(t *testing.T, page string) string {
 	}
 	action, _, _ := strings.Cut(rest, `"`)
 	return html.UnescapeString(action)
+}
+
+// TestSignOutAtProvider: with oidc.sign_out_at_provider, a sign-out also ends the session at
+// the provider (RP-Initiated Logout) and comes back to a safe target; without it, or with the
+// provider down, headgate signs out alone.
+func TestSignOutAtProvider(t *testing.T) {
+	follow := func(t *testing.T, e *testEnv, path string, h http.Header) []string {
+		t.Helper()
+		var hops []string
+		next := e.srv.URL + path
+		for range 5 {
+			req, _ := http.NewRequest(http.MethodGet, next, nil)
+			req.Header = h.Clone()
+			resp, err := noRedirect.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			loc := resp.Header.Get("Location")
+			hops = append(hops, fmt.Sprintf("%d %s", resp.StatusCode, loc))
+			if resp.StatusCode != http.StatusFound || !strings.HasPrefix(loc, "http") {
+				return hops // a page, or a redirect to headgate's own paths: the last hop
+			}
+			next = loc
+		}
+		t.Fatalf("too many redirects: %v", hops)
+		return nil
+	}
+	tests := []struct {
+		name, rd, want string
+	}{
+		{"with a return path", "/bye", "302 /bye"},
+		{"without one", "", "200 "},
+		{"with a hostile return", "https://evil.example/x", "302 /"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newTestEnv(t, func(o *envOptions) { o.providerSignOut = true })
+			withAlice(e)
+			_, c := e.signedIn(t)
+			h := http.Header{"Cookie": {c.Name + "=" + c.Value}}
+			path := "/oauth2/sign_out"
+			if tt.rd != "" {
+				path += "?rd=" + url.QueryEscape(tt.rd)
+			}
+			hops := follow(t, e, path, h)
+			if got := hops[len(hops)-1]; got != tt.want {
+				t.Errorf("hops %v: last %q, want %q", hops, got, tt.want)
+			}
+			calls := e.idp.EndSessions()
+			if len(calls) != 1 {
+				t.Fatalf("got %d end-session requests at the provider, want 1", len(calls))
+			}
+			if got, want := calls[0].Get("post_logout_redirect_uri"), e.srv.URL+"/oauth2/signed_out"; got != want {
+				t.Errorf("post_logout_redirect_uri: got %q, want %q", got, want)
+			}
+			if strings.Contains(calls[0].Get("state"), "evil") {
+				t.Errorf("the hostile target reached the provider as state %q", calls[0].Get("state"))
+			}
+			if got := e.get(t, "/api", h).StatusCode; got != http.StatusUnauthorized {
+				t.Errorf("session after sign-out: got %d, want 401", got)
+			}
+		})
+	}
+	t.Run("a hostile state coming back", func(t *testing.T) {
+		e := newTestEnv(t, func(o *envOptions) { o.providerSignOut = true })
+		for _, state := range []string{"//evil.example", "https://evil.example", "/\\evil.example"} {
+			resp := e.get(t, "/oauth2/signed_out?state="+url.QueryEscape(state), nil)
+			if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusFound || loc != "/" {
+				t.Errorf("state %q: got %d to %q, want 302 to /", state, resp.StatusCode, loc)
+			}
+		}
+	})
+	t.Run("provider down", func(t *testing.T) {
+		e := newTestEnv(t, func(o *envOptions) { o.providerSignOut = true })
+		withAlice(e)
+		_, c := e.signedIn(t)
+		h := http.Header{"Cookie": {c.Name + "=" + c.Value}, "Accept": {"text/html"}}
+		e.idp.Down(true)
+		time.Sleep(probeFor) // the last check that the provider answered is forgotten
+		resp := e.get(t, "/oauth2/sign_out", h)
+		if body := readBody(t, resp); resp.StatusCode != http.StatusOK || !strings.Contains(body, "Signed out") {
+			t.Errorf("got %d %q, want headgate's signed-out page", resp.StatusCode, body)
+		}
+		if got := e.get(t, "/api", http.Header{"Cookie": h["Cookie"]}).StatusCode; got != http.StatusUnauthorized {
+			t.Errorf("session after sign-out: got %d, want 401", got)
+		}
+	})
+	t.Run("not configured", func(t *testing.T) {
+		e := newTestEnv(t)
+		withAlice(e)
+		_, c := e.signedIn(t)
+		resp := e.get(t, "/oauth2/sign_out?rd=/bye", http.Header{"Cookie": {c.Name + "=" + c.Value}})
+		if loc := resp.Header.Get("Location"); loc != "/bye" {
+			t.Errorf("got Location %q, want /bye straight away", loc)
+		}
+		if n := len(e.idp.EndSessions()); n != 0 {
+			t.Errorf("got %d end-session requests, want none", n)
+		}
+	})
 }
