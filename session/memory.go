@@ -18,7 +18,7 @@ type MemoryStore struct {
 
 // memoryRecord is what MemoryStore keeps of a session.
 type memoryRecord struct {
-	expires                           time.Time
+	expires                          time.Time
 	issuer, subject, providerSession string
 }
 
