@@ -1,12 +1,20 @@
 package gateway
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/go-jose/go-jose/v4"
 )
 
 // maxLogoutRequest bounds the body of a back-channel logout request: one form field holding a
@@ -35,7 +43,11 @@ func (g *Gateway) serveBackchannelLogout(w http.ResponseWriter, r *http.Request)
 		g.refuseLogout(w, r, "unavailable", http.StatusServiceUnavailable, err)
 		return
 	}
-	tok, err := p.verifier.VerifyLogout(g.oidc.context(ctx), raw)
+	tok, err := p.logoutVerifier.VerifyLogout(ctx, raw)
+	if err != nil && p.logoutKeys.unreachable() {
+		g.refuseLogout(w, r, "unavailable", http.StatusServiceUnavailable, err)
+		return
+	}
 	if err != nil {
 		g.refuseLogout(w, r, "invalid", http.StatusBadRequest, err)
 		return
@@ -75,4 +87,91 @@ func (g *Gateway) refuseLogout(w http.ResponseWriter, r *http.Request, result st
 		title = "Logout cannot be applied right now"
 	}
 	g.fail(w, r, page{Status: status, Title: title}, cause)
+}
+
+// logoutKeysRefresh is the shortest time between two fetches of the provider's keys for
+// back-channel logout tokens.
+const logoutKeysRefresh = 10 * time.Second
+
+// logoutKeys checks the signatures of back-channel logout tokens against the provider's keys.
+// Anyone can post such a token, and go-oidc's remote key set fetches the provider's keys again
+// after every signature that does not verify with the keys it holds; here the keys are fetched
+// at most once every logoutKeysRefresh, so forged tokens cannot make headgate call the provider
+// on each request. A key the provider rotates in verifies from the first token after that pause.
+type logoutKeys struct {
+	url    string // the provider's jwks_uri
+	client *http.Client
+
+	mu       sync.Mutex
+	keys     *oidc.StaticKeySet
+	fetched  time.Time
+	fetchErr error // of the last fetch
+}
+
+// unreachable reports whether the last fetch of the provider's keys failed.
+func (k *logoutKeys) unreachable() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.fetchErr != nil
+}
+
+// prefetch fetches the keys ahead of the first token, so that logouts verify while the
+// provider is down.
+func (k *logoutKeys) prefetch(ctx context.Context) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.fetch(ctx)
+}
+
+// VerifySignature implements oidc.KeySet.
+func (k *logoutKeys) VerifySignature(ctx context.Context, jwt string) ([]byte, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.keys != nil {
+		if payload, err := k.keys.VerifySignature(ctx, jwt); err == nil {
+			return payload, nil
+		}
+	}
+	if time.Since(k.fetched) < logoutKeysRefresh {
+		return nil, errors.New("signature does not verify with the provider's keys")
+	}
+	if err := k.fetch(ctx); err != nil {
+		return nil, err
+	}
+	return k.keys.VerifySignature(ctx, jwt)
+}
+
+// fetch reads the provider's signing keys, keeping the ones it has when that fails. k.mu is
+// held.
+func (k *logoutKeys) fetch(ctx context.Context) error {
+	k.fetched = time.Now()
+	k.fetchErr = k.read(ctx)
+	return k.fetchErr
+}
+
+func (k *logoutKeys) read(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, k.url, nil)
+	if err != nil {
+		return fmt.Errorf("fetch provider keys: %w", err)
+	}
+	resp, err := k.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("%w: fetch provider keys: %w", errIdPUnavailable, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%w: fetch provider keys: %s", errIdPUnavailable, resp.Status)
+	}
+	var set jose.JSONWebKeySet
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&set); err != nil {
+		return fmt.Errorf("%w: read provider keys: %w", errIdPUnavailable, err)
+	}
+	keys := &oidc.StaticKeySet{}
+	for _, key := range set.Keys {
+		if key.Use == "" || key.Use == "sig" {
+			keys.PublicKeys = append(keys.PublicKeys, key.Key)
+		}
+	}
+	k.keys = keys
+	return nil
 }

@@ -144,6 +144,31 @@ func TestBackchannelLogoutRefused(t *testing.T) {
 	})
 }
 
+// TestBackchannelLogoutForgeriesDoNotReachTheProvider: tokens whose signature does not verify
+// make headgate fetch the provider's keys at most once per logoutKeysRefresh, not once each.
+func TestBackchannelLogoutForgeriesDoNotReachTheProvider(t *testing.T) {
+	e := newTestEnv(t)
+	withAlice(e)
+	session := e.signedInWithSID(t, "sid-1")
+	before := e.idp.JWKSCalls()
+	for range 20 {
+		valid := strings.Split(e.idp.LogoutToken(t, map[string]any{"sub": "alice-sub"}), ".")
+		other := strings.Split(e.idp.LogoutToken(t, map[string]any{"sub": "bob-sub"}), ".")
+		forged := valid[0] + "." + other[1] + "." + valid[2]
+		if got := e.postLogout(t, forged); got != http.StatusBadRequest {
+			t.Fatalf("forged token: got %d, want 400", got)
+		}
+	}
+	if n := e.idp.JWKSCalls() - before; n > 1 {
+		t.Errorf("20 forged tokens made %d key set requests at the provider, want at most 1", n)
+	}
+	e.wantLive(t, "after the forgeries", map[string]http.Header{"alice": session}, "alice")
+	if got := e.postLogout(t, e.idp.LogoutToken(t, map[string]any{"sub": "alice-sub"})); got != http.StatusOK {
+		t.Errorf("a genuine token after the forgeries: got %d, want 200", got)
+	}
+	e.wantLive(t, "after the genuine logout", map[string]http.Header{"alice": session})
+}
+
 // TestBackchannelLogoutProviderDown: once headgate has the provider's keys, a logout token
 // verifies while the provider is down; before that it cannot, and the provider is told to try
 // again.

@@ -43,6 +43,7 @@ type testIdP struct {
 	codes      map[string]*idpCode
 	tokens     map[string]idpAccess
 	tokenCalls int
+	jwksCalls  int
 	// endSessions holds the query of each end-session request.
 	endSessions []url.Values
 }
@@ -111,8 +112,11 @@ func newTestIdP(t *testing.T) *testIdP {
 	mux.HandleFunc("POST /userinfo", idp.serveUserInfo)
 	idp.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		idp.mu.Lock()
-		if r.URL.Path == "/token" {
+		switch r.URL.Path {
+		case "/token":
 			idp.tokenCalls++
+		case "/jwks":
+			idp.jwksCalls++
 		}
 		down := idp.down
 		idp.mu.Unlock()
@@ -223,6 +227,13 @@ func (idp *testIdP) LogoutToken(t *testing.T, claims map[string]any) string {
 		t.Fatal(err)
 	}
 	return raw
+}
+
+// JWKSCalls reports how many requests reached the key set endpoint.
+func (idp *testIdP) JWKSCalls() int {
+	idp.mu.Lock()
+	defer idp.mu.Unlock()
+	return idp.jwksCalls
 }
 
 // newBrowser returns a client that keeps cookies and follows redirects, as a browser does.

@@ -91,6 +91,10 @@ type oidcProvider struct {
 	provider *oidc.Provider
 	// endSession is the RP-Initiated Logout endpoint, or empty when the provider has none.
 	endSession string
+	// logoutVerifier checks back-channel logout tokens with logoutKeys, which fetches the
+	// provider's keys at a bounded rate.
+	logoutVerifier *oidc.IDTokenVerifier
+	logoutKeys     *logoutKeys
 }
 
 func newOIDCClient(cfg OIDCConfig, redirectURL string) *oidcClient {
@@ -126,12 +130,19 @@ func (c *oidcClient) get(ctx context.Context) (*oidcProvider, error) {
 	}
 	endpoint := p.Endpoint()
 	endpoint.AuthStyle = authStyle(p)
-	var logout struct {
-		EndSession string `json:"end_session_endpoint"`
+	var claims struct {
+		EndSession string   `json:"end_session_endpoint"`
+		JWKS       string   `json:"jwks_uri"`
+		Algorithms []string `json:"id_token_signing_alg_values_supported"`
 	}
-	p.Claims(&logout) // a provider without the field has no such endpoint
+	p.Claims(&claims) // fields a provider leaves out stay empty
+	keys := &logoutKeys{url: claims.JWKS, client: c.http}
+	keys.prefetch(c.context(context.WithoutCancel(ctx)))
 	c.ready = &oidcProvider{
-		endSession: logout.EndSession,
+		endSession: claims.EndSession,
+		logoutVerifier: oidc.NewVerifier(c.cfg.Issuer, keys,
+			&oidc.Config{ClientID: c.cfg.ClientID, SupportedSigningAlgs: claims.Algorithms}),
+		logoutKeys: keys,
 		provider:   p,
 		verifier:   p.Verifier(&oidc.Config{ClientID: c.cfg.ClientID}),
 		oauth2: oauth2.Config{
