@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"time"
@@ -10,9 +11,12 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Run keeps the local view current until ctx ends, then returns nil: it subscribes to the
-// revocation channel (and subscribes again whenever the connection drops), applies revocations
-// that failed while Redis was unreachable, and drops expired entries. Call it once.
+// Run keeps the local view current until ctx ends: it subscribes to the revocation channel (and
+// subscribes again whenever the connection drops), applies revocations that failed while Redis
+// was unreachable, and drops expired entries. When ctx ends it tries once more, for at most
+// flushTimeout, to apply the revocations still pending, and returns an error wrapping
+// ErrUnavailable that counts those it could not (they are lost with this process), else nil.
+// Call it once.
 func (r *RedisStore) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { r.listen(ctx) })
@@ -24,7 +28,7 @@ func (r *RedisStore) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return r.flushPending()
 		case <-retry.C:
 			r.applyPending(ctx)
 		case <-r.kick:
@@ -128,6 +132,23 @@ func (r *RedisStore) applyPending(ctx context.Context) {
 		delete(r.pending, id)
 		r.mu.Unlock()
 	}
+}
+
+// flushTimeout bounds the last attempt to apply pending revocations when Run stops.
+const flushTimeout = 2 * time.Second
+
+// flushPending applies the pending revocations it can within flushTimeout and reports the rest.
+func (r *RedisStore) flushPending() error {
+	ctx, cancel := context.WithTimeout(context.Background(), flushTimeout)
+	defer cancel()
+	r.applyPending(ctx)
+	r.mu.Lock()
+	n := len(r.pending)
+	r.mu.Unlock()
+	if n > 0 {
+		return fmt.Errorf("%d sign-outs not shared with the other instances before exit: %w", n, ErrUnavailable)
+	}
+	return nil
 }
 
 // prune drops expired entries of the local view and expired pending revocations.

@@ -148,7 +148,8 @@ func (r *RedisStore) lookup(ctx context.Context, s *Session) error {
 // Revoke ends s on every instance: it deletes the record and announces the revocation. It takes
 // effect on this instance at once. When Redis cannot be reached it answers an error wrapping
 // ErrUnavailable and Run applies the revocation once Redis answers again; such a pending
-// revocation lives in this process only and is lost if it exits first.
+// revocation lives in this process only: Run tries it once more when it stops, and reports it
+// if it is lost.
 func (r *RedisStore) Revoke(ctx context.Context, s *Session) error {
 	now := time.Now()
 	r.local.revoke(s.ID, s.ExpiresAt)

@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -244,6 +245,43 @@ func TestRedisPendingRevocationAppliedOnRecovery(t *testing.T) {
 		defer a.mu.Unlock()
 		return len(a.pending) == 0
 	})
+}
+
+// TestRedisPendingRevocationFlushedOnStop: a sign-out Redis has not heard of is applied when the
+// store stops, if Redis answers by then; otherwise Run reports it.
+func TestRedisPendingRevocationFlushedOnStop(t *testing.T) {
+	t.Parallel()
+	direct, prefix := testRedis(t)
+	for _, back := range []bool{true, false} {
+		proxied, proxy := proxiedRedis(t)
+		a := NewRedisStore(proxied, prefix)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- a.Run(ctx) }()
+		s := newSession(time.Hour)
+		if err := a.Create(context.Background(), s); err != nil {
+			t.Fatal(err)
+		}
+		proxy.stop()
+		if err := a.Revoke(context.Background(), s); !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("revoke without Redis: got %v, want %v", err, ErrUnavailable)
+		}
+		if back {
+			proxy.start()
+		}
+		cancel() // before Run's next retry
+		err := <-done
+		n, xerr := direct.Exists(context.Background(), prefix+"session:"+s.ID).Result()
+		if xerr != nil {
+			t.Fatal(xerr)
+		}
+		if back && (err != nil || n != 0) {
+			t.Errorf("Redis back at stop: Run got %v and the record %d, want nil and 0", err, n)
+		}
+		if !back && (!errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "1 sign-outs") || n != 1) {
+			t.Errorf("Redis still down at stop: Run got %v and the record %d, want 1 sign-out reported and the record left", err, n)
+		}
+	}
 }
 
 func TestRedisEmptiedRevokesOnResubscription(t *testing.T) {
