@@ -123,9 +123,9 @@ type Store interface {
 	Check(ctx context.Context, s *session.Session) error
 	// Revoke ends a session on every instance.
 	Revoke(ctx context.Context, s *session.Session) error
-	// RevokeProviderSessions ends on every instance the sessions of subject at issuer, or only
-	// those begun in the provider's session providerSession when it is set, and reports how
-	// many were live.
+	// RevokeProviderSessions ends on every instance the sessions of subject at issuer, or,
+	// when providerSession is set, those begun in it and those of subject begun without one,
+	// and reports how many were live.
 	RevokeProviderSessions(ctx context.Context, issuer, subject, providerSession string) (int, error)
 	// Claim reports whether key is claimed for the first time within ttl.
 	Claim(ctx context.Context, key string, ttl time.Duration) (bool, error)

@@ -72,7 +72,9 @@ func (m *MemoryStore) RevokeProviderSessions(_ context.Context, issuer, subject,
 		if rec.issuer != issuer || !now.Before(rec.expires) {
 			continue
 		}
-		if providerSession != "" && rec.providerSession != providerSession || providerSession == "" && rec.subject != subject {
+		bySID := providerSession != "" && rec.providerSession == providerSession
+		bySubject := subject != "" && rec.subject == subject && (providerSession == "" || rec.providerSession == "")
+		if !bySID && !bySubject {
 			continue
 		}
 		delete(m.sessions, id)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -41,57 +42,84 @@ func indexHash(issuer, id string) string {
 // session (EXPIRE NX gives a new set its first expiry, EXPIRE GT only ever extends it), so a
 // person who signs in every day does not grow it without bound.
 func (r *RedisStore) index(ctx context.Context, p redis.Pipeliner, s *Session, ttl time.Duration) {
-	keys := []string{r.subjectIndexKey(s.Issuer, s.Subject)}
+	type entry struct{ key, member string }
+	entries := []entry{{r.subjectIndexKey(s.Issuer, s.Subject), s.ID + noProviderSession}}
 	if s.ProviderSession != "" {
-		keys = append(keys, r.providerSessionIndexKey(s.Issuer, s.ProviderSession))
+		entries = []entry{
+			{r.subjectIndexKey(s.Issuer, s.Subject), s.ID},
+			{r.providerSessionIndexKey(s.Issuer, s.ProviderSession), s.ID},
+		}
 	}
 	now := strconv.FormatInt(time.Now().UnixMilli(), 10)
 	// EXPIRE counts whole seconds: round up, never below the session's own lifetime.
 	ttl = ttl.Truncate(time.Second) + time.Second
-	for _, key := range keys {
-		p.ZRemRangeByScore(ctx, key, "-inf", "("+now)
-		p.ZAdd(ctx, key, redis.Z{Score: float64(s.ExpiresAt.UnixMilli()), Member: s.ID})
-		p.ExpireNX(ctx, key, ttl)
-		p.ExpireGT(ctx, key, ttl)
+	for _, e := range entries {
+		p.ZRemRangeByScore(ctx, e.key, "-inf", "("+now)
+		p.ZAdd(ctx, e.key, redis.Z{Score: float64(s.ExpiresAt.UnixMilli()), Member: e.member})
+		p.ExpireNX(ctx, e.key, ttl)
+		p.ExpireGT(ctx, e.key, ttl)
 	}
 }
 
+// noProviderSession marks a member of a subject index whose session began without a provider
+// session (an ID token without sid): a logout naming a provider session cannot tell whether
+// it was one of them.
+const noProviderSession = " nosid"
+
 // RevokeProviderSessions ends, on every instance, the sessions an identity provider's
-// back-channel logout names: those begun in its session providerSession when that is given
-// (the person's other sessions stay), otherwise every session of subject at issuer. It reports
-// how many live sessions it ended. When Redis cannot be read it answers an error wrapping
-// ErrUnavailable and ends nothing, since only Redis knows which sessions to end; once they are
-// known, they end on this instance at once and, like a Revoke while Redis fails, on the others
-// when Redis answers again.
+// back-channel logout names: with subject alone, every session of that person at issuer; with
+// providerSession, the sessions begun in it (the person's other sessions stay), and, when
+// subject is given too, also the person's sessions that began without a provider session,
+// which cannot be told apart (failing closed). It reports how many live sessions it ended.
+// When Redis cannot be read it answers an error wrapping ErrUnavailable and ends nothing, since
+// only Redis knows which sessions to end; once they are known, they end on this instance at
+// once and, like a Revoke while Redis fails, on the others when Redis answers again.
 func (r *RedisStore) RevokeProviderSessions(ctx context.Context, issuer, subject, providerSession string) (int, error) {
-	var key string
-	switch {
-	case providerSession != "":
-		key = r.providerSessionIndexKey(issuer, providerSession)
-	case subject != "":
-		key = r.subjectIndexKey(issuer, subject)
-	default:
+	if subject == "" && providerSession == "" {
 		return 0, errNoProviderSelector
 	}
 	if r.down(time.Now()) {
 		return 0, fmt.Errorf("revoke provider sessions: %w", ErrUnavailable)
 	}
-	live, err := r.client.ZRangeByScoreWithScores(ctx, key, &redis.ZRangeBy{
-		Min: strconv.FormatInt(time.Now().UnixMilli(), 10), Max: "+inf"}).Result()
+	now := strconv.FormatInt(time.Now().UnixMilli(), 10)
+	var bySID, bySubject *redis.ZSliceCmd
+	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		rng := &redis.ZRangeBy{Min: now, Max: "+inf"}
+		if providerSession != "" {
+			bySID = p.ZRangeByScoreWithScores(ctx, r.providerSessionIndexKey(issuer, providerSession), rng)
+		}
+		if subject != "" {
+			bySubject = p.ZRangeByScoreWithScores(ctx, r.subjectIndexKey(issuer, subject), rng)
+		}
+		return nil
+	})
 	if err != nil {
 		return 0, r.failed(ctx, "revoke provider sessions", err)
 	}
-	ended := make([]*Session, 0, len(live))
-	members := make([]any, 0, len(live))
-	for _, z := range live {
-		id, ok := z.Member.(string)
-		if !ok {
-			continue
-		}
+	var ended []*Session
+	add := func(z redis.Z, id string) {
 		s := &Session{ID: id, ExpiresAt: time.UnixMilli(int64(z.Score))}
 		r.local.revoke(s.ID, s.ExpiresAt)
 		ended = append(ended, s)
-		members = append(members, id)
+	}
+	if bySID != nil {
+		for _, z := range bySID.Val() {
+			if id, ok := z.Member.(string); ok {
+				add(z, id)
+			}
+		}
+	}
+	if bySubject != nil {
+		for _, z := range bySubject.Val() {
+			m, ok := z.Member.(string)
+			if !ok {
+				continue
+			}
+			id, withoutSID := strings.CutSuffix(m, noProviderSession)
+			if providerSession == "" || withoutSID {
+				add(z, id)
+			}
+		}
 	}
 	// As in announce: every record is deleted before any revocation is published. A record
 	// already gone was signed out before and is not counted.
@@ -123,11 +151,6 @@ func (r *RedisStore) RevokeProviderSessions(ctx context.Context, issuer, subject
 		if d.Val() == 1 {
 			n++
 		}
-	}
-	if len(members) > 0 {
-		// Only the members read: a session indexed meanwhile stays findable. Best effort: a
-		// member left behind only costs a repeated revocation.
-		r.client.ZRem(ctx, key, members...)
 	}
 	return n, nil
 }

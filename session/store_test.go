@@ -126,13 +126,17 @@ func TestStores(t *testing.T) {
 					}
 				}
 
-				// A provider session ends just the sessions begun in it, of that issuer.
-				logout(idp, "alice", "sid-1", 1)
-				wantLive("after sid-1", map[*Session]bool{laptop: false, phone: true, tablet: true, bob: true, namesake: true})
+				// A provider session ends the sessions begun in it, of that issuer, and those of
+				// the person that began without one (they cannot be told apart).
+				logout(idp, "alice", "sid-1", 2)
+				wantLive("after sid-1", map[*Session]bool{laptop: false, tablet: false, phone: true, bob: true, namesake: true})
 				logout(idp, "alice", "sid-1", 0)
+				// A provider session alone ends just its sessions.
+				logout(idp, "", "sid-3", 1)
+				wantLive("after sid-3", map[*Session]bool{bob: false, phone: true, namesake: true})
 				// A person's logout ends all their sessions at that issuer, and nobody else's.
-				logout(idp, "alice", "", 2)
-				wantLive("after alice", map[*Session]bool{phone: false, tablet: false, bob: true, namesake: true})
+				logout(idp, "alice", "", 1)
+				wantLive("after alice", map[*Session]bool{phone: false, namesake: true})
 				logout(idp, "nobody", "", 0)
 				if _, err := st.RevokeProviderSessions(ctx, idp, "", ""); err == nil {
 					t.Error("neither subject nor provider session: got nil, want an error")
