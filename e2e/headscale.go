@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -14,18 +13,13 @@ import (
 	"strings"
 	"time"
 
+	"headgate/linker"
+
 	"go.yaml.in/yaml/v3"
 )
 
-// HeadscaleUser is a user as Headscale's API lists it.
-type HeadscaleUser struct {
-	ID          string `json:"id"`
-	Name        string `json:"name"`
-	DisplayName string `json:"displayName"`
-	Email       string `json:"email"`
-	ProviderID  string `json:"providerId"`
-	Provider    string `json:"provider"`
-}
+// HeadscaleUser is a user as Headscale's API lists it: the type headgate's linker decodes.
+type HeadscaleUser = linker.User
 
 // writeHeadscaleConfig writes an offline Headscale configuration: every listener on 127.0.0.1,
 // SQLite in the stack's directory, one dummy DERP region from a local file, and OIDC against
@@ -222,28 +216,10 @@ func (s *Stack) insertOIDCUser(ctx context.Context, u User, providerID string) e
 	return nil
 }
 
-// ListUsers lists every Headscale user through the API, as headgate sees them.
+// ListUsers lists every Headscale user through the API, as headgate sees them: with headgate's
+// own Headscale client.
 func (s *Stack) ListUsers(ctx context.Context) ([]HeadscaleUser, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.HeadscaleURL+"/api/v1/user", nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+s.APIKey)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("list headscale users: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("list headscale users: status %d", resp.StatusCode)
-	}
-	var body struct {
-		Users []HeadscaleUser `json:"users"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		return nil, fmt.Errorf("decode headscale users: %w", err)
-	}
-	return body.Users, nil
+	return linker.NewHeadscale(linker.HeadscaleConfig{URL: s.HeadscaleURL, APIKey: s.APIKey}, nil).ListUsers(ctx)
 }
 
 // findUser returns the one Headscale user that match accepts.
