@@ -43,11 +43,8 @@ func checkNoSpoof(t *testing.T, h http.Header) {
 func TestSpoofedHeadersNeverReachUpstream(t *testing.T) {
 	t.Parallel()
 	g := gateway(t)
-	jar := newJar(t)
 	prefix := testPrefix(t)
-	if page := login(t, g, jar, Alice, prefix+"login"); page.Status != http.StatusOK {
-		t.Fatalf("sign-in: got %d, want 200 (%s)", page.Status, strings.Join(page.Hops, " -> "))
-	}
+	jar := signedIn(t, g, Alice, prefix+"login")
 	for _, c := range spoofCases {
 		t.Run(c.name, func(t *testing.T) {
 			path := prefix + url.PathEscape(c.name) + "/"
@@ -109,10 +106,7 @@ func TestSignOutRevokes(t *testing.T) {
 	t.Parallel()
 	g := gateway(t)
 	prefix := testPrefix(t)
-	jar := newJar(t)
-	if page := login(t, g, jar, Bob, prefix+"login"); page.Status != http.StatusOK {
-		t.Fatalf("sign-in: got %d, want 200 (%s)", page.Status, strings.Join(page.Hops, " -> "))
-	}
+	jar := signedIn(t, g, Bob, prefix+"login")
 	cookie := sessionCookies(t, g, jar)
 	if cookie == "" {
 		t.Fatal("the sign-in left no _headgate cookie")
@@ -149,10 +143,7 @@ func TestSignOutRevokes(t *testing.T) {
 func TestForwardAuth(t *testing.T) {
 	t.Parallel()
 	g := gateway(t)
-	jar := newJar(t)
-	if page := login(t, g, jar, Alice, testPrefix(t)+"login"); page.Status != http.StatusOK {
-		t.Fatalf("sign-in: got %d, want 200 (%s)", page.Status, strings.Join(page.Hops, " -> "))
-	}
+	jar := signedIn(t, g, Alice, testPrefix(t)+"login")
 	api := http.Header{"Accept": {"application/json"}}
 
 	page := fetch(t, g, jar, http.MethodGet, "/oauth2/auth", api)

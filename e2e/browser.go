@@ -26,6 +26,16 @@ type Page struct {
 	Hops []string
 }
 
+// noRedirectClient returns a client with jar (which may be nil) that hands back redirects
+// instead of following them, so that each hop can be seen.
+func noRedirectClient(jar http.CookieJar, timeout time.Duration) *http.Client {
+	return &http.Client{
+		Jar:           jar,
+		Timeout:       timeout,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
 // browserAccept is what a browser sends when it navigates to a page.
 const browserAccept = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 
@@ -43,12 +53,7 @@ func Fetch(ctx context.Context, jar http.CookieJar, method, rawURL string, heade
 	if host := header.Get("Host"); host != "" {
 		req.Host = host
 	}
-	client := &http.Client{
-		Jar:           jar,
-		Timeout:       30 * time.Second,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-	resp, err := client.Do(req)
+	resp, err := noRedirectClient(jar, 30*time.Second).Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", method, stripQuery(req.URL), withoutURL(err))
 	}
@@ -69,6 +74,7 @@ func browse(ctx context.Context, jar http.CookieJar, rawURL string, form url.Val
 	if form != nil {
 		method, body = http.MethodPost, form.Encode()
 	}
+	client := noRedirectClient(jar, 30*time.Second)
 	var hops []string
 	for range 20 {
 		req, err := http.NewRequestWithContext(ctx, method, rawURL, strings.NewReader(body))
@@ -79,11 +85,6 @@ func browse(ctx context.Context, jar http.CookieJar, rawURL string, form url.Val
 		req.Header.Set("User-Agent", "headgate-e2e")
 		if method == http.MethodPost {
 			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		}
-		client := &http.Client{
-			Jar:           jar,
-			Timeout:       30 * time.Second,
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}
 		resp, err := client.Do(req)
 		if err != nil {

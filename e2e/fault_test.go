@@ -29,10 +29,7 @@ func TestRedisOutage(t *testing.T) {
 	prefix := testPrefix(t)
 	api := http.Header{"Accept": {"application/json"}}
 
-	jar := newJar(t)
-	if page := login(t, g, jar, Bob, prefix+"before"); page.Status != http.StatusOK {
-		t.Fatalf("sign-in: got %d, want 200 (%s)", page.Status, strings.Join(page.Hops, " -> "))
-	}
+	jar := signedIn(t, g, Bob, prefix+"before")
 
 	s.StopRedis()
 	if page := fetch(t, g, nil, http.MethodGet, "/ready", nil); page.Status != http.StatusServiceUnavailable {
@@ -77,13 +74,25 @@ type outcome struct {
 	err    error
 }
 
+// twoInstancesWithBob starts a stack of its own with o and two headgate instances on it, and
+// makes Bob a Headscale CLI user.
+func twoInstancesWithBob(t *testing.T, o Options) (s *Stack, a, b *Gateway) {
+	t.Helper()
+	o.Gateway, o.MaxGateways = &GatewayOptions{}, 2
+	s = ownStack(t, o)
+	b = startGateway(t, s, GatewayOptions{})
+	if _, err := s.CreateCLIUser(t.Context(), Bob.Username, Bob.Email); err != nil {
+		t.Fatal(err)
+	}
+	return s, s.Gateway, b
+}
+
 // sendTraffic sends GET path with header to g every interval until stop is closed, and returns
 // every answer once it has stopped.
 func sendTraffic(g *Gateway, path string, header http.Header, interval time.Duration, stop <-chan struct{}) <-chan []outcome {
 	done := make(chan []outcome, 1)
 	go func() {
-		client := &http.Client{Timeout: 10 * time.Second,
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		client := noRedirectClient(nil, 10*time.Second)
 		var got []outcome
 		tick := time.NewTicker(interval)
 		defer tick.Stop()
@@ -118,13 +127,8 @@ func sendTraffic(g *Gateway, path string, header http.Header, interval time.Dura
 // without a restart.
 func TestRedisStopsMidTraffic(t *testing.T) {
 	t.Parallel()
-	s := ownStack(t, Options{Redis: true, Gateway: &GatewayOptions{}, MaxGateways: 2})
+	s, a, b := twoInstancesWithBob(t, Options{Redis: true})
 	ctx := t.Context()
-	a := s.Gateway
-	b := startGateway(t, s, GatewayOptions{})
-	if _, err := s.CreateCLIUser(ctx, Bob.Username, Bob.Email); err != nil {
-		t.Fatal(err)
-	}
 	prefix := testPrefix(t)
 	cookie := loginCookie(t, a, Bob, prefix+"login")
 
@@ -205,13 +209,8 @@ func TestRedisStopsMidTraffic(t *testing.T) {
 // answers again.
 func TestRedisBlipKeepsSessions(t *testing.T) {
 	t.Parallel()
-	s := ownStack(t, Options{Redis: true, RedisPersistence: true, Gateway: &GatewayOptions{}, MaxGateways: 2})
+	s, a, b := twoInstancesWithBob(t, Options{Redis: true, RedisPersistence: true})
 	ctx := t.Context()
-	a := s.Gateway
-	b := startGateway(t, s, GatewayOptions{})
-	if _, err := s.CreateCLIUser(ctx, Bob.Username, Bob.Email); err != nil {
-		t.Fatal(err)
-	}
 	prefix := testPrefix(t)
 	kept := loginCookie(t, a, Bob, prefix+"kept")
 	ended := loginCookie(t, a, Bob, prefix+"ended")

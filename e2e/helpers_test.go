@@ -117,15 +117,22 @@ func api(cookie string) http.Header {
 	return http.Header{"Cookie": {cookie}, "Accept": {"application/json"}}
 }
 
-// loginCookie signs u in at g through a fresh browser, checks that it reaches the upstream, and
-// returns the session cookie as a Cookie header value.
-func loginCookie(t *testing.T, g *Gateway, u User, path string) string {
+// signedIn signs u in at g through a fresh browser, checks that it reaches the upstream at path,
+// and returns the browser's cookie jar.
+func signedIn(t *testing.T, g *Gateway, u User, path string) http.CookieJar {
 	t.Helper()
 	jar := newJar(t)
 	if page := login(t, g, jar, u, path); page.Status != http.StatusOK {
 		t.Fatalf("sign-in of %s: got %d, want 200 (%s)", u.Email, page.Status, strings.Join(page.Hops, " -> "))
 	}
-	cookie := sessionCookies(t, g, jar)
+	return jar
+}
+
+// loginCookie signs u in at g through a fresh browser, checks that it reaches the upstream, and
+// returns the session cookie as a Cookie header value.
+func loginCookie(t *testing.T, g *Gateway, u User, path string) string {
+	t.Helper()
+	cookie := sessionCookies(t, g, signedIn(t, g, u, path))
 	if cookie == "" {
 		t.Fatalf("the sign-in of %s left no session cookie", u.Email)
 	}
