@@ -91,12 +91,7 @@ func TestRedisStoreOnCluster(t *testing.T) {
 	for i := range 12 {
 		s := newSession(time.Hour)
 		s.Issuer, s.Subject, s.ProviderSession = "https://idp.example.com", fmt.Sprintf("person-%d", i%3), fmt.Sprintf("sid-%d", i)
-		if err := a.Create(ctx, s); err != nil {
-			t.Fatalf("create on the cluster: %v", err)
-		}
-		if err := b.Check(ctx, s); err != nil {
-			t.Fatalf("check on the other instance: %v", err)
-		}
+		shareSession(t, a, b, s)
 		sessions = append(sessions, s)
 	}
 

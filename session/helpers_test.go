@@ -110,7 +110,18 @@ func waitFor(t testing.TB, limit time.Duration, what string, cond func() bool) t
 	return time.Since(start)
 }
 
-// waitSubscribed waits until the store's subscription generation is past gen.
+// shareSession creates s on a and checks that b, another instance, finds it live.
+func shareSession(t testing.TB, a, b *RedisStore, s *Session) {
+	t.Helper()
+	ctx := context.Background()
+	if err := a.Create(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Check(ctx, s); err != nil {
+		t.Fatalf("the other instance before the session ended: got %v, want nil", err)
+	}
+}
+
 // subscribedStore returns a RedisStore on client whose Run is going and subscribed.
 func subscribedStore(t testing.TB, client redis.UniversalClient, prefix string) *RedisStore {
 	t.Helper()
@@ -120,6 +131,7 @@ func subscribedStore(t testing.TB, client redis.UniversalClient, prefix string) 
 	return r
 }
 
+// waitSubscribed waits until the store's subscription generation is past gen.
 func waitSubscribed(t testing.TB, r *RedisStore, gen uint64) {
 	t.Helper()
 	waitFor(t, 5*time.Second, "subscription", func() bool { return r.subscribed.Load() && r.gen.Load() > gen })

@@ -17,12 +17,7 @@ func TestRedisRevokeReachesOtherInstances(t *testing.T) {
 	a, b := subscribedStore(t, c, prefix), subscribedStore(t, c, prefix)
 	ctx := context.Background()
 	s := newSession(time.Hour)
-	if err := a.Create(ctx, s); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Check(ctx, s); err != nil {
-		t.Fatalf("B before sign-out: got %v, want nil", err)
-	}
+	shareSession(t, a, b, s)
 	if err := a.Revoke(ctx, s); err != nil {
 		t.Fatal(err)
 	}
@@ -39,12 +34,7 @@ func TestRedisProviderLogoutReachesOtherInstances(t *testing.T) {
 	ctx := context.Background()
 	s := newSession(time.Hour)
 	s.Issuer, s.Subject, s.ProviderSession = "https://idp.example.com", "alice", "sid-1"
-	if err := a.Create(ctx, s); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Check(ctx, s); err != nil {
-		t.Fatalf("B before the logout: got %v, want nil", err)
-	}
+	shareSession(t, a, b, s)
 	// The indexes live as long as the session, no longer.
 	for _, key := range []string{a.subjectIndexKey(s.Issuer, s.Subject), a.providerSessionIndexKey(s.Issuer, s.ProviderSession)} {
 		ttl, err := c.TTL(ctx, key).Result()
@@ -214,12 +204,7 @@ func TestRedisPendingRevocationAppliedOnRecovery(t *testing.T) {
 	b := subscribedStore(t, direct, prefix)  // keeps it
 	ctx := context.Background()
 	s := newSession(time.Hour)
-	if err := a.Create(ctx, s); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Check(ctx, s); err != nil {
-		t.Fatalf("B before sign-out: got %v, want nil", err)
-	}
+	shareSession(t, a, b, s)
 
 	proxy.stop()
 	if err := a.Revoke(ctx, s); !errors.Is(err, ErrUnavailable) {
