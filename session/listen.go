@@ -122,7 +122,7 @@ func (r *RedisStore) applyPending(ctx context.Context) {
 		exp, ok := r.pending[id]
 		r.mu.Unlock()
 		if ok && now.Before(exp) {
-			if err := r.announce(ctx, id); err != nil {
+			if _, err := r.announce(ctx, id); err != nil {
 				_ = r.failed(ctx, "revoke session", err)
 				return
 			}

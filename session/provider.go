@@ -121,23 +121,12 @@ func (r *RedisStore) RevokeProviderSessions(ctx context.Context, issuer, subject
 			}
 		}
 	}
-	// As in announce: every record is deleted before any revocation is published. A record
-	// already gone was signed out before and is not counted.
-	dels := make([]*redis.IntCmd, len(ended))
-	_, err = r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, s := range ended {
-			dels[i] = p.Del(ctx, r.recordKey(s.ID))
-		}
-		return nil
-	})
-	if err == nil && len(ended) > 0 {
-		_, err = r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for _, s := range ended {
-				p.Publish(ctx, r.channel, s.ID)
-			}
-			return nil
-		})
+	ids := make([]string, len(ended))
+	for i, s := range ended {
+		ids[i] = s.ID
 	}
+	// A record already gone was signed out before and is not counted.
+	n, err := r.announce(ctx, ids...)
 	if err != nil {
 		// Ended here already; Run shares them with the other instances once Redis answers.
 		for _, s := range ended {
@@ -146,11 +135,5 @@ func (r *RedisStore) RevokeProviderSessions(ctx context.Context, issuer, subject
 		return len(ended), r.failed(ctx, "revoke provider sessions", err)
 	}
 	r.up()
-	n := 0
-	for _, d := range dels {
-		if d.Val() == 1 {
-			n++
-		}
-	}
 	return n, nil
 }

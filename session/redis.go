@@ -160,7 +160,7 @@ func (r *RedisStore) Revoke(ctx context.Context, s *Session) error {
 		r.addPending(s)
 		return fmt.Errorf("revoke session: %w", ErrUnavailable)
 	}
-	if err := r.announce(ctx, s.ID); err != nil {
+	if _, err := r.announce(ctx, s.ID); err != nil {
 		r.addPending(s)
 		return r.failed(ctx, "revoke session", err)
 	}
@@ -168,13 +168,35 @@ func (r *RedisStore) Revoke(ctx context.Context, s *Session) error {
 	return nil
 }
 
-// announce deletes the record before publishing, so that an instance that looks the session up
-// after the message never finds it live.
-func (r *RedisStore) announce(ctx context.Context, id string) error {
-	if err := r.client.Del(ctx, r.recordKey(id)).Err(); err != nil {
-		return err
+// announce ends the sessions ids on every instance: it deletes their records, then publishes
+// their revocations, so that an instance that looks a session up after the message never finds
+// it live. It reports how many records still existed.
+func (r *RedisStore) announce(ctx context.Context, ids ...string) (int, error) {
+	if len(ids) == 0 {
+		return 0, nil
 	}
-	return r.client.Publish(ctx, r.channel, id).Err()
+	dels := make([]*redis.IntCmd, len(ids))
+	if _, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, id := range ids {
+			dels[i] = p.Del(ctx, r.recordKey(id))
+		}
+		return nil
+	}); err != nil {
+		return 0, err
+	}
+	if _, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, id := range ids {
+			p.Publish(ctx, r.channel, id)
+		}
+		return nil
+	}); err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, d := range dels {
+		n += int(d.Val())
+	}
+	return n, nil
 }
 
 // Claim reports true for the first claim of key within ttl on any instance and false for every
