@@ -38,23 +38,21 @@ func (g *Gateway) watchStreams(resp *http.Response) error {
 	if !upgraded && !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
 		return nil
 	}
-	w := &streamWatch{draining: g.draining, done: make(chan struct{})}
+	// ReverseProxy copies an upgraded connection through the body, which must stay an
+	// io.ReadWriteCloser.
+	conn, isConn := resp.Body.(io.ReadWriteCloser)
+	if upgraded && !isConn {
+		return nil
+	}
+	w := &streamWatch{body: resp.Body, draining: g.draining, done: make(chan struct{})}
 	// The outbound request carries the inbound request's context, and with it the principal of
 	// an authenticated request; skip_auth streams have none and end only on drain.
 	if p, ok := resp.Request.Context().Value(principalKey{}).(principal); ok {
 		w.session, w.store = p.session, g.store
 	}
 	if upgraded {
-		// ReverseProxy copies an upgraded connection through the body, which must stay an
-		// io.ReadWriteCloser.
-		conn, ok := resp.Body.(io.ReadWriteCloser)
-		if !ok {
-			return nil
-		}
-		w.body = conn
 		resp.Body = &watchedConn{ReadWriteCloser: conn, w: w}
 	} else {
-		w.body = resp.Body
 		resp.Body = &watchedBody{ReadCloser: resp.Body, w: w}
 	}
 	go w.run()
