@@ -26,6 +26,25 @@ func checkIdentity(t *testing.T, h http.Header, u User, hu HeadscaleUser) {
 	checkNoGatewayCookie(t, h)
 }
 
+// checkReachedAs checks that exactly one of requests reached the upstream, carrying the identity
+// of u linked to hu.
+func checkReachedAs(t *testing.T, requests []Request, u User, hu HeadscaleUser) {
+	t.Helper()
+	if len(requests) != 1 {
+		t.Errorf("the upstream received %d requests, want 1", len(requests))
+		return
+	}
+	checkIdentity(t, requests[0].Header, u, hu)
+}
+
+// checkNoneReached checks that no request under prefix reached the upstream.
+func checkNoneReached(t *testing.T, prefix string) {
+	t.Helper()
+	if got := upstreamSaw(prefix); len(got) != 0 {
+		t.Errorf("the upstream received %d requests, want none", len(got))
+	}
+}
+
 // checkNoGatewayCookie checks that no cookie of the gateway is in h.
 func checkNoGatewayCookie(t *testing.T, h http.Header) {
 	t.Helper()
@@ -80,11 +99,7 @@ func TestOIDCUserLinkedByProviderID(t *testing.T) {
 	if page.URL.RequestURI() != prefix+"page?x=1" {
 		t.Errorf("the sign-in returned to %s, want %s", page.URL.RequestURI(), prefix+"page?x=1")
 	}
-	got := upstreamSaw(prefix)
-	if len(got) != 1 {
-		t.Fatalf("the upstream received %d requests, want 1", len(got))
-	}
-	checkIdentity(t, got[0].Header, Alice, accounts.Alice)
+	checkReachedAs(t, upstreamSaw(prefix), Alice, accounts.Alice)
 }
 
 func TestCLIUserLinkedByVerifiedEmail(t *testing.T) {
@@ -95,11 +110,7 @@ func TestCLIUserLinkedByVerifiedEmail(t *testing.T) {
 	if page.Status != http.StatusOK || page.Header.Get("X-Upstream") != "echo" {
 		t.Fatalf("got %d from %s, want the upstream's 200 (%s)", page.Status, page.URL.Path, strings.Join(page.Hops, " -> "))
 	}
-	got := upstreamSaw(prefix)
-	if len(got) != 1 {
-		t.Fatalf("the upstream received %d requests, want 1", len(got))
-	}
-	checkIdentity(t, got[0].Header, Bob, accounts.Bob)
+	checkReachedAs(t, upstreamSaw(prefix), Bob, accounts.Bob)
 }
 
 // TestEmailMatchDisabled runs an instance that matches by provider ID only: Dave, a CLI user
@@ -120,22 +131,14 @@ func TestEmailMatchDisabled(t *testing.T) {
 	if page.Status != http.StatusOK {
 		t.Fatalf("alice: got %d, want 200 (%s)", page.Status, strings.Join(page.Hops, " -> "))
 	}
-	if got := upstreamSaw(prefix + "off/alice"); len(got) != 1 {
-		t.Errorf("alice: the upstream received %d requests, want 1", len(got))
-	} else {
-		checkIdentity(t, got[0].Header, Alice, accounts.Alice)
-	}
+	checkReachedAs(t, upstreamSaw(prefix+"off/alice"), Alice, accounts.Alice)
 
 	// The same Dave is linked by email where email matching is on.
 	page = login(t, gateway(t), newJar(t), Dave, prefix+"on/dave")
 	if page.Status != http.StatusOK {
 		t.Fatalf("dave at the shared instance: got %d, want 200 (%s)", page.Status, strings.Join(page.Hops, " -> "))
 	}
-	if got := upstreamSaw(prefix + "on/dave"); len(got) != 1 {
-		t.Errorf("dave: the upstream received %d requests, want 1", len(got))
-	} else {
-		checkIdentity(t, got[0].Header, Dave, accounts.Dave)
-	}
+	checkReachedAs(t, upstreamSaw(prefix+"on/dave"), Dave, accounts.Dave)
 }
 
 func TestUnlinkedUserDenied(t *testing.T) {
@@ -151,9 +154,7 @@ func TestUnlinkedUserDenied(t *testing.T) {
 	if page.Status != http.StatusUnauthorized {
 		t.Errorf("after the refused sign-in: got %d, want 401", page.Status)
 	}
-	if got := upstreamSaw(prefix); len(got) != 0 {
-		t.Errorf("the upstream received %d requests, want none", len(got))
-	}
+	checkNoneReached(t, prefix)
 }
 
 // TestUnverifiedEmailNotLinked: Erin's Headscale user has her email, but Dex does not vouch
