@@ -61,6 +61,33 @@ func startProcessEnv(name, dir, logPath string, env []string, bin string, args .
 	return p, nil
 }
 
+// Process is a program started beside a stack (the benchmark's own targets): in a process group
+// of its own, logging to a file, stopped with its group.
+type Process struct{ p *process }
+
+// StartProcess starts bin with args, writing its output to logPath, and waits until readyURL
+// answers 200. The error carries the tail of its log.
+func StartProcess(ctx context.Context, name, logPath, readyURL, bin string, args ...string) (*Process, error) {
+	p, err := startProcess(name, "", logPath, bin, args...)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.waitHTTP(ctx, readyURL, 30*time.Second); err != nil {
+		p.stop()
+		return nil, err
+	}
+	return &Process{p}, nil
+}
+
+// PID is the process's ID.
+func (p *Process) PID() int { return p.p.cmd.Process.Pid }
+
+// Stop ends the process and its group: SIGTERM, then SIGKILL after five seconds.
+func (p *Process) Stop() { p.p.stop() }
+
+// Tail returns the last n lines of its log, for error messages.
+func (p *Process) Tail(n int) string { return p.p.tail(n) }
+
 // exited reports whether the process has ended.
 func (p *process) exited() bool {
 	select {
@@ -168,9 +195,9 @@ func (p *process) waitTCP(ctx context.Context, addr string, timeout time.Duratio
 	}
 }
 
-// freePorts returns n distinct TCP ports that were free on 127.0.0.1 a moment ago. All n
+// FreePorts returns n distinct TCP ports that were free on 127.0.0.1 a moment ago. All n
 // listeners are held open together so that the ports differ.
-func freePorts(n int) ([]int, error) {
+func FreePorts(n int) ([]int, error) {
 	var ls []net.Listener
 	defer func() {
 		for _, l := range ls {

@@ -159,7 +159,7 @@ func (s *Stack) start(ctx context.Context, opts Options) error {
 	if maxGateways <= 0 {
 		maxGateways = 4
 	}
-	ports, err := freePorts(5 + maxGateways)
+	ports, err := FreePorts(5 + maxGateways)
 	if err != nil {
 		return err
 	}

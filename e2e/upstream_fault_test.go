@@ -13,7 +13,7 @@ func TestUpstreamDownOrSlow(t *testing.T) {
 	t.Parallel()
 	s := sharedStack(t)
 	const timeout = time.Second
-	ports, err := freePorts(1)
+	ports, err := FreePorts(1)
 	if err != nil {
 		t.Fatal(err)
 	}

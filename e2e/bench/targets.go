@@ -116,7 +116,7 @@ type environment struct {
 	keep     bool
 	stack    *e2e.Stack
 	upstream *upstream
-	children []*child
+	children []*e2e.Process
 	targets  []*target
 	// redisAddr is the stack's Redis, host:port; redisPID its process.
 	redisAddr string
@@ -125,7 +125,7 @@ type environment struct {
 
 func (env *environment) close() {
 	for _, c := range env.children {
-		c.stop()
+		c.Stop()
 	}
 	if env.stack != nil {
 		env.stack.Close()
@@ -182,7 +182,7 @@ func startEnvironment(ctx context.Context, st settings, logf func(string, ...any
 	}
 
 	// Two bare proxies, then the two oauth2-proxy instances.
-	ports, err := freePorts(4)
+	ports, err := e2e.FreePorts(4)
 	if err != nil {
 		return nil, err
 	}
@@ -211,12 +211,12 @@ func startEnvironment(ctx context.Context, st settings, logf func(string, ...any
 		addr := fmt.Sprintf("127.0.0.1:%d", ports[i])
 		logName := strings.ReplaceAll(b.name, " ", "-") + ".log"
 		args := append([]string{"-serve-bare", addr, "-upstream", env.upstream.url}, b.args...)
-		c, err := startChild(ctx, b.name, filepath.Join(env.stack.Dir, logName), "http://"+addr+"/", self, args...)
+		c, err := e2e.StartProcess(ctx, b.name, filepath.Join(env.stack.Dir, logName), "http://"+addr+"/", self, args...)
 		if err != nil {
 			return nil, err
 		}
 		env.children = append(env.children, c)
-		env.targets = append(env.targets, &target{name: b.name, url: "http://" + addr, pid: c.pid()})
+		env.targets = append(env.targets, &target{name: b.name, url: "http://" + addr, pid: c.PID()})
 	}
 
 	// Both instances log at warn, so that no per-request log line weighs on the numbers.
@@ -260,7 +260,7 @@ func startEnvironment(ctx context.Context, st settings, logf func(string, ...any
 	} {
 		args := append(oauth2ProxyArgs(env.stack.Issuer, client, o.url, env.upstream.url), o.store...)
 		logName := strings.ReplaceAll(o.name, " ", "-") + ".log"
-		c, err := startChild(ctx, o.name, filepath.Join(env.stack.Dir, logName), o.url+"/ping", o2p, args...)
+		c, err := e2e.StartProcess(ctx, o.name, filepath.Join(env.stack.Dir, logName), o.url+"/ping", o2p, args...)
 		if err != nil {
 			return nil, err
 		}
@@ -268,12 +268,12 @@ func startEnvironment(ctx context.Context, st settings, logf func(string, ...any
 		jar := newJar()
 		page, err := e2e.BrowserLogin(ctx, jar, o.url+"/oauth2/start?rd=%2F", e2e.Bob.Email, e2e.Bob.Password)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w\n%s", o.name, err, c.tail(20))
+			return nil, fmt.Errorf("%s: %w\n%s", o.name, err, c.Tail(20))
 		}
 		if page.Status != http.StatusOK || page.Body != upstreamBody {
-			return nil, fmt.Errorf("%s: sign-in ended with %d, not the upstream's page: %s\n%s", o.name, page.Status, strings.Join(page.Hops, " -> "), c.tail(20))
+			return nil, fmt.Errorf("%s: sign-in ended with %d, not the upstream's page: %s\n%s", o.name, page.Status, strings.Join(page.Hops, " -> "), c.Tail(20))
 		}
-		env.targets = append(env.targets, &target{name: o.name, url: o.url, cookie: cookieHeader(jar, o.url), pid: c.pid(), redis: o.redis})
+		env.targets = append(env.targets, &target{name: o.name, url: o.url, cookie: cookieHeader(jar, o.url), pid: c.PID(), redis: o.redis})
 	}
 
 	for _, t := range env.targets {
