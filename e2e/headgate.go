@@ -216,15 +216,6 @@ func (g *Gateway) Fetch(ctx context.Context, jar http.CookieJar, method, path st
 	return Fetch(ctx, jar, method, g.URL+path, header)
 }
 
-// Log returns the instance's log so far.
-func (g *Gateway) Log() string {
-	data, err := os.ReadFile(g.LogPath)
-	if err != nil {
-		return fmt.Sprintf("(log unreadable: %v)", err)
-	}
-	return string(data)
-}
-
 // Tail returns the last n lines of the instance's log.
 func (g *Gateway) Tail(n int) string {
 	return tailFile(g.LogPath, n)

@@ -7,9 +7,7 @@ package e2e
 import (
 	"context"
 	"crypto/rand"
-	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -236,14 +234,3 @@ func (s *Stack) Close() {
 		os.RemoveAll(s.Dir)
 	}
 }
-
-// Login signs in at the stack's first headgate instance; see Gateway.Login.
-func (s *Stack) Login(ctx context.Context, jar http.CookieJar, email, password, startPath string) (*Page, error) {
-	if s.Gateway == nil {
-		return nil, errNoGateway
-	}
-	return s.Gateway.Login(ctx, jar, email, password, startPath)
-}
-
-// errNoGateway is returned by gateway helpers of a stack started without headgate.
-var errNoGateway = errors.New("the stack runs no headgate instance")

@@ -195,7 +195,6 @@ type headscaleDouble struct {
 	key   string
 	mu    sync.Mutex
 	users []map[string]string
-	calls int
 	down  bool
 	delay time.Duration
 }
@@ -204,7 +203,6 @@ func newHeadscaleDouble(t testing.TB) *headscaleDouble {
 	h := &headscaleDouble{key: "hskey-api-test-" + session.NewID()}
 	h.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h.mu.Lock()
-		h.calls++
 		down, delay := h.down, h.delay
 		users := append([]map[string]string{}, h.users...)
 		h.mu.Unlock()
@@ -250,12 +248,6 @@ func (h *headscaleDouble) set(f func(h *headscaleDouble)) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	f(h)
-}
-
-func (h *headscaleDouble) callCount() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.calls
 }
 
 // recorder is an upstream that records the headers of every request it receives.
