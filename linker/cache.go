@@ -23,19 +23,20 @@ type Cache interface {
 // cachedLink is a Link as the RedisCache stores it: compact JSON, the time in Unix nanoseconds
 // so that every instance reads back exactly the moment it was resolved.
 type cachedLink struct {
-	UserID      string `json:"id,omitempty"`
-	UserName    string `json:"name,omitempty"`
-	DisplayName string `json:"display,omitempty"`
-	Email       string `json:"email,omitempty"`
-	Method      string `json:"method,omitempty"`
-	Reason      string `json:"reason,omitempty"`
-	ResolvedAt  int64  `json:"at"`
+	UserID      string   `json:"id,omitempty"`
+	UserName    string   `json:"name,omitempty"`
+	DisplayName string   `json:"display,omitempty"`
+	Email       string   `json:"email,omitempty"`
+	Method      string   `json:"method,omitempty"`
+	Reason      string   `json:"reason,omitempty"`
+	Shared      []string `json:"shared,omitempty"`
+	ResolvedAt  int64    `json:"at"`
 }
 
 func encodeLink(l Link) ([]byte, error) {
 	return json.Marshal(cachedLink{
 		UserID: l.UserID, UserName: l.UserName, DisplayName: l.DisplayName, Email: l.Email,
-		Method: l.Method, Reason: l.Reason, ResolvedAt: l.ResolvedAt.UnixNano(),
+		Method: l.Method, Reason: l.Reason, Shared: l.NameSharedWith, ResolvedAt: l.ResolvedAt.UnixNano(),
 	})
 }
 
@@ -49,7 +50,7 @@ func decodeLink(b []byte) (Link, error) {
 	}
 	return Link{
 		UserID: c.UserID, UserName: c.UserName, DisplayName: c.DisplayName, Email: c.Email,
-		Method: c.Method, Reason: c.Reason, ResolvedAt: time.Unix(0, c.ResolvedAt),
+		Method: c.Method, Reason: c.Reason, NameSharedWith: c.Shared, ResolvedAt: time.Unix(0, c.ResolvedAt),
 	}, nil
 }
 

@@ -3,6 +3,7 @@ package linker
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"testing"
 	"time"
 )
@@ -25,7 +26,7 @@ func TestCaches(t *testing.T) {
 				t.Errorf("missing key: got ok=%v err=%v, want false, nil", ok, err)
 			}
 			want := Link{UserID: "42", UserName: "alice", DisplayName: "Alice Ä", Email: "a@example.com",
-				Method: "email", ResolvedAt: time.Now()}
+				Method: "email", NameSharedWith: []string{"7", "9"}, ResolvedAt: time.Now()}
 			if err := c.Set(ctx, "k", want, time.Hour); err != nil {
 				t.Fatal(err)
 			}
@@ -37,7 +38,7 @@ func TestCaches(t *testing.T) {
 				t.Errorf("ResolvedAt: got %v, want exactly %v", got.ResolvedAt, want.ResolvedAt)
 			}
 			got.ResolvedAt = want.ResolvedAt
-			if got != want {
+			if !reflect.DeepEqual(got, want) {
 				t.Errorf("link: got %+v, want %+v", got, want)
 			}
 

@@ -39,6 +39,12 @@ type Link struct {
 	// Method is the strategy that found the user, "provider_id" or "email"; "" when unlinked.
 	Method string
 
+	// NameSharedWith lists the IDs of the other Headscale users whose name is the same as
+	// UserName's (compared as nameKey does). Headscale does not keep names unique, so when
+	// this is not empty the name cannot tell this person from others, and the gateway lets
+	// nobody in under it.
+	NameSharedWith []string
+
 	// Reason says, for logs, why an identity has no user: what each strategy saw, e.g.
 	// "no user with this provider id; ambiguous email (2 users)".
 	Reason string
@@ -50,6 +56,14 @@ type Link struct {
 
 // Linked reports whether the identity has a Headscale user.
 func (l Link) Linked() bool { return l.UserID != "" }
+
+// NameShared reports whether the linked user's name is also another Headscale user's.
+func (l Link) NameShared() bool { return len(l.NameSharedWith) > 0 }
+
+// cacheVersion starts every shared cache key. It changes when what a cached link says
+// changes, so that links an older version cached (here: before NameSharedWith) are never
+// taken for complete; they are resolved anew instead.
+const cacheVersion = "v2:"
 
 // Tuning that is not configuration.
 const (
@@ -74,8 +88,8 @@ type Linker struct {
 	// listTooLargeUntil (Unix nanoseconds) is set when Headscale could not send its whole user
 	// list: until then, uncached identities are looked up one by one without trying the list.
 	listTooLargeUntil atomic.Int64
-	// cacheTag starts every shared cache key when the strategies are not the default, so that
-	// instances configured differently never reuse each other's links.
+	// cacheTag starts every shared cache key: cacheVersion, then the strategies when they are
+	// not the default, so that instances configured differently never reuse each other's links.
 	cacheTag string
 
 	// retryAfter and maxLocal are the constants of the same names; tests shorten them.
@@ -120,9 +134,9 @@ func New(cfg Config, hs *Headscale, cache Cache) *Linker {
 		cache = NewMemoryCache()
 	}
 	cfg = cfg.withDefaults()
-	tag := ""
+	tag := cacheVersion
 	if len(cfg.Match) != 1 || cfg.Match[0] != "provider_id" {
-		tag = strings.Join(cfg.Match, "+") + ":"
+		tag += strings.Join(cfg.Match, "+") + ":"
 	}
 	return &Linker{
 		cfg:        cfg,
@@ -266,10 +280,10 @@ func (l *Linker) lookup(ctx context.Context, id Identity) (*directory, error) {
 	}
 	var users []User
 	ids := map[string]bool{}
-	for _, q := range queries {
+	find := func(q query) error {
 		found, err := l.hs.FindUsers(ctx, q.field, q.value)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		for _, u := range found {
 			if !ids[u.ID] {
@@ -277,8 +291,26 @@ func (l *Linker) lookup(ctx context.Context, id Identity) (*directory, error) {
 				users = append(users, u)
 			}
 		}
+		return nil
 	}
-	return newDirectory(users, start), nil
+	for _, q := range queries {
+		if err := find(q); err != nil {
+			return nil, err
+		}
+	}
+	// The user found must be the only one with its name (see Link.NameSharedWith): ask for
+	// every user of that name. Headscale's filter is exact, so only the full listing also
+	// finds names that differ in case or Unicode form.
+	d := newDirectory(users, start)
+	if link := d.match(l.cfg.Match, id, ProviderID(id.Issuer, id.Subject)); link.Linked() {
+		if q := (query{"name", link.UserName}); !seen[q] {
+			if err := find(q); err != nil {
+				return nil, err
+			}
+			d = newDirectory(users, start)
+		}
+	}
+	return d, nil
 }
 
 // directory returns a user listing requested after notBefore: the latest one if it is still

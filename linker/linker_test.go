@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -20,7 +21,7 @@ func TestResolveHotPathCostsNoRequest(t *testing.T) {
 	id := identity("alice-sub", "alice@example.com")
 	first := mustResolve(t, l, id)
 	for range 1000 {
-		if got := mustResolve(t, l, id); got != first {
+		if got := mustResolve(t, l, id); !reflect.DeepEqual(got, first) {
 			t.Fatalf("link: got %+v, want %+v", got, first)
 		}
 	}
@@ -134,14 +135,14 @@ func TestResolveDownServesStaleAndBacksOff(t *testing.T) {
 	waitUntil(start, 60*time.Millisecond)
 
 	failedAt := time.Now()
-	if got := mustResolve(t, l, id); got != first {
+	if got := mustResolve(t, l, id); !reflect.DeepEqual(got, first) {
 		t.Errorf("stale link while down: got %+v, want %+v", got, first)
 	}
 	if got := f.calls.Load(); got != 2 {
 		t.Fatalf("listings: got %d, want 2 (one failed)", got)
 	}
 	for range 50 {
-		if got := mustResolve(t, l, id); got != first {
+		if got := mustResolve(t, l, id); !reflect.DeepEqual(got, first) {
 			t.Fatalf("stale link during back-off: got %+v, want %+v", got, first)
 		}
 	}
@@ -280,8 +281,8 @@ func TestResolveSharedCache(t *testing.T) {
 	}
 	wantCalls(t, f2, 0, "listings by the second instance")
 	// The key is the documented one.
-	if n, err := c.Exists(context.Background(), prefix+"link:"+oidcID("alice-sub")).Result(); err != nil || n != 1 {
-		t.Errorf("key %q: got exists=%d (%v), want 1", prefix+"link:"+oidcID("alice-sub"), n, err)
+	if n, err := c.Exists(context.Background(), prefix+"link:v2:"+oidcID("alice-sub")).Result(); err != nil || n != 1 {
+		t.Errorf("key %q: got exists=%d (%v), want 1", prefix+"link:v2:"+oidcID("alice-sub"), n, err)
 	}
 }
 
@@ -357,7 +358,7 @@ func TestResolveCallerGivesUpWithStaleLink(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	got, err := l.Resolve(ctx, id)
-	if err != nil || got != first {
+	if err != nil || !reflect.DeepEqual(got, first) {
 		t.Errorf("slow Headscale, caller out of time: got %+v, %v, want the stale link and nil", got, err)
 	}
 }

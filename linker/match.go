@@ -4,6 +4,10 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode"
+
+	"golang.org/x/text/cases"
+	"golang.org/x/text/unicode/norm"
 )
 
 // directory is one user listing indexed for matching. It is built once per listing and then
@@ -17,6 +21,9 @@ type directory struct {
 	byProviderID map[string]int32
 	// byEmail maps a lower-cased email to how many users have it and the first of them.
 	byEmail map[string]emailUsers
+	// byName maps the nameKey of each user's name (as headgate sends it, see userName) to the
+	// users that have it, when more than one does.
+	byName map[string][]int32
 }
 
 type emailUsers struct {
@@ -30,8 +37,21 @@ func newDirectory(users []User, listedAt time.Time) *directory {
 		byProviderID: make(map[string]int32, len(users)),
 		byEmail:      make(map[string]emailUsers, len(users)),
 	}
+	names := make(map[string]int32, len(users))
 	for i := range users {
 		u := &users[i]
+		k := nameKey(userName(u))
+		if j, ok := names[k]; ok {
+			if d.byName == nil {
+				d.byName = make(map[string][]int32)
+			}
+			if len(d.byName[k]) == 0 {
+				d.byName[k] = []int32{j}
+			}
+			d.byName[k] = append(d.byName[k], int32(i))
+		} else {
+			names[k] = int32(i)
+		}
 		if u.ProviderID != "" {
 			// Indexing the stored form as well as the cleaned one matches values 0.26+ stored
 			// even if cleaning some odd value twice would change it again.
@@ -123,20 +143,56 @@ func (d *directory) matchEmail(id Identity, pid string) (int32, string) {
 // link is the Link to user i found by method.
 func (d *directory) link(i int32, method string) Link {
 	u := &d.users[i]
+	name := userName(u)
+	var shared []string
+	for _, j := range d.byName[nameKey(name)] {
+		if j != i {
+			shared = append(shared, d.users[j].ID)
+		}
+	}
+	return Link{
+		UserID:         u.ID,
+		UserName:       name,
+		DisplayName:    u.DisplayName,
+		Email:          u.Email,
+		Method:         method,
+		NameSharedWith: shared,
+		ResolvedAt:     d.listedAt,
+	}
+}
+
+// userName is the name headgate sends for u. Headscale 0.28 and later fill an empty name with
+// the email, then the providerId, then the id; earlier versions send it empty.
+func userName(u *User) string {
 	name := u.Name
-	// Headscale 0.28 and later fill an empty name this way; earlier versions send it empty.
 	for _, fallback := range []string{u.Email, u.ProviderID, u.ID} {
 		if name != "" {
 			break
 		}
 		name = fallback
 	}
-	return Link{
-		UserID:      u.ID,
-		UserName:    name,
-		DisplayName: u.DisplayName,
-		Email:       u.Email,
-		Method:      method,
-		ResolvedAt:  d.listedAt,
-	}
+	return name
+}
+
+// fold is the Unicode case folding of nameKey. A cases.Caser keeps state, so each call makes
+// its own; the table behind it is shared.
+func fold(s string) string { return cases.Fold().String(s) }
+
+// nameKey is the form under which two user names count as the same name: compatibility-
+// normalized (NFKC), case-folded, without invisible format characters (such as a zero-width
+// space) and without surrounding white space. Headscale compares names exactly, but the apps
+// behind headgate need not: Headplane trims the header it reads, and many apps compare user
+// names without regard to case or Unicode form. So "Carol", " carol", "ca\u200brol" and
+// "ｃarol" (a full-width c) all share the key of "carol". Lower-casing comes before folding
+// because Go's and other languages' lower-casing map "İ" (U+0130) to a plain "i", which full
+// folding keeps apart. A wider key only refuses more.
+func nameKey(name string) string {
+	k := norm.NFKC.String(fold(strings.ToLower(norm.NFKC.String(name))))
+	k = strings.Map(func(r rune) rune {
+		if unicode.Is(unicode.Cf, r) {
+			return -1
+		}
+		return r
+	}, k)
+	return strings.TrimFunc(k, unicode.IsSpace)
 }
