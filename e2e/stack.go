@@ -83,11 +83,12 @@ type Stack struct {
 	headgateErr   error         // the build's error; read after headgateBuilt is closed
 	cancelBuild   context.CancelFunc
 
-	mu        sync.Mutex // guards gateways, dex, headscale, redis and inserted
-	dex       *process
-	headscale *process
-	redis     *process
-	gateways  []*Gateway
+	mu         sync.Mutex // guards gateways, headplanes, dex, headscale, redis and inserted
+	dex        *process
+	headscale  *process
+	redis      *process
+	gateways   []*Gateway
+	headplanes []*Headplane
 
 	// inserted lists the OIDC users CreateOIDCUser had to insert into Headscale's database
 	// because Headscale's own login did not create them.
@@ -216,10 +217,13 @@ func (s *Stack) Close() {
 	}
 	<-s.headgateBuilt
 	s.mu.Lock()
-	gateways, headscale, dex, redis := s.gateways, s.headscale, s.dex, s.redis
+	gateways, headplanes, headscale, dex, redis := s.gateways, s.headplanes, s.headscale, s.dex, s.redis
 	s.mu.Unlock()
 	for _, g := range gateways {
 		g.Stop()
+	}
+	for _, hp := range headplanes {
+		hp.Stop()
 	}
 	headscale.stop()
 	dex.stop()
