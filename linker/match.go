@@ -178,21 +178,22 @@ func userName(u *User) string {
 // its own; the table behind it is shared.
 func fold(s string) string { return cases.Fold().String(s) }
 
-// nameKey is the form under which two user names count as the same name: compatibility-
-// normalized (NFKC), case-folded, without invisible format characters (such as a zero-width
-// space) and without surrounding white space. Headscale compares names exactly, but the apps
-// behind headgate need not: Headplane trims the header it reads, and many apps compare user
-// names without regard to case or Unicode form. So "Carol", " carol", "ca\u200brol" and
-// "ｃarol" (a full-width c) all share the key of "carol". Lower-casing comes before folding
-// because Go's and other languages' lower-casing map "İ" (U+0130) to a plain "i", which full
-// folding keeps apart. A wider key only refuses more.
+// nameKey is the form under which two user names count as the same name: without accents and
+// other combining marks, without invisible format characters (such as a zero-width space),
+// lower-cased, case-folded, compatibility-normalized (NFKC) and without surrounding white
+// space. Headscale compares names exactly, but the apps behind headgate need not: Headplane
+// trims the header it reads, and many apps compare user names without regard to case or
+// Unicode form. So "Carol", " carol", "ca\u200brol", "cárol" and "ｃarol" (a full-width c) all
+// share the key of "carol". Lower-casing comes before folding because Go's and other
+// languages' lower-casing map "İ" (U+0130) to a plain "i", which folding alone keeps apart. A
+// wider key only refuses more: two people whose names look alike are refused too.
 func nameKey(name string) string {
-	k := norm.NFKC.String(fold(strings.ToLower(norm.NFKC.String(name))))
-	k = strings.Map(func(r rune) rune {
-		if unicode.Is(unicode.Cf, r) {
+	k := strings.Map(func(r rune) rune {
+		if unicode.In(r, unicode.Mn, unicode.Cf) {
 			return -1
 		}
 		return r
-	}, k)
+	}, norm.NFKD.String(name))
+	k = norm.NFKC.String(fold(strings.ToLower(k)))
 	return strings.TrimFunc(k, unicode.IsSpace)
 }
