@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"headgate/linker"
@@ -25,7 +27,10 @@ const (
 	authOK          authResult = iota
 	authNone                   // no usable session: sign in
 	authUnlinked               // signed in, but no Headscale user and unlinked: deny
+	authNameShared             // signed in, but another Headscale user has the same name
 	authUnavailable            // the link cannot be resolved right now
+
+	authResults // how many there are
 )
 
 // authenticate proves the request's identity from its session cookie. It costs no network
@@ -56,7 +61,10 @@ func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request) (principa
 		return principal{session: s}, authUnavailable, err
 	}
 	p := principal{session: s, link: link}
-	if !link.Linked() && !g.links.AllowUnlinked() {
+	switch {
+	case link.NameShared():
+		return p, authNameShared, nil
+	case !link.Linked() && !g.links.AllowUnlinked():
 		return p, authUnlinked, nil
 	}
 	return p, authOK, nil
@@ -74,7 +82,8 @@ func (g *Gateway) denyUnauthenticated(w http.ResponseWriter, r *http.Request) {
 }
 
 // serveAuth answers forward-auth checks: 202 with the identity headers for a proven identity,
-// 401 without one, 403 for a signed-in person without a Headscale user (unlinked: deny).
+// 401 without one, 403 for a signed-in person without a Headscale user (unlinked: deny) or
+// whose Headscale user's name another user has too.
 func (g *Gateway) serveAuth(w http.ResponseWriter, r *http.Request) {
 	p, res, err := g.authenticate(w, r)
 	if res != authOK {
@@ -100,6 +109,8 @@ func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, p principal, re
 		}
 	case authUnlinked:
 		g.fail(w, r, unlinkedPage(p.session.Email), errors.New("no headscale user: "+p.link.Reason))
+	case authNameShared:
+		g.fail(w, r, nameSharedPage(p.session.Email, p.link), errNameShared(p.link))
 	case authUnavailable:
 		g.fail(w, r, pageHeadscaleDown, err)
 	}
@@ -161,4 +172,24 @@ func (g *Gateway) serveReady(w http.ResponseWriter, r *http.Request) {
 
 func (g *Gateway) serveNotFound(w http.ResponseWriter, r *http.Request) {
 	writePage(w, r, pageNotFound)
+}
+
+// errNameShared is the logged cause of a refusal for a shared name: it names the users, for the
+// administrator who must rename one of them.
+func errNameShared(link linker.Link) error {
+	return fmt.Errorf("headscale user %s shares its name %q with user(s) %s: rename one of them",
+		link.UserID, link.UserName, strings.Join(link.NameSharedWith, ", "))
+}
+
+// nameSharedPage tells a signed-in person that their Headscale user's name is not theirs alone.
+// It does not name the other users.
+func nameSharedPage(email string, link linker.Link) page {
+	who := "your account"
+	if email != "" {
+		who = email
+	}
+	return page{Status: http.StatusForbidden, Title: "Your Headscale user name is not unique",
+		Message: "You signed in as " + who + ", whose Headscale user is \u201c" + link.UserName + "\u201d, but another Headscale user has the same name, " +
+			"so the applications behind headgate could not tell you apart. Ask an administrator to rename one of the two users.",
+		Action: "Sign out", ActionHref: "/oauth2/sign_out"}
 }

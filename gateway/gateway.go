@@ -72,6 +72,9 @@ type Config struct {
 
 	// OIDC is the identity provider headgate signs users in with.
 	OIDC OIDCConfig `yaml:"oidc"`
+
+	// Headplane says where the upstream serves Headplane, for what headgate does for it.
+	Headplane HeadplaneConfig `yaml:"headplane"`
 }
 
 // OIDCConfig names the OpenID Connect provider and headgate's client registration there.
@@ -137,17 +140,24 @@ type Store interface {
 type Gateway struct {
 	cfg      Config
 	public   *url.URL
+	origin   string // public's scheme and host, for absolute redirects
 	upstream *url.URL
-	trusted  []netip.Prefix // TrustedProxies
-	cookies  *session.Cookies
-	store    Store
-	links    *linker.Linker
-	log      *slog.Logger
-	oidc     *oidcClient
-	proxy    *httputil.ReverseProxy
-	metrics  *metrics
-	mux      *http.ServeMux
-	now      func() time.Time
+	// preserveHost is Config.PreserveHost with its default applied.
+	preserveHost bool
+	// hpPath is HeadplaneConfig.Path without a trailing slash, "" when Headplane is not
+	// configured; hpLinkAtSignIn is HeadplaneConfig.LinkAtSignIn with its default applied.
+	hpPath         string
+	hpLinkAtSignIn bool
+	trusted        []netip.Prefix // TrustedProxies
+	cookies        *session.Cookies
+	store          Store
+	links          *linker.Linker
+	log            *slog.Logger
+	oidc           *oidcClient
+	proxy          *httputil.ReverseProxy
+	metrics        *metrics
+	mux            *http.ServeMux
+	now            func() time.Time
 	// crossOrigin judges whether a POST comes from another origin (see serveSignOut).
 	crossOrigin *http.CrossOriginProtection
 
@@ -178,24 +188,28 @@ func New(cfg Config, cookies *session.Cookies, store Store, links *linker.Linker
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
 	g := &Gateway{
-		cfg:      cfg,
-		public:   public,
-		upstream: upstream,
-		cookies:  cookies,
-		store:    store,
-		links:    links,
-		log:      log,
-		metrics:  m,
-		now:      time.Now,
-		draining: make(chan struct{}),
+		cfg:          cfg,
+		public:       public,
+		origin:       public.Scheme + "://" + public.Host,
+		upstream:     upstream,
+		preserveHost: cfg.PreserveHost == nil || *cfg.PreserveHost,
+		hpPath:       strings.TrimSuffix(cfg.Headplane.Path, "/"),
+		cookies:      cookies,
+		store:        store,
+		links:        links,
+		log:          log,
+		metrics:      m,
+		now:          time.Now,
+		draining:     make(chan struct{}),
 	}
+	g.hpLinkAtSignIn = g.hpPath != "" && (cfg.Headplane.LinkAtSignIn == nil || *cfg.Headplane.LinkAtSignIn)
 	for _, p := range cfg.TrustedProxies {
 		prefix, _ := parsePrefix(p) // Validate checked it
 		g.trusted = append(g.trusted, prefix)
 	}
 	g.crossOrigin = http.NewCrossOriginProtection()
 	// Behind a proxy that rewrites Host, a browser's Origin is still the public URL's.
-	if err := g.crossOrigin.AddTrustedOrigin(public.Scheme + "://" + public.Host); err != nil {
+	if err := g.crossOrigin.AddTrustedOrigin(g.origin); err != nil {
 		return nil, fmt.Errorf("public_url: %w", err)
 	}
 	g.oidc = newOIDCClient(cfg.OIDC, strings.TrimSuffix(public.String(), "/")+"/oauth2/callback")
@@ -272,6 +286,7 @@ func (c Config) Validate() error {
 	if c.OIDC.Timeout < 0 {
 		add("oidc.timeout: must not be negative")
 	}
+	errs = append(errs, c.Headplane.validate()...)
 	return errors.Join(errs...)
 }
 

@@ -114,6 +114,11 @@ func (g *Gateway) serveCallback(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, pageHeadscaleDown, err)
 		return
 	}
+	if link.NameShared() {
+		g.metrics.logins.WithLabelValues("name_shared").Inc()
+		g.fail(w, r, nameSharedPage(id.Email, link), errNameShared(link))
+		return
+	}
 	if !link.Linked() {
 		g.log.LogAttrs(ctx, slog.LevelWarn, "no headscale user",
 			slog.String("sub", id.Subject), slog.String("reason", link.Reason))
@@ -146,6 +151,7 @@ func (g *Gateway) serveCallback(w http.ResponseWriter, r *http.Request) {
 			Message: "headgate could not create your session."}, err)
 		return
 	}
+	g.linkAtSignIn(ctx, s, link)
 	g.metrics.logins.WithLabelValues("ok").Inc()
 	g.log.LogAttrs(ctx, slog.LevelInfo, "signed in",
 		slog.String("sub", s.Subject), slog.String("user", link.UserName), slog.String("method", link.Method))

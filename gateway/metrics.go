@@ -9,17 +9,19 @@ type metrics struct {
 	auth        *prometheus.CounterVec
 	backchannel *prometheus.CounterVec
 	// denied holds auth's counter of each refusal, indexed by authResult.
-	denied         [authUnavailable + 1]prometheus.Counter
-	proxied        prometheus.Counter
-	storeFailSoft  prometheus.Counter
-	upstreamErrors prometheus.Counter
+	denied [authResults]prometheus.Counter
+	// headplaneLinkRefused counts requests refused by the link guard (see guardLink).
+	headplaneLinkRefused prometheus.Counter
+	proxied              prometheus.Counter
+	storeFailSoft        prometheus.Counter
+	upstreamErrors       prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "headgate_logins_total",
-			Help: "Completed sign-in attempts by result (ok, unlinked, bad_state, replayed, idp_refused, code_refused, token_invalid, idp_unavailable, headscale_unavailable, store_unavailable).",
+			Help: "Completed sign-in attempts by result (ok, unlinked, name_shared, bad_state, replayed, idp_refused, code_refused, token_invalid, idp_unavailable, headscale_unavailable, store_unavailable).",
 		}, []string{"result"}),
 		backchannel: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "headgate_backchannel_logouts_total",
@@ -29,6 +31,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "headgate_auth_denied_total",
 			Help: "Requests refused for lack of a usable identity, by reason.",
 		}, []string{"reason"}),
+		headplaneLinkRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "headgate_headplane_link_refused_total",
+			Help: "Requests to link a Headplane account to a Headscale user that is not the person's own, refused.",
+		}),
 		proxied: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "headgate_proxied_authenticated_total",
 			Help: "Requests proxied upstream with a proven identity.",
@@ -44,11 +50,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	m.denied[authNone] = m.auth.WithLabelValues("unauthenticated")
 	m.denied[authUnlinked] = m.auth.WithLabelValues("unlinked")
+	m.denied[authNameShared] = m.auth.WithLabelValues("name_shared")
 	m.denied[authUnavailable] = m.auth.WithLabelValues("headscale_unavailable")
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.logins, m.backchannel, m.auth, m.proxied, m.storeFailSoft, m.upstreamErrors} {
+	for _, c := range []prometheus.Collector{m.logins, m.backchannel, m.auth, m.headplaneLinkRefused, m.proxied, m.storeFailSoft, m.upstreamErrors} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -84,35 +84,39 @@ func stripOwnedHeaders(h http.Header) {
 // linked to a Headscale user, and oauth2-proxy's X-Forwarded-* names. Forward-auth answers
 // (forwardAuth) also carry X-Auth-Request-User and -Email, the names nginx recipes read. The
 // values share one backing array: this runs on every proxied request.
+//
+// Every value that names a person is unique to them: the user headers carry the Headscale
+// user's ID or its name, which authenticate lets through only while no other Headscale user
+// has it (see linker.Link.NameSharedWith), and are left out for a person without a Headscale
+// user (unlinked: allow); the email headers carry only an email the identity provider has
+// verified. X-Forwarded-Preferred-Username is the provider's preferred_username, which a
+// person may often choose: a display name, never an identity.
 func setIdentityHeaders(h http.Header, p principal, forwardAuth bool) {
-	user := p.session.PreferredUsername
-	if user == "" {
-		user = p.session.Email
-	}
-	if user == "" {
-		user = p.session.Subject
-	}
 	v := make([]string, 0, 7)
 	set := func(name, value string) {
 		v = append(v, value)
 		h[name] = v[len(v)-1 : len(v) : len(v)]
 	}
+	email := ""
+	if p.session.EmailVerified {
+		email = p.session.Email
+	}
 	if p.link.Linked() {
 		set(headerUser, p.link.UserName)
 		set(headerUserID, p.link.UserID)
+		set(headerForwardedUser, p.link.UserName)
+		if forwardAuth {
+			set(headerAuthRequestUser, p.link.UserName)
+		}
 	}
-	set(headerForwardedUser, user)
-	if p.session.Email != "" {
-		set(headerForwardedEmail, p.session.Email)
+	if email != "" {
+		set(headerForwardedEmail, email)
+		if forwardAuth {
+			set(headerAuthRequestEmail, email)
+		}
 	}
 	if p.session.PreferredUsername != "" {
 		set(headerForwardedUsername, p.session.PreferredUsername)
-	}
-	if forwardAuth {
-		set(headerAuthRequestUser, user)
-		if p.session.Email != "" {
-			set(headerAuthRequestEmail, p.session.Email)
-		}
 	}
 }
 
@@ -122,7 +126,7 @@ type principalKey struct{}
 // serveProxy proxies a request: without identity for skip_auth paths, with the proven identity
 // otherwise.
 func (g *Gateway) serveProxy(w http.ResponseWriter, r *http.Request) {
-	if r.URL.RawPath == "" && slices.Contains(g.cfg.SignOutPaths, r.URL.Path) {
+	if g.signOutPath(r) {
 		g.serveSignOut(w, r)
 		return
 	}
@@ -132,11 +136,31 @@ func (g *Gateway) serveProxy(w http.ResponseWriter, r *http.Request) {
 	}
 	p, res, err := g.authenticate(w, r)
 	if res != authOK {
+		if page, ok := g.dataRequest(r); ok {
+			g.refuseDataRequest(w, page, res)
+			return
+		}
 		g.refuse(w, r, p, res, err, true)
+		return
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead && g.headplaneIndex(r) && !g.guardLink(w, r, p) {
 		return
 	}
 	g.metrics.proxied.Inc()
 	g.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
+}
+
+// signOutPath reports whether r is for one of the sign-out paths: SignOutPaths, and Headplane's
+// Logout when Headplane is configured, each also as a data request.
+func (g *Gateway) signOutPath(r *http.Request) bool {
+	if r.URL.RawPath != "" {
+		return false
+	}
+	path := r.URL.Path
+	if page, ok := g.dataRequest(r); ok {
+		path, _, _ = strings.Cut(page, "?")
+	}
+	return slices.Contains(g.cfg.SignOutPaths, path) || g.hpPath != "" && path == g.hpPath+"/logout"
 }
 
 // skipAuth reports whether r's path is one of the skip_auth paths. A path that reached the
@@ -164,7 +188,6 @@ func (g *Gateway) skipAuth(r *http.Request) bool {
 // including any named in the client's Connection header, are removed before Rewrite runs, so a
 // client cannot have the identity headers deleted after they are set.
 func (g *Gateway) newProxy() *httputil.ReverseProxy {
-	preserveHost := g.cfg.PreserveHost == nil || *g.cfg.PreserveHost
 	transport := &http.Transport{
 		Proxy: nil,
 		DialContext: (&net.Dialer{
@@ -183,7 +206,7 @@ func (g *Gateway) newProxy() *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(g.upstream)
-			if preserveHost {
+			if g.preserveHost {
 				pr.Out.Host = pr.In.Host
 			}
 			g.setForwarded(pr)

@@ -12,7 +12,8 @@ import (
 // reach headgate through back-channel logout (backchannel.go).
 
 // serveSignOut ends the session on every instance, clears the cookie and returns the browser to
-// rd (a safe target) or to "/".
+// rd (a safe target) or to the signed-out page. A React Router data request (Headplane's
+// Logout) is answered with a redirect its client follows to the same place.
 //
 // A sign-out that another site started is only asked to be confirmed: a link, redirect or image
 // on any page could otherwise sign people out (the session cookie is SameSite=Lax, so a browser
@@ -40,7 +41,19 @@ func (g *Gateway) serveSignOut(w http.ResponseWriter, r *http.Request) {
 	}
 	g.cookies.Clear(w)
 	rd := r.FormValue("rd")
-	if end := g.providerSignOut(r.Context(), rd); end != "" {
+	end := g.providerSignOut(r.Context(), rd)
+	if _, ok := g.dataRequest(r); ok {
+		// Headplane's Logout: its client follows only a React Router redirect.
+		if end == "" {
+			end = "/oauth2/signed_out"
+			if rd != "" {
+				end += "?state=" + url.QueryEscape(g.safeRedirect(rd))
+			}
+		}
+		g.remixRedirect(w, end)
+		return
+	}
+	if end != "" {
 		w.Header().Set("Cache-Control", "no-store")
 		http.Redirect(w, r, end, http.StatusFound)
 		return
