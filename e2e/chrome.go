@@ -271,9 +271,16 @@ func (b *Browser) poll(ctx context.Context, what string, check func(context.Cont
 }
 
 // Text waits until the first element matching the CSS selector is visible and returns its
-// visible text.
+// visible text. A page that replaces its nodes while they are read (as React does when it
+// takes over a server-rendered page) is read again.
 func (b *Browser) Text(ctx context.Context, selector string) (string, error) {
-	return runAction(b, ctx, "read the text of "+selector, chromedp.Text(chromedp.CSS(selector), chromedp.NodeVisible))
+	var text string
+	err := b.poll(ctx, "read the text of "+selector, func(ctx context.Context) (bool, error) {
+		var err error
+		text, err = chromedp.Run(ctx, chromedp.Text(chromedp.CSS(selector), chromedp.NodeVisible))
+		return err == nil, err
+	})
+	return text, err
 }
 
 // WaitText waits until the first element matching the CSS selector shows text containing want
@@ -314,33 +321,37 @@ const (
 )
 
 // DexLogin fills Dex's password form in the tab, once the tab shows it, with email and password,
-// submits it, and waits until the tab has left the form. It fails when Dex refuses the
-// password. Where the tab lands is the caller's to check.
+// submits it, and waits for the page that answers. It fails when Dex refuses the password (the
+// tab then shows the form again, and DexLogin can be called again). Where the tab lands after
+// a success is the caller's to check.
 func (b *Browser) DexLogin(ctx context.Context, email, password string) error {
 	what := "sign in " + email + " at dex"
 	if err := b.run(ctx, what+": wait for the password form", chromedp.WaitVisible(chromedp.CSS(dexPasswordInput))); err != nil {
 		return err
 	}
-	formURL := b.URL(ctx)
+	// The form document is marked before the submit, so that only the answer to this submit
+	// counts: a form shown after a refusal already holds an error box.
 	if err := b.run(ctx, what+": fill in and submit the form",
 		chromedp.Clear(chromedp.CSS(dexLoginInput)),
 		chromedp.SendKeys(chromedp.CSS(dexLoginInput), email),
 		chromedp.Clear(chromedp.CSS(dexPasswordInput)),
 		chromedp.SendKeys(chromedp.CSS(dexPasswordInput), password),
+		chromedp.Evaluate[chromedp.Void](`window.headgateSubmitted = true`),
 		chromedp.Click(chromedp.CSS(dexSubmit)),
 	); err != nil {
 		return err
 	}
-	// Dex answers a refused password with the same form at the same URL, plus an error box.
+	// Dex answers a refused password with the form again, plus an error box.
 	refused := false
-	err := b.poll(ctx, what+": wait to leave the form", func(ctx context.Context) (bool, error) {
+	err := b.poll(ctx, what+": wait for the answer to the form", func(ctx context.Context) (bool, error) {
 		state, err := chromedp.Run(ctx, chromedp.Evaluate[string](
-			`document.querySelector(`+"`"+dexLoginError+"`"+`) ? "refused" : location.href`))
+			`window.headgateSubmitted || document.readyState == "loading" ? "pending" : `+
+				`document.querySelector("`+dexLoginError+`") ? "refused" : "left"`))
 		if err != nil {
 			return false, err
 		}
 		refused = state == "refused"
-		return refused || state != formURL, nil
+		return state != "pending", nil
 	})
 	if err != nil {
 		return err

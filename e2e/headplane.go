@@ -121,6 +121,12 @@ headscale:
   config_strict: false
 `
 
+// HeadplaneSkipAuth returns the paths Headplane serves to anyone, for GatewayOptions.SkipAuth:
+// its health check, its static files, and the two files its SSH page fetches from its origin.
+func HeadplaneSkipAuth() []string {
+	return []string{"/admin/healthz", "/admin/assets/", "/admin/hp_ssh.wasm", "/admin/wasm_exec.js"}
+}
+
 // Headplane is one running Headplane of a stack.
 type Headplane struct {
 	// URL is Headplane's own address, http://127.0.0.1:PORT; it serves under URL+"/admin".
