@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -48,6 +50,9 @@ type envOptions struct {
 	trusted   []string
 	// providerSignOut sets oidc.sign_out_at_provider.
 	providerSignOut bool
+	// headplane sets headplane.path; headplaneNoLink sets headplane.link_at_sign_in false.
+	headplane       string
+	headplaneNoLink bool
 }
 
 // newTestEnv starts a gateway; opts adjust the configuration.
@@ -107,6 +112,11 @@ func newTestEnv(t *testing.T, opts ...func(*envOptions)) *testEnv {
 			Timeout:           2 * time.Second,
 			SignOutAtProvider: o.providerSignOut,
 		},
+		Headplane: HeadplaneConfig{Path: o.headplane},
+	}
+	if o.headplaneNoLink {
+		no := false
+		cfg.Headplane.LinkAtSignIn = &no
 	}
 	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	e.gw, err = New(cfg, cookies, e.store, links, log, nil)
@@ -260,8 +270,13 @@ type recorder struct {
 func newRecorder(t testing.TB, next http.Handler) *recorder {
 	rec := &recorder{}
 	rec.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The recorded copy keeps the body, which the server closes once the handler returns.
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		kept := r.Clone(context.Background())
+		kept.Body = io.NopCloser(bytes.NewReader(body))
 		rec.mu.Lock()
-		rec.reqs = append(rec.reqs, r.Clone(context.Background()))
+		rec.reqs = append(rec.reqs, kept)
 		rec.mu.Unlock()
 		if next != nil {
 			next.ServeHTTP(w, r)
@@ -282,6 +297,13 @@ func (rec *recorder) last() *http.Request {
 		return nil
 	}
 	return rec.reqs[len(rec.reqs)-1]
+}
+
+// requests returns every request the upstream received, oldest first.
+func (rec *recorder) requests() []*http.Request {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	return slices.Clone(rec.reqs)
 }
 
 func (rec *recorder) count() int {
