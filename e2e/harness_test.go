@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -201,5 +202,18 @@ setTimeout(() => { throw new Error("marker-exception") }, 0)</script>`, closed.U
 	})
 	if got := b.ConsoleErrors(); len(got) != len(wants) {
 		t.Errorf("errors: got %q, want one line for each of %q", got, wants)
+	}
+}
+
+// TestHarnessHeadplaneBuildScript checks that `make headplane` (which reads the commit from the
+// build script) and the suite name the same Headplane commit.
+func TestHarnessHeadplaneBuildScript(t *testing.T) {
+	t.Parallel()
+	data, err := os.ReadFile("headplane-build.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "\ncommit=" + headplaneCommit + "\n"; !strings.Contains(string(data), want) {
+		t.Errorf("headplane-build.sh: got no line %q, want the suite's commit", strings.TrimSpace(want))
 	}
 }

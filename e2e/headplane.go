@@ -95,6 +95,26 @@ func runLogged(ctx context.Context, dir, logPath, bin string, args ...string) er
 	return cmd.Run()
 }
 
+// headplaneSetup finds (or installs and builds) Node and Headplane once per stack, so that
+// parallel tests starting Headplanes wait for one install instead of each running their own.
+type headplaneSetup struct {
+	once      sync.Once
+	node, dir string
+	err       error
+}
+
+// get returns the Node binary and the Headplane directory; a failure is reported to every
+// caller.
+func (h *headplaneSetup) get(ctx context.Context, root string, logf func(string, ...any)) (node, dir string, err error) {
+	h.once.Do(func() {
+		if h.node, h.err = nodeBinary(ctx, root, logf); h.err != nil {
+			return
+		}
+		h.dir, h.err = headplaneDir(ctx, root, logf)
+	})
+	return h.node, h.dir, h.err
+}
+
 // HeadplaneOptions shape one Headplane instance.
 type HeadplaneOptions struct {
 	// Config is the YAML text of Headplane's config.yaml as a deployment recipe has it. The
@@ -163,11 +183,7 @@ type HeadplaneUser struct {
 // Headplane build (see headplaneDir) and Node (see nodeBinary), and fails saying how to get
 // them.
 func (s *Stack) StartHeadplane(ctx context.Context, opts HeadplaneOptions) (*Headplane, error) {
-	node, err := nodeBinary(ctx, s.root, s.logf)
-	if err != nil {
-		return nil, fmt.Errorf("start headplane: %w", err)
-	}
-	dir, err := headplaneDir(ctx, s.root, s.logf)
+	node, dir, err := s.headplaneSetup.get(ctx, s.root, s.logf)
 	if err != nil {
 		return nil, fmt.Errorf("start headplane: %w", err)
 	}

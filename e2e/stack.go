@@ -83,6 +83,8 @@ type Stack struct {
 	headgateErr   error         // the build's error; read after headgateBuilt is closed
 	cancelBuild   context.CancelFunc
 
+	headplaneSetup headplaneSetup // Node and the Headplane build, found on first use
+
 	mu         sync.Mutex // guards gateways, headplanes, dex, headscale, redis and inserted
 	dex        *process
 	headscale  *process
