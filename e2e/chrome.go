@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -128,7 +129,7 @@ func (b *Browser) NewTab() (context.Context, context.CancelFunc, error) {
 	ctx, cancel := chromedp.NewContext(b.ctx, chromedp.WithListener(func(ev any) {
 		switch ev := ev.(type) {
 		case *network.EventRequestWillBeSent:
-			requests[ev.RequestID] = ev.Request.Method + " " + ev.Request.URL
+			requests[ev.RequestID] = ev.Request.Method + " " + withoutQueryString(ev.Request.URL)
 		case *network.EventResponseReceived:
 			if ev.Response.Status >= 400 {
 				b.record("%s: %s answered %d", name, requests[ev.RequestID], ev.Response.Status)
@@ -162,7 +163,7 @@ func (b *Browser) NewTab() (context.Context, context.CancelFunc, error) {
 			}
 			// Network entries of the browser log repeat what the listener records.
 			if (m.Type == chromedp.ConsoleError || m.IsException()) && m.Source != "network" {
-				b.record("%s: console %s (%s)", name, m, m.URL)
+				b.record("%s: console %s (%s)", name, m, withoutQueryString(m.URL))
 			}
 		}
 	}()
@@ -178,14 +179,15 @@ func (b *Browser) record(format string, args ...any) {
 // ConsoleErrors returns what went wrong in the browser's tabs so far, oldest first, one line
 // each ("tab 1: GET http://... answered 500", "tab 1: console error: ..."): console errors,
 // uncaught exceptions, requests that failed (not those cancelled, as by leaving a page) and
-// responses of status 400 or more.
+// responses of status 400 or more. URLs are shown without their query, which may hold a code
+// or a state.
 func (b *Browser) ConsoleErrors() []string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return append([]string(nil), b.problems...)
 }
 
-// URL returns the tab's current URL, or a note of why it cannot be read.
+// URL returns the tab's current URL, query included, or a note of why it cannot be read.
 func (b *Browser) URL(ctx context.Context) string {
 	// ctx may be one whose deadline has passed: the note is for the message about that.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
@@ -218,7 +220,16 @@ func (b *Browser) failure(ctx context.Context, what string, err error) error {
 	if errors.Is(err, context.DeadlineExceeded) {
 		err = fmt.Errorf("not within %s: %w", browserTimeout, err)
 	}
-	return fmt.Errorf("%s: %w (the tab is at %s)", what, err, b.URL(ctx))
+	return fmt.Errorf("%s: %w (the tab is at %s)", what, err, withoutQueryString(b.URL(ctx)))
+}
+
+// withoutQueryString keeps codes and states out of messages, as stripQuery does.
+func withoutQueryString(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme == "" {
+		return raw // a note, or a data: URL
+	}
+	return stripQuery(u)
 }
 
 // Navigate loads rawURL in the tab and waits for the page that the redirects end on to load.

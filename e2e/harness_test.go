@@ -68,7 +68,7 @@ func startBrowser(t *testing.T) (*Browser, context.Context) {
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("the tab is at %s; what went wrong in it: %q", b.URL(tab), b.ConsoleErrors())
+			t.Logf("the tab is at %s; what went wrong in it: %q", withoutQueryString(b.URL(tab)), b.ConsoleErrors())
 			shot := filepath.Join(stack.Dir, strings.ReplaceAll(t.Name(), "/", "-")+".png")
 			if err := b.Screenshot(tab, shot); err != nil {
 				t.Logf("no screenshot: %v", err)
