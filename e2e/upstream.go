@@ -6,6 +6,8 @@ import (
 	"html"
 	"net"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"path"
 	"slices"
 	"strconv"
@@ -32,6 +34,48 @@ type Upstream struct {
 	closeOnce sync.Once
 	mu        sync.Mutex
 	got       []Request
+	routes    []route // guarded by mu
+}
+
+// route sends the paths under prefix to another app.
+type route struct {
+	prefix string
+	proxy  *httputil.ReverseProxy
+}
+
+// Route sends every request whose path is prefix or lies under it to the app at target, such
+// as Headplane under /admin, unchanged: same Host, same headers (headgate's identity headers
+// among them), streamed without buffering. The demo serves Headplane and the echo this way
+// behind one upstream address. Routed requests are not recorded.
+func (u *Upstream) Route(prefix, target string) error {
+	t, err := url.Parse(target)
+	if err != nil {
+		return fmt.Errorf("route %s: %w", prefix, err)
+	}
+	p := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(t)
+			pr.Out.Host = pr.In.Host
+			pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
+		},
+		FlushInterval: -1,
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.routes = append(u.routes, route{prefix: strings.TrimSuffix(prefix, "/"), proxy: p})
+	return nil
+}
+
+// routed returns the proxy of the route r's path is under, or nil.
+func (u *Upstream) routed(r *http.Request) *httputil.ReverseProxy {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, rt := range u.routes {
+		if rest, ok := strings.CutPrefix(r.URL.Path, rt.prefix); ok && (rest == "" || rest[0] == '/' || rest[0] == '.') {
+			return rt.proxy
+		}
+	}
+	return nil
 }
 
 // Request is what reached the upstream.
@@ -55,6 +99,10 @@ func startUpstream(addr string) (*Upstream, error) {
 }
 
 func (u *Upstream) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	if p := u.routed(r); p != nil {
+		p.ServeHTTP(w, r)
+		return
+	}
 	u.mu.Lock()
 	u.got = append(u.got, Request{Method: r.Method, Path: r.URL.RequestURI(), Host: r.Host, Header: r.Header.Clone()})
 	u.mu.Unlock()

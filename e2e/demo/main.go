@@ -1,7 +1,8 @@
-// Command demo runs headgate on 127.0.0.1 in front of an upstream that shows the headers it
-// receives, against a real Dex and Headscale, with the in-process session store. It creates
-// the demo people's Headscale users, prints where to sign in and as whom, and runs until
-// interrupted.
+// Command demo runs headgate on 127.0.0.1 with the shipped gateway.yaml, against a real Dex and
+// Headscale, with the in-process session store. Behind it, the real Headplane serves /admin/
+// (when a Headplane build is found, see e2e.StartHeadplane) and an upstream that shows the
+// headers it receives serves every other path. It creates the demo people's Headscale users,
+// makes Bob Headplane's owner, prints where to sign in and as whom, and runs until interrupted.
 //
 //	go run ./e2e/demo
 package main
@@ -10,6 +11,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/cookiejar"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -49,30 +52,72 @@ func run(ctx context.Context, stdout, stderr io.Writer) error {
 	if _, err := s.CreateAccounts(ctx); err != nil {
 		return err
 	}
+	hp, err := startHeadplane(ctx, s)
+	if err != nil {
+		logf("no Headplane (%v); the echo upstream serves /admin/ too", err)
+	}
 	logf("ready in %s", time.Since(began).Round(100*time.Millisecond))
 
 	fmt.Fprintf(stdout, "\nheadgate is running at  %s/\n\n", s.Gateway.URL)
+	if hp != nil {
+		fmt.Fprintf(stdout, "Headplane:  %s/admin/   (Bob is its owner: the demo signed him in first)\n", s.Gateway.URL)
+	}
+	fmt.Fprintf(stdout, "Echo:       %s/echo     (any path outside /admin/: the headers headgate sets)\n\n", s.Gateway.URL)
 	fmt.Fprintln(stdout, "Sign in with one of these Dex accounts:")
 	w := tabwriter.NewWriter(stdout, 0, 0, 3, ' ', 0)
 	fmt.Fprintln(w, "  EMAIL\tPASSWORD\tWHAT HAPPENS")
+	role := func(r string) string {
+		if hp == nil {
+			return ""
+		}
+		return "; in Headplane: " + r
+	}
 	for _, p := range []struct {
 		u    e2e.User
 		what string
 	}{
-		{e2e.Alice, "let in as Headscale user \"alice\" (an OIDC user, linked by provider ID)"},
-		{e2e.Bob, "let in as Headscale user \"bob\" (a CLI user, linked by verified email)"},
-		{e2e.Dave, "let in as Headscale user \"dave\" (a CLI user, linked by verified email)"},
+		{e2e.Bob, "let in as Headscale user \"bob\" (a CLI user, linked by verified email)" + role("the owner")},
+		{e2e.Alice, "let in as Headscale user \"alice\" (an OIDC user, linked by provider ID)" + role("a member")},
+		{e2e.Dave, "let in as Headscale user \"dave\" (a CLI user, linked by verified email)" + role("a member")},
 		{e2e.Carol, "refused: no Headscale user"},
 		{e2e.Erin, "refused: her Headscale user has her email, but Dex does not vouch for it"},
 	} {
 		fmt.Fprintf(w, "  %s\t%s\t%s\n", p.u.Email, p.u.Password, p.what)
 	}
 	w.Flush()
-	fmt.Fprintf(stdout, "\nSign out at %s/oauth2/sign_out. Forward auth: %s/oauth2/auth.\n", s.Gateway.URL, s.Gateway.URL)
+	fmt.Fprintf(stdout, "\nSign out at %s/oauth2/sign_out (or with Headplane's Logout). Forward auth: %s/oauth2/auth.\n", s.Gateway.URL, s.Gateway.URL)
 	fmt.Fprintf(stdout, "Dex: %s   Headscale: %s   upstream: %s\n", s.Issuer, s.HeadscaleURL, s.Upstream.URL)
+	if hp != nil {
+		fmt.Fprintf(stdout, "Headplane itself: %s (its log: %s)\n", hp.URL, hp.LogPath)
+	}
 	fmt.Fprintf(stdout, "Configurations and logs: %s (removed on exit)\n\nPress Ctrl-C to stop.\n", s.Dir)
 
 	<-ctx.Done()
 	logf("stopping")
 	return nil
+}
+
+// startHeadplane starts the real Headplane with the recipe of the README, routes the upstream's
+// /admin/ to it, and signs Bob in once so that he is its owner (the first person Headplane
+// sees).
+func startHeadplane(ctx context.Context, s *e2e.Stack) (*e2e.Headplane, error) {
+	hp, err := s.StartHeadplane(ctx, e2e.HeadplaneOptions{})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Upstream.Route("/admin", hp.URL); err != nil {
+		return nil, err
+	}
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		return nil, err
+	}
+	page, err := e2e.BrowserLogin(ctx, jar, s.Gateway.URL+"/admin/", e2e.Bob.Email, e2e.Bob.Password)
+	if err != nil {
+		return nil, fmt.Errorf("sign Bob in to make him the owner: %w", err)
+	}
+	if page.Status != http.StatusOK {
+		return nil, fmt.Errorf("sign Bob in to make him the owner: got %d at %s", page.Status, page.URL.Path)
+	}
+	return hp, nil
 }
