@@ -136,8 +136,9 @@ func TestHarnessChromiumSignsInToHeadplane(t *testing.T) {
 	if _, err := b.WaitURL(tab, g.URL+"/admin/"); err != nil {
 		t.Fatal(err)
 	}
-	// An owner whom Headplane has not linked to a Headscale user is asked to pick one.
-	if _, err := b.WaitText(tab, "body", "Link your Headscale account"); err != nil {
+	// Headplane's navigation for its owner, on the dashboard as on its page that asks an unlinked
+	// owner to pick a Headscale user.
+	if _, err := b.WaitText(tab, "body", "Machines"); err != nil {
 		t.Fatal(err)
 	}
 	if got := b.ConsoleErrors()[len(refusal):]; len(got) != 0 {
