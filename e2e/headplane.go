@@ -316,7 +316,8 @@ func (hp *Headplane) Users(ctx context.Context) ([]HeadplaneUser, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	out, err := runCommand(ctx, "", sqlite, "-json", "-readonly", filepath.Join(hp.DataDir, "hp_persist.db"),
+	// Headplane writes while the test reads: wait for its lock rather than fail.
+	out, err := runCommand(ctx, "", sqlite, "-json", "-readonly", "-cmd", ".timeout 10000", filepath.Join(hp.DataDir, "hp_persist.db"),
 		"SELECT id, sub, name, email, role, headscale_user_id FROM users ORDER BY created_at, rowid")
 	if err != nil {
 		return nil, fmt.Errorf("read headplane users: %w", err)

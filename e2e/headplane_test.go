@@ -365,6 +365,20 @@ func TestHeadplaneNoTakeoverBySharedName(t *testing.T) {
 			fmt.Sprintf("%d %s", page.Status, regexp.MustCompile(`<h1>[^<]*`).FindString(page.Body))
 	})
 	checkReadablePage(t, "Carol's sign-in", page, http.StatusForbidden)
+	// What Carol sees in a browser.
+	b, tab := startBrowser(t)
+	if err := b.Navigate(tab, g.URL+"/admin/"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.DexLogin(tab, Carol.Email, Carol.Password); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.WaitText(tab, "h1", "Your Headscale user name is not unique"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.WaitText(tab, "main", "Ask an administrator to rename one of the two users"); err != nil {
+		t.Fatal(err)
+	}
 	if !strings.Contains(g.Tail(50), "shares its name") || !strings.Contains(g.Tail(50), a.Alice.ID) {
 		t.Errorf("no log line naming the users:\n%s", g.Tail(20))
 	}

@@ -69,9 +69,14 @@ const headplaneLinkField = "headscale_user_id"
 
 // dataRequest reports whether r is a React Router data request to Headplane, and returns the
 // page it is for: its path without ".data" ("/admin/_.data" is "/admin/") and its query
-// without React Router's "_routes".
+// without React Router's "_routes". The client's request for more of the route manifest
+// (Path/__manifest, before it navigates to a page it has not seen yet) counts as one too: it
+// follows the same answer by loading the page it was going to.
 func (g *Gateway) dataRequest(r *http.Request) (string, bool) {
 	path := r.URL.Path
+	if g.hpPath != "" && strings.EqualFold(path, g.hpPath+"/__manifest") {
+		return g.hpPath + "/", true
+	}
 	if g.hpPath == "" || !strings.HasSuffix(path, ".data") || !g.underHeadplane(path) {
 		return "", false
 	}
@@ -150,7 +155,12 @@ func (g *Gateway) guardLink(w http.ResponseWriter, r *http.Request, p principal)
 	for _, v := range values[headplaneLinkField] {
 		if !p.link.Linked() || v != p.link.UserID {
 			g.metrics.headplaneLinkRefused.Inc()
-			g.fail(w, r, g.linkRefusedPage(p.link), fmt.Errorf("headplane link to another headscale user refused: user %s asked for %q",
+			refused := g.linkRefusedPage(p.link)
+			if _, ok := g.dataRequest(r); ok {
+				// Headplane shows the text of a refused data request as the error's status text.
+				refused.Title += ". " + refused.Message
+			}
+			g.fail(w, r, refused, fmt.Errorf("headplane link to another headscale user refused: user %s asked for %q",
 				p.link.UserID, truncate(v, 64)))
 			return false
 		}

@@ -69,8 +69,12 @@ func TestDataRequestWithoutSessionSignsIn(t *testing.T) {
 		resp, _ := e.send(t, nil, http.MethodGet, tt.path, "", "", fetchHeader)
 		checkRemixRedirect(t, resp, e.srv.URL+"/oauth2/start?rd="+url.QueryEscape(tt.page))
 	}
+	// Before it navigates to a page it has not seen, the client asks for more of its route
+	// manifest; a 204 with X-Remix-Reload-Document makes it load that page as a document.
+	resp, _ := e.send(t, nil, http.MethodGet, "/admin/__manifest?paths=%2Fadmin%2Fusers&version=abc", "", "", fetchHeader)
+	checkRemixRedirect(t, resp, e.srv.URL+"/oauth2/start?rd="+url.QueryEscape("/admin/"))
 	// A tampered cookie is no session either.
-	resp, _ := e.send(t, nil, http.MethodGet, "/admin/machines.data", "", "",
+	resp, _ = e.send(t, nil, http.MethodGet, "/admin/machines.data", "", "",
 		http.Header{"Cookie": {"_headgate=forged"}, "Accept": {"*/*"}})
 	checkRemixRedirect(t, resp, e.srv.URL+"/oauth2/start?rd="+url.QueryEscape("/admin/machines"))
 	if n := e.upstream.count(); n != 0 {
@@ -131,8 +135,9 @@ func TestHeadplaneLogout(t *testing.T) {
 	checkRemixRedirect(t, resp, e.srv.URL+"/oauth2/start?rd="+url.QueryEscape("/admin/machines"))
 	// Where the tab lands.
 	resp, body := e.send(t, nil, http.MethodGet, "/oauth2/signed_out", "", "", http.Header{"Accept": {"text/html"}})
-	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "You are signed out") {
-		t.Errorf("signed-out page: got %d %q", resp.StatusCode, body)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "You are signed out") ||
+		!strings.Contains(body, `href="/oauth2/start?rd=%2Fadmin%2F"`) {
+		t.Errorf("signed-out page: got %d %q, want one whose sign-in returns to Headplane", resp.StatusCode, body)
 	}
 
 	// Without JavaScript the form posts /admin/logout, which signs out too.
@@ -188,14 +193,14 @@ func TestLinkGuard(t *testing.T) {
 	tests := []struct {
 		name, method, path, contentType, body string
 		want                                  int    // 0: proxied
-		wantBody                              string // what the upstream gets when proxied
+		wantBody                              string // what the upstream gets when proxied, or what the refusal says
 	}{
 		{"own, no JavaScript", "POST", "/admin/?index", form, "headscale_user_id=1", 0, "headscale_user_id=1"},
 		{"own, data request", "POST", "/admin/_.data?index", form, "headscale_user_id=1&extra=x", 0, "headscale_user_id=1"},
 		{"own, multipart", "POST", "/admin/_.data?index", mpOwn, mpOwnBody, 0, "headscale_user_id=1"},
 		{"no field", "POST", "/admin/?index", form, "other=1", 0, ""},
 		{"other", "POST", "/admin/?index", form, "headscale_user_id=2", 403, ""},
-		{"other, data request", "POST", "/admin/_.data?index", form, "headscale_user_id=2", 403, ""},
+		{"other, data request", "POST", "/admin/_.data?index", form, "headscale_user_id=2", 403, "user \u201calice\u201d. Your Headplane account can be linked to that user only."},
 		{"other, multipart", "POST", "/admin/_.data?index", mpOther, mpOtherBody, 403, ""},
 		{"a file", "POST", "/admin/_.data?index", mpFile, mpFileBody, 403, ""},
 		{"own then other", "POST", "/admin/?index", form, "headscale_user_id=1&headscale_user_id=2", 403, ""},
@@ -219,7 +224,7 @@ func TestLinkGuard(t *testing.T) {
 			if resp.StatusCode != tt.want || e.upstream.count() != before {
 				t.Errorf("%s: got %d, upstream reached %v; want %d and not reached", tt.name, resp.StatusCode, e.upstream.count() != before, tt.want)
 			}
-			if tt.want == 403 && !strings.Contains(body, "Not your Headscale user") {
+			if tt.want == 403 && !strings.Contains(body, "Not your Headscale user") || !strings.Contains(body, tt.wantBody) {
 				t.Errorf("%s: body %q, want the refusal", tt.name, body)
 			}
 			continue

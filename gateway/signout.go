@@ -105,7 +105,12 @@ func (g *Gateway) finishSignOut(w http.ResponseWriter, r *http.Request, rd strin
 	}
 	// Without a target, a page rather than "/": "/" would send the browser straight back
 	// through the provider, which usually still has a session and signs the person in again.
-	writePage(w, r, pageSignedOut)
+	signedOut := pageSignedOut
+	if g.hpPath != "" {
+		// Back to Headplane, not to "/", which Headplane does not serve.
+		signedOut.ActionHref += "?rd=" + url.QueryEscape(g.hpPath+"/")
+	}
+	writePage(w, r, signedOut)
 }
 
 var pageConfirmSignOut = page{Status: http.StatusOK, Title: "Sign out?",
