@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -27,6 +28,20 @@ const (
 // clickSearch clicks the first element matching an XPath query in tab.
 func clickSearch(b *Browser, tab context.Context, xpath string) error {
 	return b.run(tab, "click "+xpath, chromedp.Click(chromedp.Search(xpath)))
+}
+
+// openMenu clicks the button matching the CSS selector until the element matching the XPath
+// query shows: a click before Headplane's script has taken over the page does nothing.
+func openMenu(b *Browser, tab context.Context, button, item string) error {
+	js := fmt.Sprintf(`(() => {
+		const found = document.evaluate(%q, document, null, XPathResult.FIRST_ORDERED_NODE_TYPE, null).singleNodeValue;
+		if (found) return true;
+		document.querySelector(%q)?.click();
+		return false;
+	})()`, item, button)
+	return b.poll(tab, "open the menu with "+item, func(ctx context.Context) (bool, error) {
+		return chromedp.Run(ctx, chromedp.Evaluate[bool](js))
+	})
 }
 
 // browserSignIn signs u in through Dex in tab, starting at path on g, and waits for the tab to
@@ -79,7 +94,7 @@ func TestBrowserHeadplaneSignInAndLogout(t *testing.T) {
 	}
 	before := len(b.ConsoleErrors())
 
-	if err := b.Click(tab, hpUserMenu); err != nil {
+	if err := openMenu(b, tab, hpUserMenu, hpLogout); err != nil {
 		t.Fatal(err)
 	}
 	if err := clickSearch(b, tab, hpLogout); err != nil {
