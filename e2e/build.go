@@ -86,13 +86,19 @@ func buildHeadgate(ctx context.Context, root, out string) error {
 	return nil
 }
 
-// goBuild builds pkg in dir into out. It writes to a temporary name first so that an
-// interrupted build never leaves a truncated binary that a later run would take as built.
+// goBuild builds pkg in dir into out. It writes to a temporary name of its own first, so that
+// an interrupted build never leaves a truncated binary that a later run would take as built,
+// and builds of the same binary at once (stacks starting in parallel) never share one.
 func goBuild(ctx context.Context, dir, out, pkg string) error {
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return err
 	}
-	tmp := fmt.Sprintf("%s.tmp%d", out, os.Getpid())
+	f, err := os.CreateTemp(filepath.Dir(out), filepath.Base(out)+".tmp*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	f.Close()
 	if _, err := runCommand(ctx, dir, "go", "build", "-o", tmp, pkg); err != nil {
 		os.Remove(tmp)
 		return err

@@ -395,3 +395,64 @@ func TestHeadplaneNoTakeoverBySharedName(t *testing.T) {
 		t.Errorf("headplane accounts at the end: got %+v, want only Alice's, with her email", got)
 	}
 }
+
+// TestHeadplaneMoveToUserIDHeader follows the README's steps for a Headplane that keyed its
+// accounts on the name (user_header: X-Headscale-User): after the accounts are moved to the ID
+// and Headplane runs the README's recipe, each person signs in to their old account, the owner
+// still the owner.
+func TestHeadplaneMoveToUserIDHeader(t *testing.T) {
+	t.Parallel()
+	s := sharedStack(t)
+	byName := map[string]any{"server": map[string]any{"proxy_auth": map[string]any{"user_header": "X-Headscale-User"}}}
+	old := startHeadplane(t, s, HeadplaneOptions{Config: readmeBlock(t, "# Headplane's config.yaml: the keys for headgate"), Overrides: byName})
+	g := startGateway(t, s, headplaneGateway(t, old, nil))
+	login(t, g, newJar(t), Bob, "/admin/")
+	login(t, g, newJar(t), Dave, "/admin/")
+	before := headplaneUsers(t, old)
+	if before["proxy:bob"].Role != "owner" || before["proxy:dave"].Role != "member" {
+		t.Fatalf("accounts keyed on the name: got %+v, want proxy:bob the owner and proxy:dave a member", before)
+	}
+	old.Stop()
+
+	// The README's step, for each person.
+	for _, u := range []HeadscaleUser{accounts.Bob, accounts.Dave} {
+		sql := fmt.Sprintf(readmeMoveStatement(t), u.ID, u.Name)
+		if out, err := runCommand(t.Context(), "", "sqlite3", filepath.Join(old.DataDir, "hp_persist.db"), sql); err != nil {
+			t.Fatalf("%s: %v\n%s", sql, err, out)
+		}
+	}
+
+	hp := startHeadplane(t, s, HeadplaneOptions{Config: readmeBlock(t, "# Headplane's config.yaml: the keys for headgate"),
+		Overrides: map[string]any{"server": map[string]any{"data_path": old.DataDir}}})
+	g = startGateway(t, s, headplaneGateway(t, hp, nil))
+	if page := login(t, g, newJar(t), Bob, "/admin/"); page.URL.Path != "/admin/machines" {
+		t.Errorf("Bob after the move: landed at %s, want the owner's /admin/machines", page.URL.Path)
+	}
+	login(t, g, newJar(t), Dave, "/admin/")
+	after := headplaneUsers(t, old)
+	if len(after) != 2 {
+		t.Errorf("accounts after the move: got %+v, want the same two", after)
+	}
+	for _, u := range []HeadscaleUser{accounts.Bob, accounts.Dave} {
+		was, is := before["proxy:"+u.Name], after["proxy:"+u.ID]
+		if is.ID != was.ID || is.Role != was.Role {
+			t.Errorf("%s after the move: got %+v, want the account %+v under proxy:%s", u.Name, is, was, u.ID)
+		}
+	}
+}
+
+// readmeMoveStatement returns the README's SQL statement that moves an account from its name to
+// its ID, with %[1]s for the ID and %[2]s for the name.
+func readmeMoveStatement(t *testing.T) string {
+	t.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	data, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`"(UPDATE users SET sub = 'proxy:<ID>' WHERE sub = 'proxy:<name>';)"`).FindSubmatch(data)
+	if m == nil {
+		t.Fatal("README.md has no statement that moves an account to its ID")
+	}
+	return strings.NewReplacer("<ID>", "%[1]s", "<name>", "%[2]s").Replace(string(m[1]))
+}
