@@ -19,7 +19,7 @@ type directory struct {
 	// byProviderID maps a providerId, as stored and as cleaned, to the index of its user, or to
 	// -1 when it names more than one user.
 	byProviderID map[string]int32
-	// byEmail maps a lower-cased email to how many users have it and the first of them.
+	// byEmail maps an emailKey to how many users have it and the first of them.
 	byEmail map[string]emailUsers
 	// byName maps the nameKey of each user's name (as headgate sends it, see userName) to the
 	// users that have it, when more than one does.
@@ -61,7 +61,7 @@ func newDirectory(users []User, listedAt time.Time) *directory {
 			}
 		}
 		if u.Email != "" {
-			k := strings.ToLower(u.Email)
+			k := emailKey(u.Email)
 			e, ok := d.byEmail[k]
 			if !ok {
 				e.first = int32(i)
@@ -127,7 +127,7 @@ func (d *directory) matchEmail(id Identity, pid string) (int32, string) {
 	case !id.EmailVerified:
 		return 0, "email not verified"
 	}
-	e, ok := d.byEmail[strings.ToLower(id.Email)]
+	e, ok := d.byEmail[emailKey(id.Email)]
 	switch {
 	case !ok:
 		return 0, "no user with this email"
@@ -138,6 +138,20 @@ func (d *directory) matchEmail(id Identity, pid string) (int32, string) {
 		return 0, "email belongs to the user of another identity"
 	}
 	return e.first, ""
+}
+
+// emailKey is the form under which two emails count as the same address: the same string but
+// for the case of ASCII letters. Unicode case mapping is deliberately not applied: it would make
+// different addresses one ("\u212aate" with a Kelvin sign lower-cases to "kate", "\u0130" to
+// "i"), and an email match must never find another person's address.
+func emailKey(email string) string {
+	b := []byte(email)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }
 
 // link is the Link to user i found by method.

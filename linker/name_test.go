@@ -95,3 +95,41 @@ func TestResolveSharedNameWhenListingTooLarge(t *testing.T) {
 		t.Errorf("bob: got %+v, want bob, not shared", bob)
 	}
 }
+
+// TestResolveEmailUnicodeNeverMatchesAnotherAddress: only ASCII letters compare without regard
+// to case; no Unicode case mapping, folding or normalization can make another address match.
+func TestResolveEmailUnicodeNeverMatchesAnotherAddress(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		claim, stored string
+		match         bool
+	}{
+		{"Kate@Example.COM", "kate@example.com", true},
+		{"\u212aate@example.com", "kate@example.com", false}, // Kelvin sign
+		{"kate@example.com", "\u212aate@example.com", false},
+		{"\u0130van@example.com", "ivan@example.com", false}, // dotted capital I
+		{"\u0131van@example.com", "ivan@example.com", false}, // dotless i
+		{"ivan@example.com", "\u0130van@example.com", false},
+		{"stra\u00dfe@example.com", "strasse@example.com", false},  // ß
+		{"\u017fam@example.com", "sam@example.com", false},         // long s folds to s
+		{"\uff4bate@example.com", "kate@example.com", false},       // full-width k
+		{"cafe\u0301@example.com", "caf\u00e9@example.com", false}, // decomposed é
+		{"kate@example.com\u200b", "kate@example.com", false},      // zero-width space
+		{"k\u0430te@example.com", "kate@example.com", false},       // Cyrillic a
+		{"kate@ex\u0430mple.com", "kate@example.com", false},       // in the domain
+		{"J\u00f6rg@example.com", "j\u00f6rg@example.com", true},   // the ASCII J only
+		{"J\u00d6RG@example.com", "j\u00f6rg@example.com", false},  // Ö is not ASCII
+		{"\u00e9mile@example.com", "\u00e9mile@example.com", true}, // exact non-ASCII
+		{" kate@example.com", "kate@example.com", false},           // surrounding space
+		{"kate@example.com.", "kate@example.com", false},           // trailing dot
+	}
+	for _, tt := range tests {
+		f := newFakeHeadscale(t)
+		u := f.add("kate", tt.stored, "")
+		l := newTestLinker(f, Config{Match: []string{"email"}}, nil)
+		got := mustResolve(t, l, Identity{Issuer: testIssuer, Subject: "k-sub", Email: tt.claim, EmailVerified: true})
+		if got.Linked() != tt.match || tt.match && got.UserID != u.ID {
+			t.Errorf("claim %q, stored %q: got %+v, want linked %v", tt.claim, tt.stored, got, tt.match)
+		}
+	}
+}
