@@ -15,7 +15,7 @@ NODE_VERSION = 24.21.0
 NODE_DIR = e2e/.bin/node-$(NODE_VERSION)
 # Every fuzzer, as package:Name.
 FUZZERS = .:FuzzLoadConfig ./gateway:FuzzSafeRedirect ./gateway:FuzzStripOwnedHeaders \
-	./session:FuzzOpenCookie ./session:FuzzDeserialize ./linker:FuzzDecodeUsers ./linker:FuzzCleanProviderID
+	./gateway:FuzzSkipAuth ./session:FuzzOpenCookie ./session:FuzzDeserialize ./linker:FuzzDecodeUsers ./linker:FuzzCleanProviderID
 
 .PHONY: all build test vet unit e2e demo bench fuzz peers headplane clean
 

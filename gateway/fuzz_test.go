@@ -1,8 +1,10 @@
 package gateway
 
 import (
+	"bufio"
 	"net/http"
 	"net/url"
+	"path"
 	"strings"
 	"testing"
 )
@@ -77,4 +79,81 @@ func FuzzStripOwnedHeaders(f *testing.F) {
 			}
 		}
 	})
+}
+
+// FuzzSkipAuth checks skip_auth against the ways other servers read a path: whenever headgate
+// lets a request through without a session, the path a Tomcat-style server (path parameters
+// dropped, decoded up to three times, "\" taken for "/", dot segments resolved) or an
+// nginx-style server (decoded once, slashes merged, dot segments resolved) would serve must
+// still be a skip_auth path. The oracle is differential: it does not trust headgate's notion
+// of a plain path.
+func FuzzSkipAuth(f *testing.F) {
+	for _, seed := range []string{"/admin/healthz", "/admin/assets/app.js", "/admin/assets/..;/users",
+		"/admin/assets/%2e%2e/users", "/admin/assets/%252e%252e/users", "/admin/assets/%5C..%5Cusers",
+		"/admin/assets/%C0%AE%C0%AE/users", "/admin/assets/.;/../users", "/admin/healthz;x", "/admin/assets/x/..%2f..%2fusers"} {
+		f.Add(seed)
+	}
+	g := &Gateway{cfg: Config{SkipAuth: []string{"/admin/healthz", "/admin/assets/"}}}
+	f.Fuzz(func(t *testing.T, raw string) {
+		req, err := http.ReadRequest(bufio.NewReader(strings.NewReader("GET " + raw + " HTTP/1.1\r\nHost: gate\r\n\r\n")))
+		if err != nil || req.URL.Path == "" || path.Clean(req.URL.Path) != strings.TrimSuffix(req.URL.Path, "/") && path.Clean(req.URL.Path) != req.URL.Path {
+			return // refused by the server, or redirected to the clean path by the mux
+		}
+		if !g.skipAuth(req) {
+			return
+		}
+		p, _, _ := strings.Cut(raw, "?")
+		for name, seen := range map[string]string{"tomcat": tomcatPath(p), "nginx": nginxPath(p)} {
+			if !skipped(g.cfg.SkipAuth, seen) {
+				t.Fatalf("%q skips authentication, but a %s-style server serves %q", raw, name, seen)
+			}
+		}
+	})
+}
+
+// skipped reports whether p is one of the skip_auth entries, read as the README says.
+func skipped(entries []string, p string) bool {
+	for _, e := range entries {
+		if strings.HasSuffix(e, "/") && strings.HasPrefix(p, e) || p == e {
+			return true
+		}
+	}
+	return false
+}
+
+// tomcatPath reads p as servlet containers have: each segment loses its ";" parameters, the
+// path is percent-decoded up to three times, "\" counts as "/", and dot segments are resolved.
+func tomcatPath(p string) string {
+	segs := strings.Split(p, "/")
+	for i, s := range segs {
+		segs[i], _, _ = strings.Cut(s, ";")
+	}
+	p = strings.Join(segs, "/")
+	for range 3 {
+		if d, err := url.PathUnescape(p); err == nil {
+			p = d
+		}
+	}
+	p = strings.ReplaceAll(p, "\\", "/")
+	return resolveDots(p)
+}
+
+// nginxPath reads p as nginx does: decoded once, slashes merged, dot segments resolved.
+func nginxPath(p string) string {
+	if d, err := url.PathUnescape(p); err == nil {
+		p = d
+	}
+	for strings.Contains(p, "//") {
+		p = strings.ReplaceAll(p, "//", "/")
+	}
+	return resolveDots(p)
+}
+
+// resolveDots resolves "." and ".." segments, keeping a trailing slash.
+func resolveDots(p string) string {
+	c := path.Clean("/" + p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c
 }

@@ -163,15 +163,23 @@ func (g *Gateway) signOutPath(r *http.Request) bool {
 	return slices.Contains(g.cfg.SignOutPaths, path) || g.hpPath != "" && path == g.hpPath+"/logout"
 }
 
-// skipAuth reports whether r's path is one of the skip_auth paths. A path that reached the
-// gateway with percent-encoding (RawPath set) never matches, so "/admin%2Fhealthz" or an
-// encoded dot cannot pass for an exempt path; the mux has already redirected "..", "." and
-// "//" to the clean path.
+// skipAuth reports whether r is for one of the skip_auth paths. Only a plain request matches:
+// a method of plain HTTP (not CONNECT, TRACE or an extension), and a path exactly as it came on
+// the wire that holds nothing but letters, digits, "/", "-", ".", "_" and "~", and no "." or
+// ".." segment. Any percent-encoding (of a dot, a slash, a backslash, a percent sign, an
+// overlong UTF-8 sequence), a path parameter (";") or any other byte that some upstream might
+// read its own way leaves the request to be authenticated like any other, so no spelling can
+// stretch an exempt path over a protected one, however the upstream reads paths (Tomcat,
+// Jetty and Spring strip ";..." and decode twice; nginx merges slashes; some servers take "\"
+// for "/").
 func (g *Gateway) skipAuth(r *http.Request) bool {
-	if len(g.cfg.SkipAuth) == 0 || r.URL.RawPath != "" {
+	if len(g.cfg.SkipAuth) == 0 || !plainMethod(r.Method) {
 		return false
 	}
-	path := r.URL.Path
+	path, _, _ := strings.Cut(r.RequestURI, "?")
+	if path != r.URL.Path || !plainPath(path) {
+		return false
+	}
 	for _, p := range g.cfg.SkipAuth {
 		if strings.HasSuffix(p, "/") {
 			if strings.HasPrefix(path, p) {
@@ -182,6 +190,36 @@ func (g *Gateway) skipAuth(r *http.Request) bool {
 		}
 	}
 	return false
+}
+
+// plainMethod reports whether m is one of the methods a skip_auth path may be requested with.
+func plainMethod(m string) bool {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions:
+		return true
+	}
+	return false
+}
+
+// plainPath reports whether p is an absolute path of only unreserved characters and "/",
+// without an empty, "." or ".." segment.
+func plainPath(p string) bool {
+	if !strings.HasPrefix(p, "/") {
+		return false
+	}
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '/' || c == '-' || c == '.' || c == '_' || c == '~') {
+			return false
+		}
+	}
+	for seg := range strings.SplitSeq(p[1:], "/") {
+		if seg == "." || seg == ".." {
+			return false
+		}
+	}
+	return !strings.Contains(p, "//")
 }
 
 // newProxy builds the reverse proxy. It uses Rewrite, not Director: hop-by-hop headers,

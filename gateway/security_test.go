@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"bufio"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -416,5 +418,65 @@ func TestHeadscaleDown(t *testing.T) {
 	body := readBody(t, resp)
 	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "Headscale unreachable") {
 		t.Errorf("uncached link while Headscale is down: got %d %q", resp.StatusCode, body)
+	}
+}
+
+// rawStatus sends one request, written as is, to the gateway and returns the status of its
+// answer.
+func rawStatus(t *testing.T, e *testEnv, request string) int {
+	t.Helper()
+	conn, err := net.Dial("tcp", e.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := conn.Write([]byte(request)); err != nil {
+		t.Fatal(err)
+	}
+	method, _, _ := strings.Cut(request, " ")
+	resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: method})
+	if err != nil {
+		t.Fatalf("%q: %v", request, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestSkipAuthRefusesEverySpellingButThePlainOne: a skip_auth path matches only when the request
+// is plain; every trick that an upstream might read as another path (path parameters, any
+// percent-encoding, backslashes, overlong UTF-8, odd methods) is authenticated like any request.
+func TestSkipAuthRefusesEverySpellingButThePlainOne(t *testing.T) {
+	e := newTestEnv(t, func(o *envOptions) { o.memory = true; o.skipAuth = []string{"/admin/healthz", "/admin/assets/"} })
+	for _, line := range []string{
+		"GET /admin/healthz", "HEAD /admin/healthz", "GET /admin/assets/app.js", "GET /admin/assets/a-b_c~d.1.js",
+		"POST /admin/assets/x", "OPTIONS /admin/assets/x", "GET /admin/assets/app.js?v=1;x=%2e%2e",
+	} {
+		if got := rawStatus(t, e, line+" HTTP/1.1\r\nHost: gate\r\n\r\n"); got != http.StatusOK {
+			t.Errorf("%s: got %d, want 200 (proxied without a session)", line, got)
+		}
+	}
+	reached := e.upstream.count()
+	for _, line := range []string{
+		"GET /admin/assets/..;/users", "GET /admin/assets/..;x=1/users", "GET /admin/assets/;/users",
+		"GET /admin/healthz;jsessionid=1", "GET /admin/healthz;", "GET /admin/assets/app.js;.css",
+		"GET /admin/assets/%2e%2e/users", "GET /admin/assets/.%2e/users", "GET /admin/assets/%2E%2E/users",
+		"GET /admin/assets/%252e%252e/users", "GET /admin/assets/%25252e%25252e/users",
+		"GET /admin/assets/%5C..%5Cusers", "GET /admin/assets/%5c%2e%2e%5cusers", "GET /admin/assets/..%5Cusers",
+		"GET /admin/assets/%C0%AE%C0%AE/users", "GET /admin/assets/%c0%ae%c0%ae%c0%afusers",
+		"GET /admin/assets/%E0%80%AE%E0%80%AE/users", "GET /admin/assets/%2fusers", "GET /admin/assets%2f..%2fusers",
+		"GET /admin/assets/%00/users", "GET /admin/assets/app.js%00.png", "GET /admin/assets/%20/users",
+		"GET /admin/assets/%61pp.js", "GET /admin/healt%68z", "GET /admin/assets/\\..\\users",
+		"GET /admin/assets/..\\users", "GET /admin/assets/!..!/users", "GET /admin/assets/@/users",
+		"GET /admin/assets/$x", "GET /admin/assets/x:y", "GET /admin/assets/x+y", "GET /admin/assets/x,y",
+		"GET /admin/assets/\xc3\xa4pp.js", "GET http://gate/admin/healthz",
+		"CONNECT /admin/assets/x", "TRACE /admin/assets/x", "PROPFIND /admin/assets/x", "MOVE /admin/assets/x",
+	} {
+		if got := rawStatus(t, e, line+" HTTP/1.1\r\nHost: gate\r\n\r\n"); got == http.StatusOK {
+			t.Errorf("%s: got 200, want it authenticated", line)
+		}
+	}
+	if got := e.upstream.count(); got != reached {
+		t.Errorf("the upstream received %d of those without a session, want none", got-reached)
 	}
 }
