@@ -29,14 +29,28 @@ const (
 // Whatever a client sends under them, in any case and with "_" for "-", is deleted before the
 // request goes on: an upstream that trusts one of them must get it from headgate only. The list
 // is wider than what headgate sets, to cover the names other header-auth setups read (Headplane's
-// default is Remote-User).
+// default is Remote-User), the names under which proxies tell an app the client's address or
+// scheme (headgate sets X-Real-IP and X-Forwarded-For, -Host and -Proto itself), and the names
+// some frameworks take to override the request's path or method, with which a request headgate
+// let through for one path or method would be served as another.
 var (
 	ownedPrefixes = []string{"x-headscale-", "x-auth-request-", "x-forwarded-preferred-"}
 	ownedNames    = []string{
 		"x-forwarded-user", "x-forwarded-email", "x-forwarded-groups", "x-forwarded-access-token",
 		"remote-user", "remote-email", "remote-name", "remote-groups",
+		// The client's address and scheme.
+		"x-real-ip", "x-client-ip", "true-client-ip", "cf-connecting-ip", "fastly-client-ip",
+		"x-cluster-client-ip", "x-original-forwarded-for", "x-originating-ip", "x-remote-ip",
+		"x-remote-addr", "client-ip", "forwarded-for", "x-forwarded", "x-forwarded-port",
+		"x-forwarded-server", "x-forwarded-scheme", "x-forwarded-ssl", "x-url-scheme", "front-end-https",
+		// The request's path and method.
+		"x-original-url", "x-rewrite-url", "x-original-uri", "x-http-method-override", "x-http-method",
+		"x-method-override",
 	}
 )
+
+// headerRealIP names the client's address for the upstream, as nginx's recipes set it.
+const headerRealIP = "X-Real-Ip"
 
 // ownedHeader reports whether name is a header the gateway owns. It allocates nothing: it is on
 // every proxied request.
@@ -247,8 +261,8 @@ func (g *Gateway) newProxy() *httputil.ReverseProxy {
 			if g.preserveHost {
 				pr.Out.Host = pr.In.Host
 			}
-			g.setForwarded(pr)
 			stripOwnedHeaders(pr.Out.Header)
+			g.setForwarded(pr)
 			g.cookies.StripOwn(pr.Out.Header)
 			if p, ok := pr.In.Context().Value(principalKey{}).(principal); ok {
 				setIdentityHeaders(pr.Out.Header, p, false)
@@ -288,16 +302,31 @@ func (b *copyBuffers) Put(buf []byte) {
 	b.pool.Put((*[copyBufferSize]byte)(buf))
 }
 
-// setForwarded sets X-Forwarded-For, -Host and -Proto on the outbound request: what headgate
-// saw itself, or, for a request from one of the trusted proxies, what that proxy saw (see
-// Config.TrustedProxies). Rewrite starts from an outbound request without any of them.
+// setForwarded sets X-Forwarded-For, -Host and -Proto and X-Real-IP on the outbound request:
+// what headgate saw itself, or, for a request from one of the trusted proxies, what that proxy
+// saw (see Config.TrustedProxies). Rewrite starts from an outbound request without any of them
+// but X-Real-IP, which stripOwnedHeaders removes after this.
 func (g *Gateway) setForwarded(pr *httputil.ProxyRequest) {
+	client, _, _ := net.SplitHostPort(pr.In.RemoteAddr)
+	defer func() {
+		if client != "" {
+			pr.Out.Header[headerRealIP] = []string{client}
+		}
+	}()
 	if !g.fromTrustedProxy(pr.In) {
 		pr.SetXForwarded()
 		return
 	}
 	if chain := pr.In.Header["X-Forwarded-For"]; len(chain) > 0 {
 		pr.Out.Header["X-Forwarded-For"] = chain // SetXForwarded appends the proxy's address
+		// The proxy appended the address it saw last.
+		last := chain[len(chain)-1]
+		if i := strings.LastIndexByte(last, ','); i >= 0 {
+			last = last[i+1:]
+		}
+		if addr, err := netip.ParseAddr(strings.TrimSpace(last)); err == nil {
+			client = addr.String()
+		}
 	}
 	pr.SetXForwarded()
 	if proto := pr.In.Header.Get("X-Forwarded-Proto"); proto == "http" || proto == "https" {

@@ -83,7 +83,18 @@ func TestForwardedHeaders(t *testing.T) {
 		"X-Forwarded-Proto": {"https"},
 		"X-Forwarded-Host":  {"gate.example.com"},
 		"Forwarded":         {"for=192.0.2.1;proto=https"},
+		"X-Real-Ip":         {"192.0.2.66"},
+		"True-Client-Ip":    {"192.0.2.67"},
+		"Cf-Connecting-Ip":  {"192.0.2.68"},
+		"X_Client_IP":       {"192.0.2.69"},
+		"X-Forwarded-Port":  {"443"},
+		"X-Forwarded-Ssl":   {"on"},
+		"Front-End-Https":   {"on"},
 	}
+	// None of the client's other address and scheme headers may reach the upstream, whoever sent
+	// them.
+	absent := []string{"True-Client-Ip", "Cf-Connecting-Ip", "X_Client_IP", "X-Client-Ip", "X-Forwarded-Port",
+		"X-Forwarded-Ssl", "Front-End-Https"}
 	tests := []struct {
 		name    string
 		trusted []string
@@ -91,15 +102,17 @@ func TestForwardedHeaders(t *testing.T) {
 		want    http.Header // on the upstream; "" for absent
 	}{
 		{"no trusted proxies", nil, sent,
-			http.Header{"X-Forwarded-For": {"127.0.0.1"}, "X-Forwarded-Proto": {"http"}, "X-Forwarded-Host": {"HOST"}, "Forwarded": {""}}},
+			http.Header{"X-Forwarded-For": {"127.0.0.1"}, "X-Forwarded-Proto": {"http"}, "X-Forwarded-Host": {"HOST"}, "Forwarded": {""},
+				"X-Real-Ip": {"127.0.0.1"}}},
 		{"from an address outside trusted_proxies", []string{"10.0.0.0/8", "192.168.1.10"}, sent,
 			http.Header{"X-Forwarded-For": {"127.0.0.1"}, "X-Forwarded-Proto": {"http"}, "X-Forwarded-Host": {"HOST"}, "Forwarded": {""}}},
 		{"from a trusted proxy (CIDR)", []string{"10.0.0.0/8", "127.0.0.0/8"}, sent,
 			http.Header{"X-Forwarded-For": {"203.0.113.9, 198.51.100.7, 127.0.0.1"}, "X-Forwarded-Proto": {"https"}, "X-Forwarded-Host": {"gate.example.com"}, "Forwarded": {""}}},
 		{"from a trusted proxy (address)", []string{"127.0.0.1"}, sent,
-			http.Header{"X-Forwarded-For": {"203.0.113.9, 198.51.100.7, 127.0.0.1"}, "X-Forwarded-Proto": {"https"}, "X-Forwarded-Host": {"gate.example.com"}}},
+			http.Header{"X-Forwarded-For": {"203.0.113.9, 198.51.100.7, 127.0.0.1"}, "X-Forwarded-Proto": {"https"}, "X-Forwarded-Host": {"gate.example.com"},
+				"X-Real-Ip": {"198.51.100.7"}}},
 		{"a trusted proxy that sent nothing", []string{"127.0.0.1"}, http.Header{},
-			http.Header{"X-Forwarded-For": {"127.0.0.1"}, "X-Forwarded-Proto": {"http"}, "X-Forwarded-Host": {"HOST"}}},
+			http.Header{"X-Forwarded-For": {"127.0.0.1"}, "X-Forwarded-Proto": {"http"}, "X-Forwarded-Host": {"HOST"}, "X-Real-Ip": {"127.0.0.1"}}},
 		{"a trusted proxy's odd scheme", []string{"127.0.0.1"}, http.Header{"X-Forwarded-Proto": {"javascript"}},
 			http.Header{"X-Forwarded-Proto": {"http"}}},
 	}
@@ -114,6 +127,14 @@ func TestForwardedHeaders(t *testing.T) {
 				t.Fatalf("got %d, want 200", resp.StatusCode)
 			}
 			got := e.upstream.last().Header
+			for _, name := range absent {
+				if v, ok := got[http.CanonicalHeaderKey(name)]; ok {
+					t.Errorf("%s: got %q, want none", name, v)
+				}
+				if v, ok := got[name]; ok {
+					t.Errorf("%s: got %q, want none", name, v)
+				}
+			}
 			for name, want := range tt.want {
 				w := strings.ReplaceAll(want[0], "HOST", mustURL(t, e.srv.URL).Host)
 				if g := strings.Join(got[name], ", "); g != w {

@@ -130,6 +130,9 @@ func TestSpoofedIdentityHeadersNeverReachUpstream(t *testing.T) {
 		{"named in Connection", http.Header{"Connection": {"X-Headscale-User"}, "X-Headscale-User": {"root"}}},
 		{"forwarded user", http.Header{"X-Forwarded-User": {"root"}, "X-Forwarded-Email": {"root@example.com"}}},
 		{"remote user", http.Header{"Remote-User": {"root"}}},
+		{"client address", http.Header{"X-Real-IP": {"root"}, "True-Client-IP": {"root"}, "X_Cluster_Client_IP": {"root"}}},
+		{"path override", http.Header{"X-Original-URL": {"root"}, "X-Rewrite-Url": {"root"}, "x-original-uri": {"root"}}},
+		{"method override", http.Header{"X-HTTP-Method-Override": {"root"}, "X-Http-Method": {"root"}, "X-Method-Override": {"root"}}},
 	}
 	paths := []struct {
 		path     string
