@@ -26,12 +26,20 @@ type Config struct {
 	Lifetime time.Duration `yaml:"lifetime"`
 
 	// CookieName names the session cookie; each sign-in attempt also sets a short-lived cookie
-	// whose name starts with it. Default "_headgate". A "__Host-" name makes the browser refuse
-	// the cookie unless it is Secure and host-only.
+	// whose name starts with it. Default "_headgate". With an https public_url and no
+	// cookie_domain, headgate puts "__Host-" in front ("__Host-_headgate"), so that the browser
+	// keeps the cookie only if this host set it Secure and host-only, and no other subdomain
+	// can plant a session of its own. A name that already starts with "__Host-" is used as it
+	// is and needs an https public_url and no cookie_domain. Cookies set under the other
+	// spelling (before an upgrade that added the prefix, say) are never accepted: their owners
+	// sign in again once. They are still kept from the upstream.
 	CookieName string `yaml:"cookie_name"`
 
 	// CookieDomain is the cookie's Domain attribute, to share the session with sub-domains.
-	// Empty: a host-only cookie.
+	// Empty: a host-only cookie, named with the "__Host-" prefix on https. Setting it drops
+	// that prefix and trusts every host under the domain: any of them can set a cookie that
+	// the browser sends to headgate. When a request carries live session cookies of two
+	// different sessions, headgate uses neither and asks for a new sign-in.
 	CookieDomain string `yaml:"cookie_domain"`
 
 	// LoginTimeout is how long a sign-in may take at the identity provider. Default 10m.

@@ -53,8 +53,14 @@ type Login struct {
 // Cookies seals and opens the session cookie and the login cookies. It is safe for concurrent
 // use.
 type Cookies struct {
-	name         string
-	loginPrefix  string
+	name        string // the session cookie's name, with the __Host- prefix where it applies
+	loginPrefix string // name + "_login_"
+	// legacy is the name without the prefix when NewCookies added it, else empty: a cookie of
+	// that name is from before the switch, or planted, and is refused and cleared.
+	legacy string
+	// base and baseLogin are both names without any __Host- prefix; IsOwn compares with them.
+	base         string
+	baseLogin    string
 	domain       string
 	secure       bool
 	lifetime     time.Duration
@@ -87,11 +93,25 @@ const (
 	// loginStateLen is how much of the state names a login cookie: enough to keep parallel
 	// sign-ins apart, short enough to keep the name short.
 	loginStateLen = 12
+	// hostPrefix makes a browser keep a cookie only if it is Secure, has Path=/ and no Domain,
+	// and was set by the host itself: no sibling subdomain can set or overwrite such a cookie.
+	hostPrefix = "__Host-"
 )
 
 // NewCookies validates cfg, applies its defaults and derives the cookie keys from each secret.
 // secure sets the Secure attribute, which is right whenever the public URL is https. The
 // secrets must already be read: a config with only secret_file set is an error here.
+//
+// When secure is set and cfg has no cookie_domain, the cookies are named with the __Host-
+// prefix (the session cookie "__Host-_headgate" and the login cookies
+// "__Host-_headgate_login_<state>" by default), so that no other host, a sibling subdomain
+// included, can plant a session cookie the browser sends to this one. A cookie_name that
+// already starts with __Host- is used as it is, and needs secure. Without secure, or with a
+// cookie_domain, the configured name is used unchanged.
+//
+// A session cookie set under the unprefixed name before the switch (or planted under it) is no
+// longer accepted: Open answers ErrInvalid for it, Clear expires it too, and its owner signs in
+// again once.
 func NewCookies(cfg Config, secure bool) (*Cookies, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("session config: %w", err)
@@ -99,7 +119,15 @@ func NewCookies(cfg Config, secure bool) (*Cookies, error) {
 	if len(cfg.Secret) == 0 {
 		return nil, errors.New("session config: secret: required (secret_file was not read)")
 	}
+	if strings.HasPrefix(cfg.CookieName, hostPrefix) && !secure {
+		return nil, errors.New("session config: cookie_name: a __Host- name needs an https public_url")
+	}
 	cfg = cfg.withDefaults()
+	base := strings.TrimPrefix(cfg.CookieName, hostPrefix)
+	name, legacy := cfg.CookieName, ""
+	if secure && cfg.CookieDomain == "" && name == base {
+		name, legacy = hostPrefix+base, base
+	}
 	pairs := make([][]byte, 0, 2*len(cfg.Secret))
 	for _, secret := range cfg.Secret {
 		hashKey, err := hkdf.Key(sha256.New, []byte(secret), nil, infoHashKey, 32)
@@ -113,8 +141,11 @@ func NewCookies(cfg Config, secure bool) (*Cookies, error) {
 		pairs = append(pairs, hashKey, blockKey)
 	}
 	return &Cookies{
-		name:         cfg.CookieName,
-		loginPrefix:  cfg.CookieName + "_login_",
+		name:         name,
+		loginPrefix:  name + "_login_",
+		legacy:       legacy,
+		base:         base,
+		baseLogin:    base + "_login_",
 		domain:       cfg.CookieDomain,
 		secure:       secure,
 		lifetime:     cfg.Lifetime,
@@ -151,9 +182,13 @@ func (c *Cookies) Lifetime() time.Duration { return c.lifetime }
 func (c *Cookies) LoginTimeout() time.Duration { return c.loginTimeout }
 
 // IsOwn reports whether a cookie of this name belongs to the gateway (the session cookie or a
-// login cookie), so that it can be kept from the upstream.
+// login cookie), so that it can be kept from the upstream. Both spellings count, with and
+// without the __Host- prefix, whichever this configuration sets: a cookie from before the
+// switch, from an instance not yet upgraded, or planted under the other name is the gateway's
+// too and must not reach the upstream either.
 func (c *Cookies) IsOwn(name string) bool {
-	return name == c.name || strings.HasPrefix(name, c.loginPrefix)
+	name = strings.TrimPrefix(name, hostPrefix)
+	return name == c.base || strings.HasPrefix(name, c.baseLogin)
 }
 
 // Seal sets the session cookie of s; it lasts until s.ExpiresAt. Seal does not keep s.
@@ -176,9 +211,16 @@ func (c *Cookies) Seal(w http.ResponseWriter, s *Session) error {
 }
 
 // Open returns the session of the request's session cookie. It answers ErrNoSession without a
-// cookie, ErrInvalid when no cookie of that name opens and ErrExpired when the session has
-// expired. When the browser sends several cookies of that name (one may come from a parent
-// domain), the first one that opens is used.
+// cookie, ErrInvalid when no cookie of that name opens and ErrExpired when the only sessions
+// that open have expired. A cookie under the name without the __Host- prefix, when NewCookies
+// added the prefix, is never opened: alone, it is answered with ErrInvalid so that the caller
+// clears it.
+//
+// The browser may send several cookies of that name (one may have been set for a parent domain
+// or a narrower path by a sibling subdomain). Those that do not open, or whose session has
+// expired, are ignored, and copies of one session are one session. When live cookies of two
+// different sessions open, Open fails closed with an error wrapping ErrAmbiguous: one of them
+// was planted, and which is the browser's own cannot be told, so neither is used.
 //
 // The returned Session is shared with other requests presenting the same cookie: callers must
 // not modify it.
@@ -186,10 +228,14 @@ func (c *Cookies) Open(r *http.Request) (*Session, error) {
 	var buf [2]string
 	values := cookieValues(buf[:0], r.Header, c.name)
 	if len(values) == 0 {
+		if c.legacy != "" && len(cookieValues(buf[:0], r.Header, c.legacy)) > 0 {
+			return nil, fmt.Errorf("session cookie without the %s prefix: %w", hostPrefix, ErrInvalid)
+		}
 		return nil, ErrNoSession
 	}
 	now := c.now()
 	err := ErrInvalid
+	var found *Session
 	for _, v := range values {
 		s, openErr := c.open(v)
 		if openErr != nil {
@@ -202,9 +248,17 @@ func (c *Cookies) Open(r *http.Request) (*Session, error) {
 			err = ErrExpired
 			continue
 		}
-		return s, nil
+		switch {
+		case found == nil:
+			found = s
+		case s.ID != found.ID:
+			return nil, fmt.Errorf("%d session cookies: %w", len(values), ErrAmbiguous)
+		}
 	}
-	return nil, err
+	if found == nil {
+		return nil, err
+	}
+	return found, nil
 }
 
 func (c *Cookies) open(value string) (*Session, error) {
@@ -226,9 +280,13 @@ func (c *Cookies) open(value string) (*Session, error) {
 	return s, nil
 }
 
-// Clear expires the session cookie.
+// Clear expires the session cookie, and the one under the name without the __Host- prefix when
+// NewCookies added it: a session from before the switch then ends in the browser too.
 func (c *Cookies) Clear(w http.ResponseWriter) {
 	http.SetCookie(w, c.cookie(c.name, "", -1))
+	if c.legacy != "" {
+		http.SetCookie(w, c.cookie(c.legacy, "", -1))
+	}
 }
 
 // SealLogin sets the login cookie of l; it lasts for the login timeout.

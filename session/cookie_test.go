@@ -188,42 +188,55 @@ func TestCookieExpired(t *testing.T) {
 
 func TestCookieDuplicates(t *testing.T) {
 	now := time.Now()
-	c := newTestCookies(t, false, secretA)
 	s := realisticSession(now)
 	good := sealed(t, newTestCookies(t, false, secretA), s)
+	// The same session sealed again (by another instance, say) is another value.
+	again := sealed(t, newTestCookies(t, false, secretA), s)
+	planted := sealed(t, newTestCookies(t, false, secretA), realisticSession(now))
 	foreign := sealed(t, newTestCookies(t, false, secretB), realisticSession(now))
 	garbage := &http.Cookie{Name: good.Name, Value: "garbage"}
+	expiredOther := sealed(t, newTestCookies(t, false, secretA), &Session{ID: NewID(), ExpiresAt: now.Add(time.Minute)})
 
-	for name, r := range map[string]*http.Request{
-		"garbage first":        requestWith(garbage, good),
-		"other secret first":   requestWith(foreign, good),
-		"good first":           requestWith(good, foreign),
-		"good between garbage": requestWith(garbage, good, foreign),
-	} {
-		got, err := c.Open(r)
-		if err != nil {
-			t.Errorf("%s: got %v, want nil", name, err)
-			continue
-		}
-		sameSession(t, got, s)
+	tests := []struct {
+		name    string
+		cookies []*http.Cookie
+		later   bool  // open two minutes on, when expiredOther has expired
+		want    error // nil: s opens
+	}{
+		{"same cookie twice", []*http.Cookie{good, good}, false, nil},
+		{"same session sealed twice", []*http.Cookie{good, again}, false, nil},
+		{"garbage first", []*http.Cookie{garbage, good}, false, nil},
+		{"garbage after", []*http.Cookie{good, garbage}, false, nil},
+		{"other secret first", []*http.Cookie{foreign, good}, false, nil},
+		{"good between garbage and other secret", []*http.Cookie{garbage, good, foreign}, false, nil},
+		{"expired other session first", []*http.Cookie{expiredOther, good}, true, nil},
+		{"expired other session after", []*http.Cookie{good, expiredOther}, true, nil},
+		{"two sessions, planted first", []*http.Cookie{planted, good}, false, ErrAmbiguous},
+		{"two sessions, planted after", []*http.Cookie{good, planted}, false, ErrAmbiguous},
+		{"two sessions among garbage", []*http.Cookie{garbage, good, foreign, planted}, false, ErrAmbiguous},
+		{"two sessions and a copy", []*http.Cookie{good, again, planted}, false, ErrAmbiguous},
+		{"none opens", []*http.Cookie{garbage, foreign}, false, ErrInvalid},
+		{"only an expired one opens", []*http.Cookie{garbage, expiredOther}, true, ErrExpired},
 	}
-	if _, err := c.Open(requestWith(garbage, foreign)); !errors.Is(err, ErrInvalid) {
-		t.Errorf("none opens: got %v, want %v", err, ErrInvalid)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newTestCookies(t, false, secretA)
+			if tt.later {
+				c.now = func() time.Time { return now.Add(2 * time.Minute) }
+			}
+			got, err := c.Open(requestWith(tt.cookies...))
+			if tt.want != nil {
+				if !errors.Is(err, tt.want) || got != nil {
+					t.Errorf("got %v, %v, want nil, %v", got, err, tt.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("got %v, want nil", err)
+			}
+			sameSession(t, got, s)
+		})
 	}
-
-	c.now = func() time.Time { return now.Add(13 * time.Hour) }
-	if _, err := c.Open(requestWith(garbage, good)); !errors.Is(err, ErrExpired) {
-		t.Errorf("only an expired one opens: got %v, want %v", err, ErrExpired)
-	}
-	c.now = time.Now
-	expiring := &Session{ID: NewID(), ExpiresAt: now.Add(time.Minute)}
-	soon := sealed(t, newTestCookies(t, false, secretA), expiring)
-	c.now = func() time.Time { return now.Add(2 * time.Minute) }
-	got, err := c.Open(requestWith(soon, good))
-	if err != nil {
-		t.Fatalf("expired then live: got %v, want nil", err)
-	}
-	sameSession(t, got, s)
 }
 
 func TestCookieSize(t *testing.T) {
@@ -280,8 +293,7 @@ func TestCookieAttributes(t *testing.T) {
 }
 
 func TestIsOwn(t *testing.T) {
-	c := newTestCookies(t, false, secretA)
-	for name, want := range map[string]bool{
+	names := map[string]bool{
 		"_headgate":                    true,
 		"_headgate_login_abcdefghijkl": true,
 		"_headgate_login_":             true,
@@ -290,9 +302,31 @@ func TestIsOwn(t *testing.T) {
 		"session":                      false,
 		"_HEADGATE":                    false,
 		"":                             false,
+		// Both spellings are the gateway's, whichever the configuration sets.
+		"__Host-_headgate":                    true,
+		"__Host-_headgate_login_abcdefghijkl": true,
+		"__Host-_headgate2":                   false,
+		"__Host-__Host-_headgate":             false,
+		"__host-_headgate":                    false,
+		"__Host-":                             false,
+	}
+	for _, cfg := range []struct {
+		name   string
+		domain string
+		secure bool
+	}{
+		{"http", "", false},
+		{"https with cookie_domain", "example.com", true},
+		{"https host-only", "", true},
 	} {
-		if got := c.IsOwn(name); got != want {
-			t.Errorf("IsOwn(%q): got %v, want %v", name, got, want)
+		c, err := NewCookies(Config{Secret: Secrets{secretA}, CookieDomain: cfg.domain}, cfg.secure)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, want := range names {
+			if got := c.IsOwn(name); got != want {
+				t.Errorf("%s: IsOwn(%q): got %v, want %v", cfg.name, name, got, want)
+			}
 		}
 	}
 }

@@ -42,10 +42,14 @@ var (
 	// ErrNoSession means the request carries no cookie of the asked kind.
 	ErrNoSession = errors.New("no session cookie")
 	// ErrInvalid means a cookie is present but does not open: tampered, truncated, sealed
-	// with an unknown secret, of the wrong kind, oversized or garbage.
+	// with an unknown secret, of the wrong kind, oversized or garbage, or set under the
+	// session cookie's name without the __Host- prefix that this configuration adds.
 	ErrInvalid = errors.New("invalid session cookie")
 	// ErrExpired means a cookie opened but its session or sign-in attempt has expired.
 	ErrExpired = errors.New("session expired")
+	// ErrAmbiguous means the request carries live session cookies of two different sessions:
+	// one was planted (by a sibling subdomain, say), so none is used.
+	ErrAmbiguous = errors.New("session cookies of different sessions")
 	// ErrRevoked means the session was signed out or its server-side record is gone.
 	ErrRevoked = errors.New("session revoked")
 	// ErrUnavailable means the session store cannot answer right now.

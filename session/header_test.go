@@ -45,10 +45,16 @@ func TestCookieValues(t *testing.T) {
 }
 
 func TestStripOwn(t *testing.T) {
-	c, err := NewCookies(Config{Secret: Secrets{strings.Repeat("s", 32)}}, false)
-	if err != nil {
-		t.Fatal(err)
+	for _, secure := range []bool{false, true} {
+		c, err := NewCookies(Config{Secret: Secrets{strings.Repeat("s", 32)}}, secure)
+		if err != nil {
+			t.Fatal(err)
+		}
+		testStripOwn(t, c)
 	}
+}
+
+func testStripOwn(t *testing.T, c *Cookies) {
 	tests := []struct {
 		in   []string
 		want []string // nil: no Cookie header left
@@ -57,12 +63,14 @@ func TestStripOwn(t *testing.T) {
 		{[]string{"_headgate=abc", "a=1;_headgate_login_xyz=2"}, []string{"a=1"}},
 		{[]string{"_headgate=abc; _headgate_login_q=1"}, nil},
 		{[]string{"_headgatex=1; a=2"}, []string{"_headgatex=1; a=2"}},
+		{[]string{"__Host-_headgate=abc; a=1; __Host-_headgate_login_q=2"}, []string{"a=1"}},
+		{[]string{"__Host-_headgatex=1; __Host-other=2"}, []string{"__Host-_headgatex=1; __Host-other=2"}},
 	}
 	for _, tt := range tests {
 		h := http.Header{"Cookie": append([]string(nil), tt.in...)}
 		c.StripOwn(h)
 		if got := h["Cookie"]; !slices.Equal(got, tt.want) {
-			t.Errorf("StripOwn(%q): got %q, want %q", tt.in, got, tt.want)
+			t.Errorf("StripOwn(%q) with %s: got %q, want %q", tt.in, c.name, got, tt.want)
 		}
 	}
 }
