@@ -41,6 +41,9 @@ const (
 func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request) (principal, authResult, error) {
 	s, err := g.cookies.Open(r)
 	if err != nil {
+		if errors.Is(err, session.ErrAmbiguous) {
+			g.log.Warn("session cookies of two sessions, neither used", "path", r.URL.Path, "err", err)
+		}
 		if !errors.Is(err, session.ErrNoSession) {
 			g.cookies.Clear(w)
 		}
