@@ -144,6 +144,7 @@ func (g *Gateway) serveProxy(w http.ResponseWriter, r *http.Request) {
 		g.serveSignOut(w, r)
 		return
 	}
+	dropH2CUpgrade(r.Header)
 	if g.skipAuth(r) {
 		g.proxy.ServeHTTP(w, r)
 		return
@@ -162,6 +163,22 @@ func (g *Gateway) serveProxy(w http.ResponseWriter, r *http.Request) {
 	}
 	g.metrics.proxied.Inc()
 	g.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
+}
+
+// dropH2CUpgrade removes a request's Upgrade header when it asks for h2c, HTTP/2 over plain
+// TCP. Passed on, the upstream could switch the connection to HTTP/2, and every request the
+// client then sent on it would reach the upstream without passing headgate (h2c smuggling).
+// Without the header the request is served as the HTTP/1.1 request it also is.
+func dropH2CUpgrade(h http.Header) {
+	for _, v := range h["Upgrade"] {
+		for token := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(token), "h2c") {
+				delete(h, "Upgrade")
+				delete(h, "Http2-Settings")
+				return
+			}
+		}
+	}
 }
 
 // signOutPath reports whether r is for one of the sign-out paths: SignOutPaths, and Headplane's

@@ -161,3 +161,30 @@ func TestCopyBuffers(t *testing.T) {
 		}
 	}
 }
+
+// TestH2CUpgradeNotPassedOn: a request that asks to switch to h2c reaches the upstream as plain
+// HTTP/1.1, signed in or on a skip_auth path; a WebSocket upgrade still goes through.
+func TestH2CUpgradeNotPassedOn(t *testing.T) {
+	e := newTestEnv(t, func(o *envOptions) { o.memory = true })
+	withAlice(e)
+	_, c := e.signedIn(t)
+	for _, path := range []string{"/app", "/admin/healthz"} {
+		for _, upgrade := range []string{"h2c", "H2C", "websocket, h2c", " h2c "} {
+			h := http.Header{"Cookie": {c.Name + "=" + c.Value}, "Connection": {"Upgrade, HTTP2-Settings"},
+				"Upgrade": {upgrade}, "Http2-Settings": {"AAMAAABkAARAAAAAAAIAAAAA"}}
+			if resp := e.get(t, path, h); resp.StatusCode != http.StatusOK {
+				t.Errorf("%s with Upgrade %q: got %d, want 200", path, upgrade, resp.StatusCode)
+				continue
+			}
+			up := e.upstream.last()
+			if v := up.Header.Values("Upgrade"); len(v) != 0 || up.Header.Get("Http2-Settings") != "" {
+				t.Errorf("%s with Upgrade %q: the upstream got Upgrade %q, HTTP2-Settings %q", path, upgrade, v, up.Header.Get("Http2-Settings"))
+			}
+		}
+	}
+	h := http.Header{"Cookie": {c.Name + "=" + c.Value}, "Connection": {"Upgrade"}, "Upgrade": {"websocket"}}
+	e.get(t, "/ws", h)
+	if got := e.upstream.last().Header.Get("Upgrade"); got != "websocket" {
+		t.Errorf("WebSocket upgrade: the upstream got Upgrade %q, want websocket", got)
+	}
+}
