@@ -28,6 +28,7 @@ const (
 	authNone                   // no usable session: sign in
 	authUnlinked               // signed in, but no Headscale user and unlinked: deny
 	authNameShared             // signed in, but another Headscale user has the same name
+	authBadIdentity            // signed in, but a value of the identity cannot go in a header
 	authUnavailable            // the link cannot be resolved right now
 
 	authResults // how many there are
@@ -67,6 +68,8 @@ func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request) (principa
 	switch {
 	case link.NameShared():
 		return p, authNameShared, nil
+	case unsendable(s, link) != "":
+		return p, authBadIdentity, nil
 	case !link.Linked() && !g.links.AllowUnlinked():
 		return p, authUnlinked, nil
 	}
@@ -114,6 +117,8 @@ func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, p principal, re
 		g.fail(w, r, unlinkedPage(p.session.Email), errors.New("no headscale user: "+p.link.Reason))
 	case authNameShared:
 		g.fail(w, r, nameSharedPage(p.session.Email, p.link), errNameShared(p.link))
+	case authBadIdentity:
+		g.fail(w, r, pageBadIdentity, errBadIdentity(p.session, p.link))
 	case authUnavailable:
 		g.fail(w, r, pageHeadscaleDown, err)
 	}
@@ -196,3 +201,36 @@ func nameSharedPage(email string, link linker.Link) page {
 			"so the applications behind headgate could not tell you apart. Ask an administrator to rename one of the two users.",
 		Action: "Sign out", ActionHref: "/oauth2/sign_out"}
 }
+
+// unsendable names the first value of the identity headgate would send that cannot be an HTTP
+// header value (a control character such as CR or LF, or DEL), or returns "". Go's transport
+// would refuse the whole request, so such an identity is refused with a page of its own.
+func unsendable(s *session.Session, link linker.Link) string {
+	for _, v := range []struct{ field, value string }{
+		{"headscale user name", link.UserName}, {"headscale user id", link.UserID},
+		{"email", s.Email}, {"preferred_username", s.PreferredUsername},
+	} {
+		for i := 0; i < len(v.value); i++ {
+			if c := v.value[i]; c < ' ' && c != '\t' || c == 0x7f {
+				return v.field
+			}
+		}
+	}
+	return ""
+}
+
+// errBadIdentity is the logged cause of a refusal for an identity that cannot be sent. It names
+// the field, not its value.
+func errBadIdentity(s *session.Session, link linker.Link) error {
+	who := "subject " + s.Subject
+	if link.Linked() {
+		who = "headscale user " + link.UserID
+	}
+	return fmt.Errorf("the %s of %s holds a control character and cannot be sent in a header: correct it at the identity provider or in Headscale",
+		unsendable(s, link), who)
+}
+
+var pageBadIdentity = page{Status: http.StatusForbidden, Title: "Your identity cannot be passed on",
+	Message: "Your name or email, as your identity provider or Headscale states it, holds characters that cannot be sent to the application, " +
+		"so headgate cannot tell it who you are. Ask an administrator to correct it.",
+	Action: "Sign out", ActionHref: "/oauth2/sign_out"}

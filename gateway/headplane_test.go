@@ -423,3 +423,52 @@ func TestIdentityHeadersAreUnique(t *testing.T) {
 		}
 	})
 }
+
+// TestUnsendableIdentityRefused: a name or email with a control character cannot go into a
+// header; the person gets a page saying so (not a 502), the administrator a log line naming the
+// field, and the upstream nothing. A tab is fine.
+func TestUnsendableIdentityRefused(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, field string
+		claims      map[string]any // merged over alice's
+		hsName      string         // alice's Headscale user name
+	}{
+		{"CRLF in preferred_username", "preferred_username", map[string]any{"preferred_username": "alice\r\nX-Headscale-User: root"}, "alice"},
+		{"LF in email", "email", map[string]any{"email": "alice@example.com\nx"}, "alice"},
+		{"NUL in email", "email", map[string]any{"email": "alice\x00@example.com"}, "alice"},
+		{"CR in the Headscale name", "headscale user name", nil, "alice\r"},
+		{"DEL in the Headscale name", "headscale user name", nil, "al\x7fice"},
+		{"a tab", "", map[string]any{"preferred_username": "alice\tA"}, "alice"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			e := newTestEnv(t, func(o *envOptions) { o.memory = true })
+			e.headscale.addUser("1", tt.hsName, "alice@example.com", e.idp.URL+"/alice-sub")
+			claims := map[string]any{"sub": "alice-sub", "email": "alice@example.com", "email_verified": true, "preferred_username": "alice"}
+			for k, v := range tt.claims {
+				claims[k] = v
+			}
+			e.idp.SetUser(claims)
+			_, resp := e.signIn(t, "/app")
+			body := readBody(t, resp)
+			if tt.field == "" {
+				if resp.StatusCode != http.StatusOK {
+					t.Errorf("got %d %q, want 200", resp.StatusCode, body)
+				}
+				return
+			}
+			if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "Your identity cannot be passed on") {
+				t.Errorf("got %d %q, want the 403 page", resp.StatusCode, body)
+			}
+			if n := e.upstream.count(); n != 0 {
+				t.Errorf("the upstream received %d requests, want none", n)
+			}
+			logs := e.logs.String()
+			if !strings.Contains(logs, "the "+tt.field+" of ") || strings.Contains(logs, "X-Headscale-User: root") {
+				t.Errorf("log: want a line naming %q and not the value:\n%s", tt.field, logs)
+			}
+		})
+	}
+}

@@ -119,6 +119,12 @@ func (g *Gateway) serveCallback(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, nameSharedPage(id.Email, link), errNameShared(link))
 		return
 	}
+	claimed := &session.Session{Subject: id.Subject, Email: id.Email, PreferredUsername: id.PreferredUsername}
+	if unsendable(claimed, link) != "" {
+		g.metrics.logins.WithLabelValues("bad_identity").Inc()
+		g.fail(w, r, pageBadIdentity, errBadIdentity(claimed, link))
+		return
+	}
 	if !link.Linked() {
 		g.log.LogAttrs(ctx, slog.LevelWarn, "no headscale user",
 			slog.String("sub", id.Subject), slog.String("reason", link.Reason))

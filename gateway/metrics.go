@@ -21,7 +21,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "headgate_logins_total",
-			Help: "Completed sign-in attempts by result (ok, unlinked, name_shared, bad_state, replayed, idp_refused, code_refused, token_invalid, idp_unavailable, headscale_unavailable, store_unavailable).",
+			Help: "Completed sign-in attempts by result (ok, unlinked, name_shared, bad_identity, bad_state, replayed, idp_refused, code_refused, token_invalid, idp_unavailable, headscale_unavailable, store_unavailable).",
 		}, []string{"result"}),
 		backchannel: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "headgate_backchannel_logouts_total",
@@ -51,6 +51,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.denied[authNone] = m.auth.WithLabelValues("unauthenticated")
 	m.denied[authUnlinked] = m.auth.WithLabelValues("unlinked")
 	m.denied[authNameShared] = m.auth.WithLabelValues("name_shared")
+	m.denied[authBadIdentity] = m.auth.WithLabelValues("bad_identity")
 	m.denied[authUnavailable] = m.auth.WithLabelValues("headscale_unavailable")
 	if reg == nil {
 		return m, nil
