@@ -44,10 +44,12 @@ type envOptions struct {
 	skipAuth  []string
 	upstream  http.Handler
 	upTimeout time.Duration
-	redirects []string
-	hsTimeout time.Duration
-	signOut   []string
-	trusted   []string
+	// bodyTimeout is body_timeout.
+	bodyTimeout time.Duration
+	redirects   []string
+	hsTimeout   time.Duration
+	signOut     []string
+	trusted     []string
 	// providerSignOut sets oidc.sign_out_at_provider.
 	providerSignOut bool
 	// headplane sets headplane.path; headplaneNoLink sets headplane.link_at_sign_in false.
@@ -105,6 +107,7 @@ func newTestEnv(t *testing.T, opts ...func(*envOptions)) *testEnv {
 		SignOutPaths:    o.signOut,
 		TrustedProxies:  o.trusted,
 		UpstreamTimeout: o.upTimeout,
+		BodyTimeout:     o.bodyTimeout,
 		OIDC: OIDCConfig{
 			Issuer:            e.idp.URL,
 			ClientID:          e.idp.ClientID,

@@ -70,6 +70,12 @@ type Config struct {
 	// arrived. Default 30s.
 	UpstreamTimeout time.Duration `yaml:"upstream_timeout"`
 
+	// BodyTimeout bounds how long a client may pause while it sends a request body: a body
+	// that brings no byte for this long is abandoned and the connection closed. Time the
+	// upstream takes to read what headgate passes on does not count. A request headgate
+	// refuses is answered at once, without waiting for its body. Default 30s.
+	BodyTimeout time.Duration `yaml:"body_timeout"`
+
 	// OIDC is the identity provider headgate signs users in with.
 	OIDC OIDCConfig `yaml:"oidc"`
 
@@ -113,6 +119,7 @@ type OIDCConfig struct {
 
 const (
 	defaultUpstreamTimeout = 30 * time.Second
+	defaultBodyTimeout     = 30 * time.Second
 	defaultOIDCTimeout     = 10 * time.Second
 )
 
@@ -180,6 +187,9 @@ func New(cfg Config, cookies *session.Cookies, store Store, links *linker.Linker
 	if cfg.OIDC.Timeout == 0 {
 		cfg.OIDC.Timeout = defaultOIDCTimeout
 	}
+	if cfg.BodyTimeout == 0 {
+		cfg.BodyTimeout = defaultBodyTimeout
+	}
 	if len(cfg.OIDC.Scopes) == 0 {
 		cfg.OIDC.Scopes = []string{"openid", "email", "profile"}
 	}
@@ -219,7 +229,13 @@ func New(cfg Config, cookies *session.Cookies, store Store, links *linker.Linker
 }
 
 // ServeHTTP dispatches a request through the route table in routes.go.
+//
+// A request body is read under BodyTimeout (see boundBody), so that no client holds a
+// connection without a bound.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
+		boundBody(w, r, g.cfg.BodyTimeout)
+	}
 	g.mux.ServeHTTP(w, r)
 }
 
@@ -259,6 +275,9 @@ func (c Config) Validate() error {
 	}
 	if c.UpstreamTimeout < 0 {
 		add("upstream_timeout: must not be negative")
+	}
+	if c.BodyTimeout < 0 {
+		add("body_timeout: must not be negative")
 	}
 	if u, err := checkURL(c.OIDC.Issuer); err != nil {
 		add("oidc.issuer: %v", err)

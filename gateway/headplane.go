@@ -117,7 +117,8 @@ func (g *Gateway) headplaneIndex(r *http.Request) bool {
 // remixRedirect answers a data request with what React Router's client follows: a 204 whose
 // X-Remix-Redirect names where the tab goes, loaded as a whole new document. target is made
 // absolute: the client would put Headplane's base path in front of a bare path.
-func (g *Gateway) remixRedirect(w http.ResponseWriter, target string) {
+func (g *Gateway) remixRedirect(w http.ResponseWriter, r *http.Request, target string) {
+	closeUnreadBody(w, r)
 	if strings.HasPrefix(target, "/") {
 		target = g.origin + target
 	}
@@ -131,13 +132,13 @@ func (g *Gateway) remixRedirect(w http.ResponseWriter, target string) {
 // refuseDataRequest answers a data request whose identity authenticate did not prove (res is
 // not authOK). The tab loads the page it was on as a document: without a session that is a
 // sign-in that returns there; otherwise headgate's page says what is wrong (and logs it).
-func (g *Gateway) refuseDataRequest(w http.ResponseWriter, page string, res authResult) {
+func (g *Gateway) refuseDataRequest(w http.ResponseWriter, r *http.Request, page string, res authResult) {
 	g.metrics.denied[res].Inc()
 	if res == authNone {
-		g.remixRedirect(w, "/oauth2/start?rd="+url.QueryEscape(g.safeRedirect(page)))
+		g.remixRedirect(w, r, "/oauth2/start?rd="+url.QueryEscape(g.safeRedirect(page)))
 		return
 	}
-	g.remixRedirect(w, g.safeRedirect(page))
+	g.remixRedirect(w, r, g.safeRedirect(page))
 }
 
 // guardLink lets a request to Headplane's index route through only when it cannot link the

@@ -65,8 +65,10 @@ func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, p page, cause err
 }
 
 // writePage answers with p: HTML for a browser, plain text otherwise. Headers are set before
-// the status is written.
+// the status is written. An answer to a request with a body ends the connection (see
+// closeUnreadBody).
 func writePage(w http.ResponseWriter, r *http.Request, p page) {
+	closeUnreadBody(w, r)
 	h := w.Header()
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")

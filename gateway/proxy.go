@@ -152,7 +152,7 @@ func (g *Gateway) serveProxy(w http.ResponseWriter, r *http.Request) {
 	p, res, err := g.authenticate(w, r)
 	if res != authOK {
 		if page, ok := g.dataRequest(r); ok {
-			g.refuseDataRequest(w, page, res)
+			g.refuseDataRequest(w, r, page, res)
 			return
 		}
 		g.refuse(w, r, p, res, err, true)
@@ -389,6 +389,11 @@ func parsePrefix(s string) (netip.Prefix, error) {
 func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		// The client went away; nobody is left to answer.
+		return
+	}
+	if stalled := (*stalledError)(nil); errors.As(err, &stalled) {
+		g.fail(w, r, page{Status: http.StatusRequestTimeout, Title: "Request too slow",
+			Message: "Your browser stopped sending the request, so headgate did not pass it on. Please try again."}, err)
 		return
 	}
 	g.metrics.upstreamErrors.Inc()

@@ -50,7 +50,7 @@ func (g *Gateway) serveSignOut(w http.ResponseWriter, r *http.Request) {
 				end += "?state=" + url.QueryEscape(g.safeRedirect(rd))
 			}
 		}
-		g.remixRedirect(w, end)
+		g.remixRedirect(w, r, end)
 		return
 	}
 	if end != "" {
