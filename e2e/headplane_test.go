@@ -456,3 +456,25 @@ func readmeMoveStatement(t *testing.T) string {
 	}
 	return strings.NewReplacer("<ID>", "%[1]s", "<name>", "%[2]s").Replace(string(m[1]))
 }
+
+// TestHeadscaleNeverReusesUserIDs: the recipe keys Headplane's accounts on the Headscale user
+// ID, which is safe only while a deleted user's ID never comes back for a new user (SQLite
+// keeps AUTOINCREMENT keys unique even after the newest row is deleted).
+func TestHeadscaleNeverReusesUserIDs(t *testing.T) {
+	t.Parallel()
+	s := sharedStack(t)
+	first, err := s.CreateCLIUser(t.Context(), "reuse-"+strings.ToLower(rand.Text()[:8]), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteUser(t.Context(), first.ID); err != nil {
+		t.Fatal(err)
+	}
+	second, err := s.CreateCLIUser(t.Context(), "reuse-"+strings.ToLower(rand.Text()[:8]), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second.ID == first.ID {
+		t.Errorf("Headscale gave a new user the ID %s of a deleted one", first.ID)
+	}
+}
