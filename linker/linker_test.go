@@ -37,10 +37,10 @@ func TestResolveNegativeTTL(t *testing.T) {
 	f := newFakeHeadscale(t)
 	l := newTestLinker(f, Config{NegativeTTL: 100 * time.Millisecond}, nil)
 	id := identity("erin-sub", "erin@example.com")
-	start := time.Now()
 	if got := mustResolve(t, l, id); got.Linked() {
 		t.Fatalf("before the user exists: got %+v, want unlinked", got)
 	}
+	start := time.Now() // after the resolution that negative_ttl counts from
 	f.add("erin", "erin@example.com", oidcID("erin-sub"))
 	if got := mustResolve(t, l, id); got.Linked() {
 		t.Errorf("within negative_ttl: got %+v, want the remembered unlinked answer", got)
@@ -59,8 +59,8 @@ func TestResolveRenameAndDeleteAfterTTL(t *testing.T) {
 	// The default list_max_age (5s) is far longer than the TTL: a re-check must still list anew.
 	l := newTestLinker(f, Config{TTL: 50 * time.Millisecond}, nil)
 	id := identity("alice-sub", "alice@example.com")
-	start := time.Now()
 	mustResolve(t, l, id)
+	start := time.Now() // after the resolution that expiry counts from
 	f.change(func(f *fakeHeadscale) { f.users[0].Name = "alice2" })
 	if got := mustResolve(t, l, id); got.UserName != "alice" {
 		t.Errorf("within ttl: got %q, want alice", got.UserName)
@@ -113,8 +113,8 @@ func TestResolveListingReusedForOthers(t *testing.T) {
 	f.add("a", "", oidcID("a"))
 	f.add("b", "", oidcID("b"))
 	l := New(Config{}, f.client(time.Second, 100*time.Millisecond), nil)
-	start := time.Now()
 	mustResolve(t, l, identity("a", ""))
+	start := time.Now() // after the listing that list_max_age counts from
 	mustResolve(t, l, identity("b", ""))
 	wantCalls(t, f, 1, "listings within list_max_age")
 	waitUntil(start, 120*time.Millisecond)
@@ -129,8 +129,9 @@ func TestResolveDownServesStaleAndBacksOff(t *testing.T) {
 	l := newTestLinker(f, Config{TTL: 50 * time.Millisecond}, nil)
 	l.retryAfter = 200 * time.Millisecond
 	id := identity("alice-sub", "alice@example.com")
-	start := time.Now()
 	first := mustResolve(t, l, id)
+	// Expiry counts from the link's resolution, which ends before this.
+	start := time.Now()
 	f.change(func(f *fakeHeadscale) { f.status = 503 })
 	waitUntil(start, 60*time.Millisecond)
 
@@ -293,8 +294,9 @@ func TestResolveStaleFromSharedCacheWhileDown(t *testing.T) {
 	f.add("alice", "alice@example.com", oidcID("alice-sub"))
 	cfg := Config{TTL: 50 * time.Millisecond}
 	id := identity("alice-sub", "alice@example.com")
-	start := time.Now()
 	first := mustResolve(t, newTestLinker(f, cfg, NewRedisCache(c, prefix)), id)
+	// Expiry counts from the link's resolution, which ends before this.
+	start := time.Now()
 	f.change(func(f *fakeHeadscale) { f.status = 500 })
 	waitUntil(start, 60*time.Millisecond)
 	// A new instance, with nothing in process, while Headscale is failing.
@@ -351,8 +353,9 @@ func TestResolveCallerGivesUpWithStaleLink(t *testing.T) {
 	f.add("alice", "", oidcID("alice-sub"))
 	l := newTestLinker(f, Config{TTL: 20 * time.Millisecond}, nil)
 	id := identity("alice-sub", "")
-	start := time.Now()
 	first := mustResolve(t, l, id)
+	// Expiry counts from the link's resolution, which ends before this.
+	start := time.Now()
 	f.change(func(f *fakeHeadscale) { f.delay = 300 * time.Millisecond })
 	waitUntil(start, 30*time.Millisecond)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
