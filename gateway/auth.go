@@ -90,6 +90,10 @@ func (g *Gateway) denyUnauthenticated(w http.ResponseWriter, r *http.Request) {
 // serveAuth answers forward-auth checks: 202 with the identity headers for a proven identity,
 // 401 without one, 403 for a signed-in person without a Headscale user (unlinked: deny) or
 // whose Headscale user's name another user has too.
+//
+// The 202 also carries X-Auth-Request-Cookie: the request's cookies without headgate's own, for
+// a proxy to send as the upstream's Cookie (nginx cannot remove one cookie of several by
+// itself). It is absent when no other cookie is left.
 func (g *Gateway) serveAuth(w http.ResponseWriter, r *http.Request) {
 	p, res, err := g.authenticate(w, r)
 	if res != authOK {
@@ -97,8 +101,28 @@ func (g *Gateway) serveAuth(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	setIdentityHeaders(w.Header(), p, true)
+	if c := g.cookiesForUpstream(r.Header); c != "" {
+		w.Header().Set(headerAuthRequestCookie, c)
+	}
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusAccepted)
+}
+
+// headerAuthRequestCookie carries, on a forward-auth answer, the cookies the upstream may see.
+const headerAuthRequestCookie = "X-Auth-Request-Cookie"
+
+// cookiesForUpstream returns the Cookie lines of h without headgate's own cookies, joined into
+// one value, or "". The other cookies keep their order and bytes. h is not changed.
+func (g *Gateway) cookiesForUpstream(h http.Header) string {
+	c := http.Header{"Cookie": h["Cookie"]}
+	g.cookies.StripOwn(c)
+	var lines []string
+	for _, line := range c["Cookie"] {
+		if line = strings.Trim(line, " \t;"); line != "" {
+			lines = append(lines, line)
+		}
+	}
+	return strings.Join(lines, "; ")
 }
 
 // refuse answers a request whose identity authenticate did not prove (res is not authOK) and

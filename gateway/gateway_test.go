@@ -178,6 +178,47 @@ func TestForwardAuth(t *testing.T) {
 	}
 }
 
+// TestForwardAuthCookie: the forward-auth answer hands the proxy the request's cookies without
+// headgate's own, in order and unchanged, for the upstream's Cookie header.
+func TestForwardAuthCookie(t *testing.T) {
+	e := newTestEnv(t)
+	withAlice(e)
+	_, c := e.signedIn(t)
+	own := c.Name + "=" + c.Value
+	tests := []struct {
+		cookie []string
+		want   string // "": no X-Auth-Request-Cookie
+	}{
+		{[]string{own}, ""},
+		{[]string{"theme=dark; " + own + "; lang=en"}, "theme=dark; lang=en"},
+		{[]string{own + "; _headgate_login_abc=x; __Host-_headgate=y; b=\"q r\"; a=1"}, `b="q r"; a=1`},
+		{[]string{"z=9", own, "_headgatex=1"}, "z=9; _headgatex=1"},
+		{[]string{"a=1;b=2; " + own}, "a=1; b=2"},
+	}
+	for _, tt := range tests {
+		resp := e.get(t, "/oauth2/auth", http.Header{"Cookie": tt.cookie, "X-Auth-Request-Cookie": {"spoofed=1"}})
+		readBody(t, resp)
+		if resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("Cookie %q: status: got %d, want 202", tt.cookie, resp.StatusCode)
+		}
+		got := resp.Header.Values("X-Auth-Request-Cookie")
+		if tt.want == "" {
+			if len(got) != 0 {
+				t.Errorf("Cookie %q: X-Auth-Request-Cookie: got %q, want none", tt.cookie, got)
+			}
+			continue
+		}
+		if len(got) != 1 || got[0] != tt.want {
+			t.Errorf("Cookie %q: X-Auth-Request-Cookie: got %q, want [%q]", tt.cookie, got, tt.want)
+		}
+	}
+	resp := e.get(t, "/oauth2/auth", http.Header{"Cookie": {"theme=dark"}})
+	readBody(t, resp)
+	if got := resp.Header.Values("X-Auth-Request-Cookie"); resp.StatusCode != http.StatusUnauthorized || len(got) != 0 {
+		t.Errorf("without a session: got %d with X-Auth-Request-Cookie %q, want 401 and none", resp.StatusCode, got)
+	}
+}
+
 func TestPingAndReady(t *testing.T) {
 	e := newTestEnv(t)
 	for _, path := range []string{"/ping", "/ready"} {
