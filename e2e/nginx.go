@@ -1,0 +1,133 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// ReservePort takes the next of the stack's reserved gateway ports for a program other than
+// headgate, such as an nginx in front of an instance: Dex accepts that port's
+// /oauth2/callback, so an instance whose public_url is the program's URL can sign people in.
+// Dex cannot learn a new redirect URI without a restart, which would end the other tests'
+// sign-ins.
+func (s *Stack) ReservePort() (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := len(s.gateways)
+	if n >= len(s.gatewayPorts) {
+		return 0, fmt.Errorf("reserve a port: all %d reserved gateway ports are in use (raise Options.MaxGateways)", n)
+	}
+	// A gateway that never runs holds the port: Close's Stop of it does nothing.
+	s.gateways = append(s.gateways, &Gateway{URL: "http://" + hostPort(s.gatewayPorts[n]), name: fmt.Sprintf("reserved%d", n+1)})
+	return s.gatewayPorts[n], nil
+}
+
+// Nginx is an nginx process run from a directory of its own: its configuration, pid file and
+// logs, and its temporary files, so that it needs no root-owned path.
+type Nginx struct {
+	// URL is http://127.0.0.1:PORT.
+	URL string
+	// Dir holds nginx.conf, error.log and access.log.
+	Dir string
+
+	proc *process
+}
+
+// StartNginx runs nginx on 127.0.0.1:port with one server whose body is server (location
+// blocks, such as the README's recipe), from a new temporary directory, and waits until it
+// accepts connections. The nginx binary is NGINX_BIN, or nginx on PATH, or /usr/sbin/nginx
+// (Debian's package, where PATH often lacks /usr/sbin).
+func StartNginx(ctx context.Context, port int, server string) (*Nginx, error) {
+	bin, err := nginxBinary()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "headgate-nginx-")
+	if err != nil {
+		return nil, fmt.Errorf("start nginx: %w", err)
+	}
+	// Run as root, nginx's workers become nobody, and must still reach the temporary files.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("start nginx: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "temp"), 0o755); err != nil {
+		return nil, fmt.Errorf("start nginx: %w", err)
+	}
+	temp := filepath.Join(dir, "temp")
+	conf := fmt.Sprintf(`error_log %[1]s/error.log info;
+events {
+    worker_connections 256;
+}
+http {
+    access_log %[1]s/access.log;
+    client_body_temp_path %[2]s/body;
+    proxy_temp_path %[2]s/proxy;
+    fastcgi_temp_path %[2]s/fastcgi;
+    uwsgi_temp_path %[2]s/uwsgi;
+    scgi_temp_path %[2]s/scgi;
+    server {
+        listen %[3]s;
+%[4]s
+    }
+}
+`, dir, temp, hostPort(port), server)
+	confPath := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+		return nil, fmt.Errorf("start nginx: %w", err)
+	}
+	args := []string{"-p", dir + "/", "-c", confPath, "-e", filepath.Join(dir, "error.log"),
+		"-g", "daemon off; master_process on; worker_processes 1; pid " + filepath.Join(dir, "nginx.pid") + ";"}
+	if out, err := runCommand(ctx, dir, bin, append([]string{"-t"}, args...)...); err != nil {
+		return nil, fmt.Errorf("nginx -t: %w\n%s", err, out)
+	}
+	p, err := startProcess("nginx", dir, filepath.Join(dir, "nginx.log"), bin, args...)
+	if err != nil {
+		return nil, err
+	}
+	n := &Nginx{URL: "http://" + hostPort(port), Dir: dir, proc: p}
+	if err := p.waitTCP(ctx, hostPort(port), 10*time.Second, nil); err != nil {
+		p.stop()
+		return nil, fmt.Errorf("start nginx: %w\n--- %s/error.log ---\n%s", err, dir, n.ErrorLog(20))
+	}
+	return n, nil
+}
+
+// nginxBinary finds the nginx to run.
+func nginxBinary() (string, error) {
+	if bin := os.Getenv("NGINX_BIN"); bin != "" {
+		return bin, nil
+	}
+	if bin, err := exec.LookPath("nginx"); err == nil {
+		return bin, nil
+	}
+	if _, err := os.Stat("/usr/sbin/nginx"); err == nil {
+		return "/usr/sbin/nginx", nil
+	}
+	return "", fmt.Errorf("no nginx: install Debian's nginx package (.ci/run does) or set NGINX_BIN")
+}
+
+// ErrorLog returns the last n lines of nginx's error.log, for failure messages.
+func (n *Nginx) ErrorLog(lines int) string {
+	return tailFile(filepath.Join(n.Dir, "error.log"), lines)
+}
+
+// Close ends nginx (SIGTERM, a fast shutdown, then SIGKILL after five seconds) and removes
+// its directory unless keep is set.
+func (n *Nginx) Close(keep bool) {
+	n.proc.stop()
+	if !keep {
+		os.RemoveAll(n.Dir)
+	}
+}
+
+// nginxServer turns the README's nginx block into a server body for StartNginx: the
+// addresses of headgate (127.0.0.1:4180) and of the upstream (127.0.0.1:3000) become
+// gatewayAddr and upstreamAddr. Nothing else changes.
+func nginxServer(block, gatewayAddr, upstreamAddr string) string {
+	return strings.NewReplacer("127.0.0.1:4180", gatewayAddr, "127.0.0.1:3000", upstreamAddr).Replace(block)
+}
