@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"net"
 	"net/http"
 	"net/url"
@@ -82,7 +83,9 @@ func TestNginxRecipe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := startGateway(t, s, GatewayOptions{Extra: map[string]any{"public_url": "http://" + hostPort(port)}})
+	// The instances of this test share a store of their own: one of them lets unlinked people in.
+	key := fmt.Sprintf("headgate-nginx-%d:", runs.Add(1))
+	g := startGateway(t, s, GatewayOptions{RedisKeyPrefix: key, Extra: map[string]any{"public_url": "http://" + hostPort(port)}})
 	n := startRecipeNginx(t, s, port, strings.TrimPrefix(g.URL, "http://"))
 	prefix := testPrefix(t)
 	nginxURL, _ := url.Parse(n.URL)
@@ -174,9 +177,26 @@ func TestNginxRecipe(t *testing.T) {
 	if n := len(upstreamSaw(prefix + "carol")); n != 0 {
 		t.Errorf("Carol reached the upstream %d times", n)
 	}
+	// A session refused after sign-in (here: begun at an instance that lets unlinked people in,
+	// sharing the store) gets headgate's page too, through the recipe's @refused location, not
+	// nginx's own blank 403.
+	allow := startGateway(t, s, GatewayOptions{Unlinked: "allow", RedisKeyPrefix: key})
+	carolJar := newJar(t)
+	login(t, allow, carolJar, Carol, prefix+"carol-allowed")
+	carol, err = Fetch(t.Context(), carolJar, http.MethodGet, n.URL+prefix+"carol-session", http.Header{"Accept": {browserAccept}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkReadablePage(t, "Carol's session through nginx", carol, http.StatusForbidden)
+	if !strings.Contains(carol.Body, "No Headscale user") {
+		t.Errorf("Carol's session through nginx: got %q, want headgate's page", carol.Body)
+	}
+	if n := len(upstreamSaw(prefix + "carol-session")); n != 0 {
+		t.Errorf("Carol's session reached the upstream %d times", n)
+	}
 
 	// (f) With its headgate down, or hanging, nginx answers an error and sends nothing on.
-	g2 := startGateway(t, s, GatewayOptions{})
+	g2 := startGateway(t, s, GatewayOptions{RedisKeyPrefix: key})
 	ports, err := FreePorts(2)
 	if err != nil {
 		t.Fatal(err)
