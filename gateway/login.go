@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"headgate/linker"
@@ -48,6 +49,20 @@ func (g *Gateway) serveStart(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, p.oauth2.AuthCodeURL(l.State, opts...), http.StatusFound)
 }
+
+// serveSignIn answers with a page that sends the browser on to sign in (/oauth2/start with the
+// same rd) at once, by itself, and offers a button for when it does not. It is for proxies that
+// serve an error page in place of their own 401 but keep the status, such as Traefik's errors
+// middleware: a browser follows no redirect on a 401, but it shows the page and obeys its
+// refresh.
+func (g *Gateway) serveSignIn(w http.ResponseWriter, r *http.Request) {
+	p := pageSignIn
+	p.ActionHref = "/oauth2/start?rd=" + url.QueryEscape(g.safeRedirect(r.URL.Query().Get("rd")))
+	writePage(w, r, p)
+}
+
+var pageSignIn = page{Status: http.StatusOK, Title: "Sign-in required",
+	Message: "You need to sign in to reach this page. Taking you to sign in…", Action: "Sign in", Refresh: true}
 
 // maxPendingLogins is how many unfinished sign-ins a browser may have at once (one per tab).
 const maxPendingLogins = 5

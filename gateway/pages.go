@@ -19,12 +19,15 @@ type page struct {
 	Action     string
 	ActionHref string
 	ActionPost bool
+	// Refresh makes the browser go on to ActionHref by itself, as soon as it shows the page.
+	Refresh bool
 }
 
 var pageTemplate = template.Must(template.New("page").Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{{.Title}} · headgate</title>
+{{if .Refresh}}<meta http-equiv="refresh" content="0; url={{.ActionHref}}">{{end}}
 <style>
 body{font:16px/1.5 system-ui,sans-serif;margin:0;background:#f5f6f8;color:#1d2330}
 main{max-width:34rem;margin:12vh auto;padding:2rem;background:#fff;border-radius:8px;box-shadow:0 1px 3px #0002}

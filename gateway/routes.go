@@ -9,6 +9,7 @@ func (g *Gateway) routes() *http.ServeMux {
 
 	// Sign-in and sign-out (oauth2-proxy's names, so existing recipes carry over).
 	mux.HandleFunc("GET /oauth2/start", g.serveStart)
+	mux.HandleFunc("GET /oauth2/sign_in", g.serveSignIn) // a page that goes on to /oauth2/start
 	mux.HandleFunc("GET /oauth2/callback", g.serveCallback)
 	mux.HandleFunc("GET /oauth2/sign_out", g.serveSignOut)
 	mux.HandleFunc("POST /oauth2/sign_out", g.serveSignOut)

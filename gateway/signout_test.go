@@ -277,3 +277,28 @@ func TestSignOutAtProvider(t *testing.T) {
 		}
 	})
 }
+
+// TestSignInPage: /oauth2/sign_in is a page that goes on to /oauth2/start by itself, with the
+// same (checked) return target, for proxies that keep their 401 status around it.
+func TestSignInPage(t *testing.T) {
+	e := newTestEnv(t, func(o *envOptions) { o.memory = true })
+	tests := []struct{ rd, want string }{
+		{"/app/x?tab=1", "/oauth2/start?rd=%2Fapp%2Fx%3Ftab%3D1"},
+		{"//evil.example.com/x", "/oauth2/start?rd=%2F"},
+		{"https://evil.example.com/", "/oauth2/start?rd=%2F"},
+		{"", "/oauth2/start?rd=%2F"},
+	}
+	for _, tt := range tests {
+		resp := e.get(t, "/oauth2/sign_in?rd="+url.QueryEscape(tt.rd), http.Header{"Accept": {"text/html"}})
+		body := readBody(t, resp)
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("rd %q: got %d, want 200", tt.rd, resp.StatusCode)
+		}
+		if want := `<meta http-equiv="refresh" content="0; url=` + tt.want + `">`; !strings.Contains(body, want) {
+			t.Errorf("rd %q: page lacks %s:\n%s", tt.rd, want, body)
+		}
+		if want := `href="` + tt.want + `"`; !strings.Contains(body, want) {
+			t.Errorf("rd %q: page lacks the button to %s", tt.rd, tt.want)
+		}
+	}
+}
