@@ -38,7 +38,7 @@ func runSuite(m *testing.M) int {
 	defer cancel()
 	logf := func(format string, args ...any) { fmt.Fprintf(os.Stderr, "e2e: "+format+"\n", args...) }
 	began := time.Now()
-	s, err := Start(ctx, Options{Redis: true, Logf: logf, MaxGateways: 32})
+	s, err := Start(ctx, Options{Redis: true, Logf: logf, MaxGateways: 48})
 	if err != nil {
 		logf("FAIL: the peers did not start: %v", err)
 		return 1
