@@ -103,6 +103,8 @@ func (g *Gateway) serveAuth(w http.ResponseWriter, r *http.Request) {
 	setIdentityHeaders(w.Header(), p, true)
 	if c := g.cookiesForUpstream(r.Header); c != "" {
 		w.Header().Set(headerAuthRequestCookie, c)
+		// Under its own name too, for Traefik, whose forwardAuth copies headers by name only.
+		w.Header().Set("Cookie", c)
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusAccepted)
