@@ -58,7 +58,8 @@ func (g *Gateway) serveStart(w http.ResponseWriter, r *http.Request) {
 func (g *Gateway) serveSignIn(w http.ResponseWriter, r *http.Request) {
 	p := pageSignIn
 	p.ActionHref = "/oauth2/start?rd=" + url.QueryEscape(g.safeRedirect(r.URL.Query().Get("rd")))
-	writePage(w, r, p)
+	// Always a page: the proxy that fetches it may not pass on the browser's Accept.
+	writePageAs(w, r, p, true)
 }
 
 var pageSignIn = page{Status: http.StatusOK, Title: "Sign-in required",

@@ -71,11 +71,16 @@ func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, p page, cause err
 // the status is written. An answer to a request with a body ends the connection (see
 // closeUnreadBody).
 func writePage(w http.ResponseWriter, r *http.Request, p page) {
+	writePageAs(w, r, p, acceptsHTML(r))
+}
+
+// writePageAs answers with p, as HTML when html is set and as plain text otherwise.
+func writePageAs(w http.ResponseWriter, r *http.Request, p page, html bool) {
 	closeUnreadBody(w, r)
 	h := w.Header()
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
-	if !acceptsHTML(r) {
+	if !html {
 		h.Set("Content-Type", "text/plain; charset=utf-8")
 		w.WriteHeader(p.Status)
 		if r.Method != http.MethodHead {
