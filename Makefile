@@ -56,7 +56,7 @@ e2e:
 demo:
 	$(GO) run ./e2e/demo
 
-## peers: build the Dex, Headscale and oauth2-proxy binaries the e2e suite, the demo and the
+## peers: build the Dex, Headscale, Caddy and oauth2-proxy binaries the e2e suite, the demo and the
 ## benchmark use, and install the Node that runs Headplane (the suite does both when they are
 ## missing; Headplane itself comes from ../shared/headplane, HEADPLANE_DIR or `make headplane`)
 peers:
@@ -67,6 +67,7 @@ peers:
 	fi
 	cd e2e/tools && $(GO) build -o ../.bin/headscale github.com/juanfont/headscale/cmd/headscale
 	cd e2e/tools && $(GO) build -o ../.bin/dex github.com/dexidp/dex/cmd/dex
+	cd e2e/tools && $(GO) build -o ../.bin/caddy github.com/caddyserver/caddy/v2/cmd/caddy
 	cd e2e/tools && $(GO) build -o ../.bin/oauth2-proxy github.com/oauth2-proxy/oauth2-proxy/v7
 
 ## headplane: build Headplane from its Git repository into e2e/.bin/headplane-COMMIT, for a

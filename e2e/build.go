@@ -12,10 +12,11 @@ import (
 )
 
 // Packages of the peers, built from the Go module proxy through the tools module in
-// e2e/tools, which pins Headscale v0.29.3 and Dex v2.45.1.
+// e2e/tools, which pins Headscale v0.29.3, Dex v2.45.1 and Caddy v2.11.9.
 const (
 	headscalePackage = "github.com/juanfont/headscale/cmd/headscale"
 	dexPackage       = "github.com/dexidp/dex/cmd/dex"
+	caddyPackage     = "github.com/caddyserver/caddy/v2/cmd/caddy"
 )
 
 // repoRoot finds the headgate module's root: the directory holding go.mod and
@@ -50,19 +51,21 @@ func isRepoRoot(dir string) bool {
 
 // binaries are the paths of the executables a stack runs.
 type binaries struct {
-	headscale, dex, headgate string
+	headscale, dex, caddy, headgate string
 }
 
-// peerBinaries returns the Headscale and Dex binaries in root/e2e/.bin, building each one that
-// is missing (about 4 minutes with an empty module and build cache, under 20 seconds with a warm one).
+// peerBinaries returns the Headscale, Dex and Caddy binaries in root/e2e/.bin, building each
+// one that is missing (about 4 minutes with an empty module and build cache, under 20 seconds
+// with a warm one).
 func peerBinaries(ctx context.Context, root string, logf func(string, ...any)) (binaries, error) {
 	bin := filepath.Join(root, "e2e", ".bin")
 	b := binaries{
 		headscale: filepath.Join(bin, "headscale"),
 		dex:       filepath.Join(bin, "dex"),
+		caddy:     filepath.Join(bin, "caddy"),
 		headgate:  filepath.Join(bin, "headgate"),
 	}
-	for _, p := range []struct{ path, pkg string }{{b.headscale, headscalePackage}, {b.dex, dexPackage}} {
+	for _, p := range []struct{ path, pkg string }{{b.headscale, headscalePackage}, {b.dex, dexPackage}, {b.caddy, caddyPackage}} {
 		if _, err := os.Stat(p.path); err == nil {
 			continue
 		}
