@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -182,89 +181,13 @@ func TestCaddyRecipe(t *testing.T) {
 		t.Errorf("only the session cookie: the upstream got %d Cookie lines, want none", len(v))
 	}
 
-	// (d) A person without a Headscale user gets headgate's page, through Caddy.
-	carol, err := BrowserLogin(t.Context(), newJar(t), c.URL+prefix+"carol", Carol.Email, Carol.Password)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkReadablePage(t, "Carol through caddy", carol, http.StatusForbidden)
-	if !strings.Contains(carol.Body, "No Headscale user") {
-		t.Errorf("Carol through caddy: got %q, want headgate's page", carol.Body)
-	}
-	if n := len(upstreamSaw(prefix + "carol")); n != 0 {
-		t.Errorf("Carol reached the upstream %d times", n)
-	}
-	// A session refused after sign-in (here: begun at an instance that lets unlinked people in,
-	// sharing the store) gets headgate's page too: Caddy passes the 403 of /oauth2/auth on.
-	allow := startGateway(t, s, GatewayOptions{Unlinked: "allow", RedisKeyPrefix: key})
-	carolJar := newJar(t)
-	login(t, allow, carolJar, Carol, prefix+"carol-allowed")
-	carol, err = Fetch(t.Context(), carolJar, http.MethodGet, c.URL+prefix+"carol-session", http.Header{"Accept": {browserAccept}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkReadablePage(t, "Carol's session through caddy", carol, http.StatusForbidden)
-	if !strings.Contains(carol.Body, "No Headscale user") {
-		t.Errorf("Carol's session through caddy: got %q, want headgate's page", carol.Body)
-	}
-	if n := len(upstreamSaw(prefix + "carol-session")); n != 0 {
-		t.Errorf("Carol's session reached the upstream %d times", n)
-	}
+	// (d) A person without a Headscale user gets headgate's page, through caddy.
+	checkUnlinkedThroughProxy(t, s, "caddy", c.URL, prefix, key)
 
-	// (f) With its headgate down, or hanging, Caddy answers an error and sends nothing on.
-	g2 := startGateway(t, s, GatewayOptions{RedisKeyPrefix: key})
-	ports, err := FreePorts(2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c2 := startRecipeCaddy(t, s, ports[0], strings.TrimPrefix(g2.URL, "http://"))
-	if page, err := Fetch(t.Context(), jar, http.MethodGet, c2.URL+prefix+"before-stop", nil); err != nil || page.Status != http.StatusOK {
-		t.Fatalf("through the second caddy before its headgate stops: got %v, %v, want 200", page, err)
-	}
-	g2.Stop()
-	hung, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hung.Close()
-	go func() {
-		var held []net.Conn // accepted and never answered
-		defer func() {
-			for _, c := range held {
-				c.Close()
-			}
-		}()
-		for {
-			c, err := hung.Accept()
-			if err != nil {
-				return
-			}
-			held = append(held, c)
-		}
-	}()
-	c3 := startRecipeCaddy(t, s, ports[1], hung.Addr().String())
-	for _, tc := range []struct{ what, url, path string }{
-		{"headgate stopped", c2.URL, prefix + "down"},
-		{"headgate hanging", c3.URL, prefix + "hung"},
-	} {
-		began := time.Now()
-		page, err := Fetch(t.Context(), jar, http.MethodGet, tc.url+tc.path, http.Header{"Accept": {browserAccept}})
-		took := time.Since(began)
-		if err != nil {
-			t.Errorf("%s: %v", tc.what, err)
-			continue
-		}
-		if page.Status == http.StatusOK || page.Status/100 == 3 {
-			t.Errorf("%s: got %d, want an error", tc.what, page.Status)
-		}
-		if took > 10*time.Second {
-			t.Errorf("%s: answered after %s, want within 10s", tc.what, took)
-		}
-		if n := len(upstreamSaw(tc.path)); n != 0 {
-			t.Errorf("%s: the upstream received %d requests, want none", tc.what, n)
-		}
-		t.Logf("%s: caddy answered %d after %s", tc.what, page.Status, took.Round(time.Millisecond))
-	}
+	// (f) With its headgate down, or hanging, caddy answers an error and sends nothing on.
+	checkProxyFailsClosed(t, s, "caddy", jar, prefix, key, func(port int, gatewayAddr string) string {
+		return startRecipeCaddy(t, s, port, gatewayAddr).URL
+	})
 
 	// (e) Sign-out through Caddy ends the session: the next request is sent to sign in, and
 	// the old cookie no longer opens anything.

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -166,89 +165,12 @@ func TestNginxRecipe(t *testing.T) {
 	}
 
 	// (d) A person without a Headscale user gets headgate's page, through nginx.
-	carol, err := BrowserLogin(t.Context(), newJar(t), n.URL+prefix+"carol", Carol.Email, Carol.Password)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkReadablePage(t, "Carol through nginx", carol, http.StatusForbidden)
-	if !strings.Contains(carol.Body, "No Headscale user") {
-		t.Errorf("Carol through nginx: got %q, want headgate's page", carol.Body)
-	}
-	if n := len(upstreamSaw(prefix + "carol")); n != 0 {
-		t.Errorf("Carol reached the upstream %d times", n)
-	}
-	// A session refused after sign-in (here: begun at an instance that lets unlinked people in,
-	// sharing the store) gets headgate's page too, through the recipe's @refused location, not
-	// nginx's own blank 403.
-	allow := startGateway(t, s, GatewayOptions{Unlinked: "allow", RedisKeyPrefix: key})
-	carolJar := newJar(t)
-	login(t, allow, carolJar, Carol, prefix+"carol-allowed")
-	carol, err = Fetch(t.Context(), carolJar, http.MethodGet, n.URL+prefix+"carol-session", http.Header{"Accept": {browserAccept}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkReadablePage(t, "Carol's session through nginx", carol, http.StatusForbidden)
-	if !strings.Contains(carol.Body, "No Headscale user") {
-		t.Errorf("Carol's session through nginx: got %q, want headgate's page", carol.Body)
-	}
-	if n := len(upstreamSaw(prefix + "carol-session")); n != 0 {
-		t.Errorf("Carol's session reached the upstream %d times", n)
-	}
+	checkUnlinkedThroughProxy(t, s, "nginx", n.URL, prefix, key)
 
 	// (f) With its headgate down, or hanging, nginx answers an error and sends nothing on.
-	g2 := startGateway(t, s, GatewayOptions{RedisKeyPrefix: key})
-	ports, err := FreePorts(2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n2 := startRecipeNginx(t, s, ports[0], strings.TrimPrefix(g2.URL, "http://"))
-	if page, err := Fetch(t.Context(), jar, http.MethodGet, n2.URL+prefix+"before-stop", nil); err != nil || page.Status != http.StatusOK {
-		t.Fatalf("through the second nginx before its headgate stops: got %v, %v, want 200", page, err)
-	}
-	g2.Stop()
-	hung, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hung.Close()
-	go func() {
-		var held []net.Conn // accepted and never answered
-		defer func() {
-			for _, c := range held {
-				c.Close()
-			}
-		}()
-		for {
-			c, err := hung.Accept()
-			if err != nil {
-				return
-			}
-			held = append(held, c)
-		}
-	}()
-	n3 := startRecipeNginx(t, s, ports[1], hung.Addr().String())
-	for _, c := range []struct{ what, url, path string }{
-		{"headgate stopped", n2.URL, prefix + "down"},
-		{"headgate hanging", n3.URL, prefix + "hung"},
-	} {
-		began := time.Now()
-		page, err := Fetch(t.Context(), jar, http.MethodGet, c.url+c.path, http.Header{"Accept": {browserAccept}})
-		took := time.Since(began)
-		if err != nil {
-			t.Errorf("%s: %v", c.what, err)
-			continue
-		}
-		if page.Status == http.StatusOK || page.Status/100 == 3 {
-			t.Errorf("%s: got %d, want an error", c.what, page.Status)
-		}
-		if took > 10*time.Second {
-			t.Errorf("%s: answered after %s, want within 10s", c.what, took)
-		}
-		if n := len(upstreamSaw(c.path)); n != 0 {
-			t.Errorf("%s: the upstream received %d requests, want none", c.what, n)
-		}
-		t.Logf("%s: nginx answered %d after %s", c.what, page.Status, took.Round(time.Millisecond))
-	}
+	checkProxyFailsClosed(t, s, "nginx", jar, prefix, key, func(port int, gatewayAddr string) string {
+		return startRecipeNginx(t, s, port, gatewayAddr).URL
+	})
 
 	// (e) Sign-out through nginx ends the session: the next request is sent to sign in, and
 	// the old cookie no longer opens anything.
