@@ -1,35 +1,16 @@
 package e2e
 
 import (
-	"os"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 )
-
-// readmeCaddy returns the README's caddyfile block.
-func readmeCaddy(t *testing.T) string {
-	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	data, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "README.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, rest, ok := strings.Cut(string(data), "```caddyfile\n")
-	if !ok {
-		t.Fatal("README.md has no caddyfile block")
-	}
-	block, _, _ := strings.Cut(rest, "```")
-	return block
-}
 
 // startRecipeCaddy runs the README's caddyfile block on 127.0.0.1:port in front of the headgate
 // at gatewayAddr (host:port) and the stack's upstream. On failure the test shows Caddy's log
 // and keeps its directory.
 func startRecipeCaddy(t *testing.T, s *Stack, port int, gatewayAddr string) *Caddy {
 	t.Helper()
-	site := caddySite(readmeCaddy(t), hostPort(port), gatewayAddr, strings.TrimPrefix(s.Upstream.URL, "http://"))
+	site := caddySite(readmeFence(t, "caddyfile", ""), hostPort(port), gatewayAddr, strings.TrimPrefix(s.Upstream.URL, "http://"))
 	c, err := StartCaddy(t.Context(), s.bin.caddy, port, site)
 	if err != nil {
 		t.Fatal(err)

@@ -4,10 +4,8 @@ import (
 	"crypto/rand"
 	"fmt"
 	"net/http"
-	"os"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -128,16 +126,11 @@ func TestHeadplaneMoveToUserIDHeader(t *testing.T) {
 // its ID, with %[1]s for the ID and %[2]s for the name.
 func readmeMoveStatement(t *testing.T) string {
 	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	data, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "README.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := regexp.MustCompile(`"(UPDATE users SET sub = 'proxy:<ID>' WHERE sub = 'proxy:<name>';)"`).FindSubmatch(data)
+	m := regexp.MustCompile(`"(UPDATE users SET sub = 'proxy:<ID>' WHERE sub = 'proxy:<name>';)"`).FindStringSubmatch(readmeText(t))
 	if m == nil {
 		t.Fatal("README.md has no statement that moves an account to its ID")
 	}
-	return strings.NewReplacer("<ID>", "%[1]s", "<name>", "%[2]s").Replace(string(m[1]))
+	return strings.NewReplacer("<ID>", "%[1]s", "<name>", "%[2]s").Replace(m[1])
 }
 
 // TestHeadscaleNeverReusesUserIDs: the recipe keys Headplane's accounts on the Headscale user

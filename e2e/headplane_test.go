@@ -8,10 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -21,22 +18,6 @@ import (
 )
 
 // The real Headplane behind headgate, configured as the README says.
-
-// readmeBlock returns the YAML block of README.md whose first line is marker.
-func readmeBlock(t *testing.T, marker string) string {
-	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	data, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "README.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, rest, ok := strings.Cut(string(data), "```yaml\n"+marker+"\n")
-	if !ok {
-		t.Fatalf("README.md has no yaml block starting with %q", marker)
-	}
-	block, _, _ := strings.Cut(rest, "```")
-	return block
-}
 
 // headplaneGateway is what headgate's part of the README's Headplane recipe sets, with the
 // upstream replaced by hp; extra is merged over it.

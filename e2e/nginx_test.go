@@ -1,35 +1,16 @@
 package e2e
 
 import (
-	"os"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 )
-
-// readmeNginx returns the README's nginx block.
-func readmeNginx(t *testing.T) string {
-	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	data, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "README.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, rest, ok := strings.Cut(string(data), "```nginx\n")
-	if !ok {
-		t.Fatal("README.md has no nginx block")
-	}
-	block, _, _ := strings.Cut(rest, "```")
-	return block
-}
 
 // startRecipeNginx runs the README's nginx block on 127.0.0.1:port in front of the headgate at
 // gatewayAddr (host:port) and the stack's upstream. On failure the test shows nginx's error log
 // and keeps its directory.
 func startRecipeNginx(t *testing.T, s *Stack, port int, gatewayAddr string) *Nginx {
 	t.Helper()
-	server := nginxServer(readmeNginx(t), gatewayAddr, strings.TrimPrefix(s.Upstream.URL, "http://"))
+	server := nginxServer(readmeFence(t, "nginx", ""), gatewayAddr, strings.TrimPrefix(s.Upstream.URL, "http://"))
 	n, err := StartNginx(t.Context(), port, server)
 	if err != nil {
 		t.Fatal(err)
