@@ -7,25 +7,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"time"
 )
 
-// Caddy is a Caddy process run from a directory of its own: its Caddyfile, its log, and the
-// data and configuration directories Caddy would otherwise put under $HOME.
-type Caddy struct {
-	// URL is http://127.0.0.1:PORT.
-	URL string
-	// Dir holds Caddyfile and caddy.log.
-	Dir string
-
-	proc *process
-}
-
-// StartCaddy runs bin (the suite's Caddy, Stack's e2e/.bin/caddy) with a Caddyfile made of a
+// StartCaddy runs bin (Caddy logs to its output) (the suite's Caddy, Stack's e2e/.bin/caddy) with a Caddyfile made of a
 // global options block (no admin endpoint, no automatic HTTPS, storage in its directory) and
 // site, from a new temporary directory. It checks the Caddyfile with caddy validate first, and
 // waits until Caddy accepts connections on 127.0.0.1:port, which site must listen on.
-func StartCaddy(ctx context.Context, bin string, port int, site string) (*Caddy, error) {
+func StartCaddy(ctx context.Context, bin string, port int, site string) (*FrontProxy, error) {
 	dir, err := os.MkdirTemp("", "headgate-caddy-")
 	if err != nil {
 		return nil, fmt.Errorf("start caddy: %w", err)
@@ -50,30 +38,7 @@ func StartCaddy(ctx context.Context, bin string, port int, site string) (*Caddy,
 	if out, err := validate.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("caddy validate: %w\n%s", err, out)
 	}
-	p, err := startProcessEnv("caddy", dir, filepath.Join(dir, "caddy.log"), env, bin, append([]string{"run"}, args...)...)
-	if err != nil {
-		return nil, err
-	}
-	c := &Caddy{URL: "http://" + hostPort(port), Dir: dir, proc: p}
-	if err := p.waitTCP(ctx, hostPort(port), 10*time.Second, nil); err != nil {
-		p.stop()
-		return nil, fmt.Errorf("start caddy: %w\n--- %s/caddy.log ---\n%s", err, dir, c.Log(20))
-	}
-	return c, nil
-}
-
-// Log returns the last n lines of Caddy's log, for failure messages.
-func (c *Caddy) Log(lines int) string {
-	return tailFile(filepath.Join(c.Dir, "caddy.log"), lines)
-}
-
-// Close ends Caddy (SIGTERM, then SIGKILL after five seconds) and removes its directory
-// unless keep is set.
-func (c *Caddy) Close(keep bool) {
-	c.proc.stop()
-	if !keep {
-		os.RemoveAll(c.Dir)
-	}
+	return startFrontProxy(ctx, "caddy", dir, port, "output.log", env, bin, append([]string{"run"}, args...)...)
 }
 
 // caddySite turns the README's caddyfile block into a site for StartCaddy: its site address

@@ -6,22 +6,12 @@ import (
 )
 
 // startRecipeCaddy runs the README's caddyfile block on 127.0.0.1:port in front of the headgate
-// at gatewayAddr (host:port) and the stack's upstream. On failure the test shows Caddy's log
-// and keeps its directory.
-func startRecipeCaddy(t *testing.T, s *Stack, port int, gatewayAddr string) *Caddy {
+// at gatewayAddr (host:port) and the stack's upstream. The proxy is closed when the test ends
+// (see closedAtEnd).
+func startRecipeCaddy(t *testing.T, s *Stack, port int, gatewayAddr string) *FrontProxy {
 	t.Helper()
 	site := caddySite(readmeFence(t, "caddyfile", ""), hostPort(port), gatewayAddr, strings.TrimPrefix(s.Upstream.URL, "http://"))
-	c, err := StartCaddy(t.Context(), s.bin.caddy, port, site)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("caddy kept in %s; last lines of its log:\n%s", c.Dir, c.Log(25))
-		}
-		c.Close(t.Failed())
-	})
-	return c
+	return closedAtEnd(t)(StartCaddy(t.Context(), s.bin.caddy, port, site))
 }
 
 // caddyOwned maps the header names the README's caddyfile block deletes or copies (lower case)

@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"time"
 )
 
 // ReservePort takes the next of the stack's reserved gateway ports for a program other than
@@ -27,22 +26,11 @@ func (s *Stack) ReservePort() (int, error) {
 	return s.gatewayPorts[n], nil
 }
 
-// Nginx is an nginx process run from a directory of its own: its configuration, pid file and
-// logs, and its temporary files, so that it needs no root-owned path.
-type Nginx struct {
-	// URL is http://127.0.0.1:PORT.
-	URL string
-	// Dir holds nginx.conf, error.log and access.log.
-	Dir string
-
-	proc *process
-}
-
 // StartNginx runs nginx on 127.0.0.1:port with one server whose body is server (location
 // blocks, such as the README's recipe), from a new temporary directory, and waits until it
 // accepts connections. The nginx binary is NGINX_BIN, or nginx on PATH, or /usr/sbin/nginx
 // (Debian's package, where PATH often lacks /usr/sbin).
-func StartNginx(ctx context.Context, port int, server string) (*Nginx, error) {
+func StartNginx(ctx context.Context, port int, server string) (*FrontProxy, error) {
 	bin, err := nginxBinary()
 	if err != nil {
 		return nil, err
@@ -85,16 +73,7 @@ http {
 	if out, err := runCommand(ctx, dir, bin, append([]string{"-t"}, args...)...); err != nil {
 		return nil, fmt.Errorf("nginx -t: %w\n%s", err, out)
 	}
-	p, err := startProcess("nginx", dir, filepath.Join(dir, "nginx.log"), bin, args...)
-	if err != nil {
-		return nil, err
-	}
-	n := &Nginx{URL: "http://" + hostPort(port), Dir: dir, proc: p}
-	if err := p.waitTCP(ctx, hostPort(port), 10*time.Second, nil); err != nil {
-		p.stop()
-		return nil, fmt.Errorf("start nginx: %w\n--- %s/error.log ---\n%s", err, dir, n.ErrorLog(20))
-	}
-	return n, nil
+	return startFrontProxy(ctx, "nginx", dir, port, "error.log", nil, bin, args...)
 }
 
 // nginxBinary finds the nginx to run.
@@ -109,20 +88,6 @@ func nginxBinary() (string, error) {
 		return "/usr/sbin/nginx", nil
 	}
 	return "", fmt.Errorf("no nginx: install Debian's nginx package (.ci/run does) or set NGINX_BIN")
-}
-
-// ErrorLog returns the last n lines of nginx's error.log, for failure messages.
-func (n *Nginx) ErrorLog(lines int) string {
-	return tailFile(filepath.Join(n.Dir, "error.log"), lines)
-}
-
-// Close ends nginx (SIGTERM, a fast shutdown, then SIGKILL after five seconds) and removes
-// its directory unless keep is set.
-func (n *Nginx) Close(keep bool) {
-	n.proc.stop()
-	if !keep {
-		os.RemoveAll(n.Dir)
-	}
 }
 
 // nginxServer turns the README's nginx block into a server body for StartNginx: the

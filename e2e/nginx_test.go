@@ -6,22 +6,12 @@ import (
 )
 
 // startRecipeNginx runs the README's nginx block on 127.0.0.1:port in front of the headgate at
-// gatewayAddr (host:port) and the stack's upstream. On failure the test shows nginx's error log
-// and keeps its directory.
-func startRecipeNginx(t *testing.T, s *Stack, port int, gatewayAddr string) *Nginx {
+// gatewayAddr (host:port) and the stack's upstream. The proxy is closed when the test ends
+// (see closedAtEnd).
+func startRecipeNginx(t *testing.T, s *Stack, port int, gatewayAddr string) *FrontProxy {
 	t.Helper()
 	server := nginxServer(readmeFence(t, "nginx", ""), gatewayAddr, strings.TrimPrefix(s.Upstream.URL, "http://"))
-	n, err := StartNginx(t.Context(), port, server)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("nginx kept in %s; last lines of its error.log:\n%s", n.Dir, n.ErrorLog(25))
-		}
-		n.Close(t.Failed())
-	})
-	return n
+	return closedAtEnd(t)(StartNginx(t.Context(), port, server))
 }
 
 // nginxOwned maps the header names the README's nginx block sets (lower case) to what the

@@ -14,6 +14,24 @@ import (
 // Checks shared by the forward-auth recipe tests (nginx, Caddy): the same promises, whatever
 // the proxy in front.
 
+// closedAtEnd returns a function that fails t on err, or arranges for f to be closed when t
+// ends, with its log shown and its directory kept when t failed, and returns f.
+func closedAtEnd(t *testing.T) func(f *FrontProxy, err error) *FrontProxy {
+	return func(f *FrontProxy, err error) *FrontProxy {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("%s kept in %s; last lines of %s:\n%s", f.name, f.Dir, f.log, f.Log(25))
+			}
+			f.Close(t.Failed())
+		})
+		return f
+	}
+}
+
 // checkUnlinkedThroughProxy checks that Carol, who has no Headscale user, gets headgate's 403
 // page through the proxy at front, at sign-in and for a session refused after it (begun at an
 // instance on the same store that lets unlinked people in), and never reaches the upstream.
