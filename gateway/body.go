@@ -63,12 +63,17 @@ func (e *stalledError) Unwrap() error { return e.error }
 // Timeout reports true, as the error it wraps does.
 func (e *stalledError) Timeout() bool { return true }
 
+// hasBody reports whether r comes with a body (of a declared length or chunked).
+func hasBody(r *http.Request) bool {
+	return r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody
+}
+
 // closeUnreadBody makes an answer to r, which headgate gives without reading r's body, the last
 // on its connection, and stops reading the body at once. Go's server would otherwise read up to
 // 256 KiB of it, before the answer (on a connection it keeps) or after it, holding the
 // connection for as long as a client takes to send them.
 func closeUnreadBody(w http.ResponseWriter, r *http.Request) {
-	if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
+	if hasBody(r) {
 		w.Header().Set("Connection", "close")
 		http.NewResponseController(w).SetReadDeadline(time.Now())
 	}

@@ -233,7 +233,7 @@ func New(cfg Config, cookies *session.Cookies, store Store, links *linker.Linker
 // A request body is read under BodyTimeout (see boundBody), so that no client holds a
 // connection without a bound.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
+	if hasBody(r) {
 		boundBody(w, r, g.cfg.BodyTimeout)
 	}
 	g.mux.ServeHTTP(w, r)

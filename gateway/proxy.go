@@ -325,15 +325,21 @@ func (b *copyBuffers) Put(buf []byte) {
 // but X-Real-IP, which stripOwnedHeaders removes after this.
 func (g *Gateway) setForwarded(pr *httputil.ProxyRequest) {
 	client, _, _ := net.SplitHostPort(pr.In.RemoteAddr)
-	defer func() {
-		if client != "" {
-			pr.Out.Header[headerRealIP] = []string{client}
-		}
-	}()
-	if !g.fromTrustedProxy(pr.In) {
+	if g.fromTrustedProxy(pr.In) {
+		client = setForwardedFromProxy(pr, client)
+	} else {
 		pr.SetXForwarded()
-		return
 	}
+	if client != "" {
+		pr.Out.Header[headerRealIP] = []string{client}
+	}
+}
+
+// setForwardedFromProxy sets the forwarding headers of a request from a trusted proxy, keeping
+// what the proxy saw, and returns the client's address: the last the proxy appended to the
+// X-Forwarded-For chain, or proxy, the proxy's own, when it sent no chain.
+func setForwardedFromProxy(pr *httputil.ProxyRequest, proxy string) string {
+	client := proxy
 	if chain := pr.In.Header["X-Forwarded-For"]; len(chain) > 0 {
 		pr.Out.Header["X-Forwarded-For"] = chain // SetXForwarded appends the proxy's address
 		// The proxy appended the address it saw last.
@@ -352,6 +358,7 @@ func (g *Gateway) setForwarded(pr *httputil.ProxyRequest) {
 	if host := pr.In.Header.Get("X-Forwarded-Host"); host != "" {
 		pr.Out.Header.Set("X-Forwarded-Host", host)
 	}
+	return client
 }
 
 // fromTrustedProxy reports whether r comes straight from one of the trusted proxies.
