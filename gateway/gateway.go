@@ -155,16 +155,20 @@ type Gateway struct {
 	// configured; hpLinkAtSignIn is HeadplaneConfig.LinkAtSignIn with its default applied.
 	hpPath         string
 	hpLinkAtSignIn bool
-	trusted        []netip.Prefix // TrustedProxies
-	cookies        *session.Cookies
-	store          Store
-	links          *linker.Linker
-	log            *slog.Logger
-	oidc           *oidcClient
-	proxy          *httputil.ReverseProxy
-	metrics        *metrics
-	mux            *http.ServeMux
-	now            func() time.Time
+	// hpManifest is Headplane's route manifest path (see dataRequest), "" without Headplane.
+	hpManifest string
+	// signOutPaths are SignOutPaths and, with Headplane, its Logout.
+	signOutPaths []string
+	trusted      []netip.Prefix // TrustedProxies
+	cookies      *session.Cookies
+	store        Store
+	links        *linker.Linker
+	log          *slog.Logger
+	oidc         *oidcClient
+	proxy        *httputil.ReverseProxy
+	metrics      *metrics
+	mux          *http.ServeMux
+	now          func() time.Time
 	// crossOrigin judges whether a POST comes from another origin (see serveSignOut).
 	crossOrigin *http.CrossOriginProtection
 
@@ -213,6 +217,11 @@ func New(cfg Config, cookies *session.Cookies, store Store, links *linker.Linker
 		draining:     make(chan struct{}),
 	}
 	g.hpLinkAtSignIn = g.hpPath != "" && (cfg.Headplane.LinkAtSignIn == nil || *cfg.Headplane.LinkAtSignIn)
+	g.signOutPaths = cfg.SignOutPaths
+	if g.hpPath != "" {
+		g.hpManifest = g.hpPath + "/__manifest"
+		g.signOutPaths = append(slices.Clip(g.signOutPaths), g.hpPath+"/logout")
+	}
 	for _, p := range cfg.TrustedProxies {
 		prefix, _ := parsePrefix(p) // Validate checked it
 		g.trusted = append(g.trusted, prefix)

@@ -74,7 +74,7 @@ const headplaneLinkField = "headscale_user_id"
 // follows the same answer by loading the page it was going to.
 func (g *Gateway) dataRequest(r *http.Request) (string, bool) {
 	path := r.URL.Path
-	if g.hpPath != "" && strings.EqualFold(path, g.hpPath+"/__manifest") {
+	if g.hpManifest != "" && strings.EqualFold(path, g.hpManifest) {
 		return g.hpPath + "/", true
 	}
 	if g.hpPath == "" || !strings.HasSuffix(path, ".data") || !g.underHeadplane(path) {

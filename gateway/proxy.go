@@ -191,7 +191,7 @@ func (g *Gateway) signOutPath(r *http.Request) bool {
 	if page, ok := g.dataRequest(r); ok {
 		path, _, _ = strings.Cut(page, "?")
 	}
-	return slices.Contains(g.cfg.SignOutPaths, path) || g.hpPath != "" && path == g.hpPath+"/logout"
+	return slices.Contains(g.signOutPaths, path)
 }
 
 // skipAuth reports whether r is for one of the skip_auth paths. Only a plain request matches:
