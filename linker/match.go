@@ -145,6 +145,9 @@ func (d *directory) matchEmail(id Identity, pid string) (int32, string) {
 // different addresses one ("\u212aate" with a Kelvin sign lower-cases to "kate", "\u0130" to
 // "i"), and an email match must never find another person's address.
 func emailKey(email string) string {
+	if !strings.ContainsFunc(email, func(r rune) bool { return 'A' <= r && r <= 'Z' }) {
+		return email // most are stored lower-case already: no copy
+	}
 	b := []byte(email)
 	for i, c := range b {
 		if 'A' <= c && c <= 'Z' {
@@ -202,6 +205,11 @@ func fold(s string) string { return cases.Fold().String(s) }
 // languages' lower-casing map "İ" (U+0130) to a plain "i", which folding alone keeps apart. A
 // wider key only refuses more: two people whose names look alike are refused too.
 func nameKey(name string) string {
+	if isASCII(name) {
+		// Every step but lower-casing and trimming leaves ASCII as it is: the same key, without
+		// the normalizations' allocations for nearly every name of a listing.
+		return strings.TrimSpace(strings.ToLower(name))
+	}
 	k := strings.Map(func(r rune) rune {
 		if unicode.In(r, unicode.Mn, unicode.Cf) {
 			return -1
@@ -210,4 +218,13 @@ func nameKey(name string) string {
 	}, norm.NFKD.String(name))
 	k = norm.NFKC.String(fold(strings.ToLower(k)))
 	return strings.TrimFunc(k, unicode.IsSpace)
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }

@@ -2,6 +2,7 @@ package linker
 
 import (
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -130,6 +131,20 @@ func TestResolveEmailUnicodeNeverMatchesAnotherAddress(t *testing.T) {
 		got := mustResolve(t, l, Identity{Issuer: testIssuer, Subject: "k-sub", Email: tt.claim, EmailVerified: true})
 		if got.Linked() != tt.match || tt.match && got.UserID != u.ID {
 			t.Errorf("claim %q, stored %q: got %+v, want linked %v", tt.claim, tt.stored, got, tt.match)
+		}
+	}
+}
+
+// TestNameKeyASCIIFastPath: the shortcut for ASCII names gives the key the full normalization
+// gives.
+func TestNameKeyASCIIFastPath(t *testing.T) {
+	t.Parallel()
+	// A non-ASCII letter appended forces the full normalization; it keys as "e" (the accent
+	// removed), so the rest of that key is the name's, but for the trailing space it kept.
+	full := func(name string) string { return strings.TrimSpace(strings.TrimSuffix(nameKey(name+"\u00e9"), "e")) }
+	for _, name := range []string{"carol", "Carol", " CAROL\t", "a.b-c_d@example.com", "x\r\ny", "", "   ", "MiXeD 42"} {
+		if got, want := nameKey(name), full(name); got != want {
+			t.Errorf("nameKey(%q): got %q, want %q (the full normalization's)", name, got, want)
 		}
 	}
 }
