@@ -39,20 +39,16 @@ const (
 // process, the store answers from its local view (kept current by revocation messages), and
 // the linker from its in-process cache. When the store cannot answer, a session whose cookie
 // verifies is still served: it was proven at sign-in, and availability fails soft.
-func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request) (principal, authResult, error) {
+//
+// authenticate only decides: it writes nothing. Every caller answers anything but authOK with
+// refuse, which also clears a cookie that is no longer good.
+func (g *Gateway) authenticate(r *http.Request) (principal, authResult, error) {
 	s, err := g.cookies.Open(r)
 	if err != nil {
-		if errors.Is(err, session.ErrAmbiguous) {
-			g.log.Warn("session cookies of two sessions, neither used", "path", r.URL.Path, "err", err)
-		}
-		if !errors.Is(err, session.ErrNoSession) {
-			g.cookies.Clear(w)
-		}
 		return principal{}, authNone, err
 	}
 	if err := g.store.Check(r.Context(), s); err != nil {
 		if !errors.Is(err, session.ErrUnavailable) {
-			g.cookies.Clear(w)
 			return principal{}, authNone, err
 		}
 		g.metrics.storeFailSoft.Inc()
@@ -76,6 +72,19 @@ func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request) (principa
 	return p, authOK, nil
 }
 
+// dropBadCookie clears the session cookie of a request that authenticate answered authNone
+// with err, unless the request simply had none. A cookie that does not open, or whose session
+// was revoked or expired, is removed so the browser stops sending it.
+func (g *Gateway) dropBadCookie(w http.ResponseWriter, r *http.Request, err error) {
+	switch {
+	case err == nil, errors.Is(err, session.ErrNoSession):
+		return
+	case errors.Is(err, session.ErrAmbiguous):
+		g.log.Warn("session cookies of two sessions, neither used", "path", r.URL.Path, "err", err)
+	}
+	g.cookies.Clear(w)
+}
+
 // denyUnauthenticated answers a request without a proven identity: a browser loading a page is
 // sent to sign in and comes back here afterwards; anything else gets 401.
 func (g *Gateway) denyUnauthenticated(w http.ResponseWriter, r *http.Request) {
@@ -95,7 +104,7 @@ func (g *Gateway) denyUnauthenticated(w http.ResponseWriter, r *http.Request) {
 // a proxy to send as the upstream's Cookie (nginx cannot remove one cookie of several by
 // itself). It is absent when no other cookie is left.
 func (g *Gateway) serveAuth(w http.ResponseWriter, r *http.Request) {
-	p, res, err := g.authenticate(w, r)
+	p, res, err := g.authenticate(r)
 	if res != authOK {
 		g.refuse(w, r, p, res, err, false)
 		return
@@ -128,12 +137,14 @@ func (g *Gateway) cookiesForUpstream(h http.Header) string {
 }
 
 // refuse answers a request whose identity authenticate did not prove (res is not authOK) and
-// counts it. Without a session, a browser loading a page is sent to sign in when signIn is
-// set; everything else gets 401.
+// counts it. It is the one deny decision of the proxy, forward auth and /oauth2/userinfo.
+// Without a session, a browser loading a page is sent to sign in when signIn is set;
+// everything else gets 401.
 func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, p principal, res authResult, err error, signIn bool) {
 	g.metrics.denied[res].Inc()
 	switch res {
 	case authNone:
+		g.dropBadCookie(w, r, err)
 		if signIn {
 			g.denyUnauthenticated(w, r)
 		} else {
@@ -160,15 +171,12 @@ type userInfo struct {
 	ExpiresAt         string `json:"expiresAt"`
 }
 
-// serveUserInfo describes the signed-in person as JSON, or answers 401.
+// serveUserInfo describes the signed-in person as JSON. It refuses whom /oauth2/auth refuses,
+// with the same status: 401 without a session, 403 for a person headgate does not let through.
 func (g *Gateway) serveUserInfo(w http.ResponseWriter, r *http.Request) {
-	p, res, err := g.authenticate(w, r)
-	switch res {
-	case authNone:
-		writePage(w, r, pageUnauthorized)
-		return
-	case authUnavailable:
-		g.fail(w, r, pageHeadscaleDown, err)
+	p, res, err := g.authenticate(r)
+	if res != authOK {
+		g.refuse(w, r, p, res, err, false)
 		return
 	}
 	info := userInfo{

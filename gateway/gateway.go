@@ -268,7 +268,7 @@ func (c Config) Validate() error {
 		}
 	}
 	for i, p := range c.SignOutPaths {
-		if !strings.HasPrefix(p, "/") || strings.HasPrefix(p, "/oauth2/") || strings.ContainsAny(p, "?#%\\ \t") {
+		if !strings.HasPrefix(p, "/") || strings.HasPrefix(p, "/oauth2/") || strings.ContainsAny(p, "?#%\\ \t{}") {
 			add("sign_out_paths[%d]: must be a plain path outside /oauth2/ (got %q)", i, p)
 		}
 	}

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -300,5 +301,77 @@ func TestUpstreamFailures(t *testing.T) {
 	e.upstream.srv.Close()
 	if resp := e.get(t, "/", h); resp.StatusCode != http.StatusBadGateway {
 		t.Errorf("upstream down: got %d, want 502", resp.StatusCode)
+	}
+}
+
+// TestOneDenyDecision: a person the proxy refuses is refused alike by forward auth and by
+// /oauth2/userinfo, which would otherwise tell an app who they are: here a person whose
+// Headscale user was deleted after they signed in (unlinked: deny), then one whose user's name
+// another user has too.
+func TestOneDenyDecision(t *testing.T) {
+	e := newTestEnv(t, func(o *envOptions) { o.ttl = time.Nanosecond })
+	withAlice(e)
+	_, c := e.signedIn(t)
+	h := http.Header{"Cookie": {c.Name + "=" + c.Value}}
+	if resp := e.get(t, "/oauth2/userinfo", h); resp.StatusCode != http.StatusOK {
+		t.Fatalf("userinfo while linked: got %d, want 200", resp.StatusCode)
+	}
+	sent := e.upstream.count()
+	refused := func(why string) {
+		t.Helper()
+		for _, path := range []string{"/admin", "/oauth2/auth", "/oauth2/userinfo"} {
+			resp := e.get(t, path, h)
+			body := readBody(t, resp)
+			if resp.StatusCode != http.StatusForbidden {
+				t.Errorf("%s, %s: got %d, want 403", why, path, resp.StatusCode)
+			}
+			if strings.Contains(body, "alice-sub") || resp.Header.Get("X-Headscale-User") != "" {
+				t.Errorf("%s, %s: the answer tells who the person is: %q %q", why, path, resp.Header, body)
+			}
+		}
+		if n := e.upstream.count(); n != sent {
+			t.Errorf("%s: the upstream received %d requests, want none", why, n-sent)
+		}
+	}
+
+	var users []map[string]string
+	e.headscale.set(func(h *headscaleDouble) { users, h.users = h.users, nil })
+	refused("user deleted")
+
+	e.headscale.set(func(h *headscaleDouble) { h.users = users })
+	e.headscale.addUser("5", "alice", "other@example.com", "")
+	refused("name shared")
+}
+
+// TestCutOffBodyLogged: a response body the upstream cuts off is reported in headgate's own
+// log, not the standard logger's.
+func TestCutOffBodyLogged(t *testing.T) {
+	cut := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/big" {
+			return
+		}
+		w.Header().Set("Content-Length", "100000")
+		w.WriteHeader(http.StatusOK)
+		w.Write(make([]byte, 1000))
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
+	})
+	e := newTestEnv(t, func(o *envOptions) { o.upstream = cut })
+	withAlice(e)
+	_, c := e.signedIn(t)
+	req, _ := http.NewRequest(http.MethodGet, e.srv.URL+"/big", nil)
+	req.Header.Set("Cookie", c.Name+"="+c.Value)
+	if resp, err := noRedirect.Do(req); err == nil {
+		if _, err := io.ReadAll(resp.Body); err == nil {
+			t.Error("a body cut off upstream arrived whole")
+		}
+		resp.Body.Close()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(e.logs.String(), "level=WARN msg=\"httputil: ReverseProxy read error during body copy") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the cut-off body is not in headgate's log:\n%s", e.logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -132,9 +132,10 @@ func (g *Gateway) remixRedirect(w http.ResponseWriter, r *http.Request, target s
 // refuseDataRequest answers a data request whose identity authenticate did not prove (res is
 // not authOK). The tab loads the page it was on as a document: without a session that is a
 // sign-in that returns there; otherwise headgate's page says what is wrong (and logs it).
-func (g *Gateway) refuseDataRequest(w http.ResponseWriter, r *http.Request, page string, res authResult) {
+func (g *Gateway) refuseDataRequest(w http.ResponseWriter, r *http.Request, page string, res authResult, err error) {
 	g.metrics.denied[res].Inc()
 	if res == authNone {
+		g.dropBadCookie(w, r, err)
 		g.remixRedirect(w, r, "/oauth2/start?rd="+url.QueryEscape(g.safeRedirect(page)))
 		return
 	}

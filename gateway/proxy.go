@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -140,19 +140,15 @@ type principalKey struct{}
 // serveProxy proxies a request: without identity for skip_auth paths, with the proven identity
 // otherwise.
 func (g *Gateway) serveProxy(w http.ResponseWriter, r *http.Request) {
-	if g.signOutPath(r) {
-		g.serveSignOut(w, r)
-		return
-	}
 	dropH2CUpgrade(r.Header)
 	if g.skipAuth(r) {
 		g.proxy.ServeHTTP(w, r)
 		return
 	}
-	p, res, err := g.authenticate(w, r)
+	p, res, err := g.authenticate(r)
 	if res != authOK {
 		if page, ok := g.dataRequest(r); ok {
-			g.refuseDataRequest(w, r, page, res)
+			g.refuseDataRequest(w, r, page, res, err)
 			return
 		}
 		g.refuse(w, r, p, res, err, true)
@@ -179,19 +175,6 @@ func dropH2CUpgrade(h http.Header) {
 			}
 		}
 	}
-}
-
-// signOutPath reports whether r is for one of the sign-out paths: SignOutPaths, and Headplane's
-// Logout when Headplane is configured, each also as a data request.
-func (g *Gateway) signOutPath(r *http.Request) bool {
-	if r.URL.RawPath != "" {
-		return false
-	}
-	path := r.URL.Path
-	if page, ok := g.dataRequest(r); ok {
-		path, _, _ = strings.Cut(page, "?")
-	}
-	return slices.Contains(g.signOutPaths, path)
 }
 
 // skipAuth reports whether r is for one of the skip_auth paths. Only a plain request matches:
@@ -285,9 +268,12 @@ func (g *Gateway) newProxy() *httputil.ReverseProxy {
 				setIdentityHeaders(pr.Out.Header, p, false)
 			}
 		},
-		Transport:      transport,
-		BufferPool:     &copyBuffers{},
-		ErrorHandler:   g.upstreamError,
+		Transport:    transport,
+		BufferPool:   &copyBuffers{},
+		ErrorHandler: g.upstreamError,
+		// What ErrorHandler does not see (a response body cut off while it is copied) goes to
+		// headgate's log, not to the standard logger.
+		ErrorLog:       slog.NewLogLogger(g.log.Handler(), slog.LevelWarn),
 		ModifyResponse: g.watchStreams,
 	}
 }

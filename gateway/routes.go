@@ -1,6 +1,10 @@
 package gateway
 
-import "net/http"
+import (
+	"net/http"
+	"slices"
+	"strings"
+)
 
 // routes is headgate's whole URL surface. Everything that is not headgate's own is proxied to
 // the upstream: without a session for the skip_auth paths, with a proven identity otherwise.
@@ -29,6 +33,40 @@ func (g *Gateway) routes() *http.ServeMux {
 	// Any other /oauth2/ path is headgate's and unknown; never proxied.
 	mux.HandleFunc("/oauth2/", g.serveNotFound)
 
+	// Upstream paths that also end headgate's session: sign_out_paths and Headplane's Logout,
+	// each also as the data request Headplane's client sends for it. They never reach the
+	// upstream.
+	for _, p := range g.signOutPatterns() {
+		mux.HandleFunc(p, g.serveSignOut)
+	}
+
 	mux.HandleFunc("/", g.serveProxy)
 	return mux
+}
+
+// signOutPatterns returns the ServeMux patterns of the sign-out paths, each once: the path
+// exactly (a trailing slash ends the match, it does not start a subtree) and, under Headplane,
+// its React Router data request.
+func (g *Gateway) signOutPatterns() []string {
+	var patterns []string
+	add := func(path string) {
+		p := path
+		if strings.HasSuffix(p, "/") {
+			p += "{$}"
+		}
+		if !slices.Contains(patterns, p) {
+			patterns = append(patterns, p)
+		}
+	}
+	for _, path := range g.signOutPaths {
+		add(path)
+		if g.hpPath != "" && g.underHeadplane(path) {
+			if strings.HasSuffix(path, "/") {
+				add(path + "_.data")
+			} else {
+				add(path + ".data")
+			}
+		}
+	}
+	return patterns
 }

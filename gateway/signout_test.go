@@ -5,6 +5,7 @@ import (
 	"html"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -71,6 +72,32 @@ func TestSignOutPathsEndTheSession(t *testing.T) {
 	}
 	if resp := e.get(t, "/api", http.Header{"Cookie": {c.Name + "=" + c.Value}}); resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("session after /admin/logout: got %d, want 401", resp.StatusCode)
+	}
+}
+
+// TestSignOutPatterns: sign-out paths become routes of their own, each once, however they are
+// spelled in the config: a trailing slash names that path alone (not what is below it), and a
+// path Headplane's Logout also adds is not registered twice.
+func TestSignOutPatterns(t *testing.T) {
+	e := newTestEnv(t, withHeadplane, func(o *envOptions) {
+		o.signOut = []string{"/admin/logout", "/bye/", "/admin/logout", "/admin/leave/"}
+	})
+	want := []string{"/admin/logout", "/admin/logout.data", "/bye/{$}", "/admin/leave/{$}", "/admin/leave/_.data"}
+	if got := e.gw.signOutPatterns(); !slices.Equal(got, want) {
+		t.Errorf("patterns: got %q, want %q", got, want)
+	}
+	withAlice(e)
+	_, c := e.signedIn(t)
+	h := http.Header{"Cookie": {c.Name + "=" + c.Value}}
+	before := e.upstream.count()
+	if resp := e.get(t, "/bye/more", h); resp.StatusCode != http.StatusOK || e.upstream.count() != before+1 {
+		t.Errorf("/bye/more: got %d and %d upstream requests, want it proxied", resp.StatusCode, e.upstream.count()-before)
+	}
+	if resp := e.get(t, "/bye/", h); resp.StatusCode != http.StatusOK || e.upstream.count() != before+1 {
+		t.Errorf("/bye/: got %d and %d upstream requests, want the signed-out page", resp.StatusCode, e.upstream.count()-before)
+	}
+	if resp := e.get(t, "/api", h); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("session after /bye/: got %d, want 401", resp.StatusCode)
 	}
 }
 
