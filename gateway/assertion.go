@@ -1,0 +1,211 @@
+package gateway
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+)
+
+// An asserter signs identity assertions: short-lived JWTs (ES256) that tell an upstream who
+// the person is, so that it need not trust the network path alone. Each is signed at most once
+// per session and audience and reused until it nears expiry, so the request path mostly costs
+// a map lookup. Its keys are published as a JSON Web Key Set. It is safe for concurrent use.
+type asserter struct {
+	issuer   string
+	lifetime time.Duration
+	now      func() time.Time
+	// keys[0] signs; every key is published, so an upstream still verifies assertions signed
+	// with a key that is being retired.
+	keys []assertionKey
+	jwks []byte
+
+	mu    sync.Mutex
+	cache map[assertionFor]signedAssertion
+}
+
+type assertionKey struct {
+	id     string
+	public crypto.PublicKey
+	signer jose.Signer
+}
+
+// assertionFor is what an assertion is reused for: one session and one audience.
+type assertionFor struct{ session, audience string }
+
+type signedAssertion struct {
+	claims  assertionClaims // what was signed, without the times
+	token   string
+	renewAt time.Time
+}
+
+// assertionClaims is what an assertion says about the person, besides the registered claims.
+// Slices are joined so that the value compares with ==; an upstream sees JSON arrays.
+type assertionClaims struct {
+	Subject         string
+	Email           string // verified, or ""
+	HeadscaleUser   string
+	HeadscaleUserID string
+	Groups          string // the IdP's groups, joined by "\x00"
+	HeadscaleGroups string // the Headscale policy's groups, joined by "\x00"
+}
+
+// maxCachedAssertions bounds the assertions kept for reuse: past it, the expired ones are
+// dropped, and if that is not enough, all of them (they are signed again as needed).
+const maxCachedAssertions = 100_000
+
+// newAsserter makes an asserter whose assertions name issuer and live for lifetime. keys are
+// ECDSA P-256 private keys; the first signs.
+func newAsserter(issuer string, lifetime time.Duration, now func() time.Time, keys []*ecdsa.PrivateKey) (*asserter, error) {
+	if len(keys) == 0 {
+		return nil, errors.New("no signing key")
+	}
+	a := &asserter{issuer: issuer, lifetime: lifetime, now: now, cache: make(map[assertionFor]signedAssertion)}
+	var set jose.JSONWebKeySet
+	for _, k := range keys {
+		if k.Curve != elliptic.P256() {
+			return nil, errors.New("signing key: not an ECDSA P-256 key")
+		}
+		pub := jose.JSONWebKey{Key: &k.PublicKey, Algorithm: string(jose.ES256), Use: "sig"}
+		thumb, err := pub.Thumbprint(crypto.SHA256)
+		if err != nil {
+			return nil, fmt.Errorf("signing key: %w", err)
+		}
+		pub.KeyID = base64.RawURLEncoding.EncodeToString(thumb)
+		signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: k, KeyID: pub.KeyID}},
+			(&jose.SignerOptions{}).WithType("JWT"))
+		if err != nil {
+			return nil, fmt.Errorf("signing key: %w", err)
+		}
+		a.keys = append(a.keys, assertionKey{id: pub.KeyID, public: &k.PublicKey, signer: signer})
+		set.Keys = append(set.Keys, pub)
+	}
+	jwks, err := json.Marshal(set)
+	if err != nil {
+		return nil, fmt.Errorf("key set: %w", err)
+	}
+	a.jwks = jwks
+	return a, nil
+}
+
+// assertion returns the assertion for a session and audience, signing one when there is none
+// to reuse: none yet, one about to expire, or one that says something else about the person.
+func (a *asserter) assertion(sessionID, audience string, c assertionClaims) (string, error) {
+	now := a.now()
+	k := assertionFor{sessionID, audience}
+	a.mu.Lock()
+	s, ok := a.cache[k]
+	a.mu.Unlock()
+	if ok && s.claims == c && now.Before(s.renewAt) {
+		return s.token, nil
+	}
+	token, err := a.sign(audience, c, now)
+	if err != nil {
+		return "", err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.cache) >= maxCachedAssertions {
+		for k, s := range a.cache {
+			if !now.Before(s.renewAt) {
+				delete(a.cache, k)
+			}
+		}
+		if len(a.cache) >= maxCachedAssertions {
+			clear(a.cache)
+		}
+	}
+	// Renewed when a fifth of its life is left, so an upstream never receives one that expires
+	// on the way.
+	a.cache[k] = signedAssertion{claims: c, token: token, renewAt: now.Add(a.lifetime - a.lifetime/5)}
+	return token, nil
+}
+
+// forget drops the assertions of a session that ended.
+func (a *asserter) forget(sessionID string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for k := range a.cache {
+		if k.session == sessionID {
+			delete(a.cache, k)
+		}
+	}
+}
+
+func (a *asserter) sign(audience string, c assertionClaims, now time.Time) (string, error) {
+	claims := struct {
+		jwt.Claims
+		Email           string   `json:"email,omitempty"`
+		EmailVerified   bool     `json:"email_verified,omitempty"`
+		HeadscaleUser   string   `json:"headscale_user,omitempty"`
+		HeadscaleUserID string   `json:"headscale_user_id,omitempty"`
+		Groups          []string `json:"groups,omitempty"`
+		HeadscaleGroups []string `json:"headscale_groups,omitempty"`
+	}{
+		Claims: jwt.Claims{
+			Issuer:    a.issuer,
+			Subject:   c.Subject,
+			Audience:  jwt.Audience{audience},
+			IssuedAt:  jwt.NewNumericDate(now),
+			NotBefore: jwt.NewNumericDate(now.Add(-30 * time.Second)),
+			Expiry:    jwt.NewNumericDate(now.Add(a.lifetime)),
+		},
+		Email:           c.Email,
+		EmailVerified:   c.Email != "",
+		HeadscaleUser:   c.HeadscaleUser,
+		HeadscaleUserID: c.HeadscaleUserID,
+		Groups:          splitJoined(c.Groups),
+		HeadscaleGroups: splitJoined(c.HeadscaleGroups),
+	}
+	token, err := jwt.Signed(a.keys[0].signer).Claims(claims).Serialize()
+	if err != nil {
+		return "", fmt.Errorf("sign assertion: %w", err)
+	}
+	return token, nil
+}
+
+// splitJoined undoes the "\x00" join of assertionClaims' lists.
+func splitJoined(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, "\x00")
+}
+
+// parseSigningKey reads an ECDSA P-256 private key from PEM: "EC PRIVATE KEY" (SEC 1) or
+// "PRIVATE KEY" (PKCS #8), as openssl writes them.
+func parseSigningKey(data []byte) (*ecdsa.PrivateKey, error) {
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return nil, errors.New("no PEM block")
+	}
+	var key any
+	var err error
+	switch block.Type {
+	case "EC PRIVATE KEY":
+		key, err = x509.ParseECPrivateKey(block.Bytes)
+	case "PRIVATE KEY":
+		key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
+	default:
+		return nil, fmt.Errorf("PEM block %q, want EC PRIVATE KEY or PRIVATE KEY", block.Type)
+	}
+	if err != nil {
+		return nil, err
+	}
+	ec, ok := key.(*ecdsa.PrivateKey)
+	if !ok || ec.Curve != elliptic.P256() {
+		return nil, errors.New("not an ECDSA P-256 key (make one with: openssl ecparam -name prime256v1 -genkey -noout)")
+	}
+	return ec, nil
+}

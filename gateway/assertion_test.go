@@ -1,0 +1,171 @@
+package gateway
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/go-jose/go-jose/v4"
+)
+
+func newTestKey(t testing.TB) *ecdsa.PrivateKey {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// TestAssertionVerifies: an upstream verifies an assertion with a standard library (go-oidc)
+// and the published keys, reads the person from it, and refuses it for another audience.
+func TestAssertionVerifies(t *testing.T) {
+	now := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	retiring, current := newTestKey(t), newTestKey(t)
+	a, err := newAsserter("https://gate.example.com/oauth2", 5*time.Minute, func() time.Time { return now },
+		[]*ecdsa.PrivateKey{current, retiring})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var set jose.JSONWebKeySet
+	if err := json.Unmarshal(a.jwks, &set); err != nil || len(set.Keys) != 2 {
+		t.Fatalf("key set: %s, %v", a.jwks, err)
+	}
+	for _, k := range set.Keys {
+		if !k.IsPublic() || k.KeyID == "" || k.Algorithm != "ES256" {
+			t.Errorf("published key %+v: want a public ES256 key with an ID", k)
+		}
+	}
+	token, err := a.assertion("sess-1", "https://grafana.example.com", assertionClaims{
+		Subject: "alice-sub", Email: "alice@example.com", HeadscaleUser: "alice", HeadscaleUserID: "1",
+		Groups: "dev\x00ops, infra", HeadscaleGroups: "group:admins",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := &oidc.StaticKeySet{PublicKeys: []crypto.PublicKey{&current.PublicKey}}
+	verifier := func(aud string) *oidc.IDTokenVerifier {
+		return oidc.NewVerifier("https://gate.example.com/oauth2", keys, &oidc.Config{
+			ClientID: aud, SupportedSigningAlgs: []string{"ES256"}, Now: func() time.Time { return now.Add(time.Minute) }})
+	}
+	tok, err := verifier("https://grafana.example.com").Verify(context.Background(), token)
+	if err != nil {
+		t.Fatalf("verify: %v", err)
+	}
+	var claims struct {
+		Email           string   `json:"email"`
+		EmailVerified   bool     `json:"email_verified"`
+		HeadscaleUser   string   `json:"headscale_user"`
+		HeadscaleUserID string   `json:"headscale_user_id"`
+		Groups          []string `json:"groups"`
+		HeadscaleGroups []string `json:"headscale_groups"`
+	}
+	if err := tok.Claims(&claims); err != nil {
+		t.Fatal(err)
+	}
+	if tok.Subject != "alice-sub" || claims.Email != "alice@example.com" || !claims.EmailVerified ||
+		claims.HeadscaleUser != "alice" || claims.HeadscaleUserID != "1" ||
+		!slices.Equal(claims.Groups, []string{"dev", "ops, infra"}) || !slices.Equal(claims.HeadscaleGroups, []string{"group:admins"}) {
+		t.Errorf("claims: got %s %+v", tok.Subject, claims)
+	}
+	if !tok.Expiry.Equal(now.Add(5 * time.Minute)) {
+		t.Errorf("expiry: got %v, want %v", tok.Expiry, now.Add(5*time.Minute))
+	}
+	if _, err := verifier("https://gitea.example.com").Verify(context.Background(), token); err == nil {
+		t.Error("an assertion for Grafana verified for Gitea")
+	}
+	other := &oidc.StaticKeySet{PublicKeys: []crypto.PublicKey{&retiring.PublicKey}}
+	if _, err := oidc.NewVerifier("https://gate.example.com/oauth2", other, &oidc.Config{ClientID: "https://grafana.example.com",
+		Now: func() time.Time { return now }}).Verify(context.Background(), token); err == nil {
+		t.Error("an assertion verified with a key that did not sign it")
+	}
+}
+
+// TestAssertionReused: an assertion is signed once per session and audience, and signed again
+// when it nears expiry, when what it says changes, and for another session or audience.
+func TestAssertionReused(t *testing.T) {
+	now := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	a, err := newAsserter("https://gate.example.com/oauth2", 5*time.Minute, func() time.Time { return now },
+		[]*ecdsa.PrivateKey{newTestKey(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice := assertionClaims{Subject: "alice-sub", HeadscaleUser: "alice", HeadscaleUserID: "1"}
+	get := func(session, aud string, c assertionClaims) string {
+		t.Helper()
+		tok, err := a.assertion(session, aud, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	first := get("s1", "aud", alice)
+	now = now.Add(3*time.Minute + 59*time.Second)
+	if get("s1", "aud", alice) != first {
+		t.Error("signed again with over a fifth of its life left")
+	}
+	if get("s2", "aud", alice) == first || get("s1", "other", alice) == first {
+		t.Error("reused for another session or audience")
+	}
+	renamed := alice
+	renamed.HeadscaleUser = "alice2"
+	second := get("s1", "aud", renamed)
+	if second == first {
+		t.Error("reused after the person's Headscale name changed")
+	}
+	now = now.Add(4 * time.Minute) // a fifth of the second one's life is left
+	if get("s1", "aud", renamed) == second {
+		t.Error("reused with a fifth of its life left")
+	}
+	a.forget("s1")
+	a.mu.Lock()
+	for k := range a.cache {
+		if k.session == "s1" {
+			t.Errorf("forgotten session still cached for %q", k.audience)
+		}
+	}
+	a.mu.Unlock()
+}
+
+func TestParseSigningKey(t *testing.T) {
+	k := newTestKey(t)
+	sec1, _ := x509.MarshalECPrivateKey(k)
+	pkcs8, _ := x509.MarshalPKCS8PrivateKey(k)
+	for name, data := range map[string][]byte{
+		"EC PRIVATE KEY": pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: sec1}),
+		"PRIVATE KEY":    pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8}),
+	} {
+		got, err := parseSigningKey(data)
+		if err != nil || !got.Equal(k) {
+			t.Errorf("%s: got %v, %v", name, got, err)
+		}
+	}
+	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	p384der, _ := x509.MarshalPKCS8PrivateKey(p384)
+	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	rsader, _ := x509.MarshalPKCS8PrivateKey(rsaKey)
+	for name, data := range map[string][]byte{
+		"empty":   nil,
+		"P-384":   pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: p384der}),
+		"RSA":     pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: rsader}),
+		"public":  pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: []byte("x")}),
+		"garbage": pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: []byte("x")}),
+	} {
+		if _, err := parseSigningKey(data); err == nil {
+			t.Errorf("%s: accepted", name)
+		} else if strings.Contains(err.Error(), string(sec1)) {
+			t.Errorf("%s: the error shows key material", name)
+		}
+	}
+}
