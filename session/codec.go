@@ -12,7 +12,9 @@ import (
 // matters because every proxied request opens a session cookie.
 //
 // Layout: a kind byte, then each string as a uvarint length and its bytes, each time as a
-// varint of Unix seconds, and a flags byte for booleans. Times lose their sub-second part.
+// varint of Unix seconds, and a flags byte for booleans. Times lose their sub-second part. A
+// session's groups follow its times, as a uvarint count and that many strings, when the flags
+// say it has any; a session sealed before groups existed has neither and still opens.
 type binaryEncoder struct{}
 
 // Kind bytes: a session cannot be decoded as a login or the other way round, even if a future
@@ -22,7 +24,10 @@ const (
 	kindLogin   byte = 'l'
 )
 
-const flagEmailVerified byte = 1
+const (
+	flagEmailVerified byte = 1 << iota
+	flagGroups
+)
 
 var (
 	errUnknownValue = errors.New("cannot serialize this type")
@@ -33,7 +38,11 @@ var (
 func (binaryEncoder) Serialize(src any) ([]byte, error) {
 	switch v := src.(type) {
 	case *Session:
-		b := make([]byte, 0, 32+len(v.ID)+len(v.Issuer)+len(v.Subject)+len(v.Email)+len(v.Name)+len(v.PreferredUsername))
+		n := 32 + len(v.ID) + len(v.Issuer) + len(v.Subject) + len(v.Email) + len(v.Name) + len(v.PreferredUsername)
+		for _, g := range v.Groups {
+			n += 2 + len(g)
+		}
+		b := make([]byte, 0, n)
 		b = append(b, kindSession)
 		b = appendString(b, v.ID)
 		b = appendString(b, v.Issuer)
@@ -45,9 +54,18 @@ func (binaryEncoder) Serialize(src any) ([]byte, error) {
 		if v.EmailVerified {
 			flags |= flagEmailVerified
 		}
+		if len(v.Groups) > 0 {
+			flags |= flagGroups
+		}
 		b = append(b, flags)
 		b = binary.AppendVarint(b, v.IssuedAt.Unix())
 		b = binary.AppendVarint(b, v.ExpiresAt.Unix())
+		if len(v.Groups) > 0 {
+			b = binary.AppendUvarint(b, uint64(len(v.Groups)))
+			for _, g := range v.Groups {
+				b = appendString(b, g)
+			}
+		}
 		return b, nil
 	case *Login:
 		b := make([]byte, 0, 16+len(v.State)+len(v.Nonce)+len(v.Verifier)+len(v.Redirect))
@@ -79,9 +97,13 @@ func (binaryEncoder) Deserialize(src []byte, dst any) error {
 		s.Email = d.string()
 		s.Name = d.string()
 		s.PreferredUsername = d.string()
-		s.EmailVerified = d.byte()&flagEmailVerified != 0
+		flags := d.byte()
+		s.EmailVerified = flags&flagEmailVerified != 0
 		s.IssuedAt = d.time()
 		s.ExpiresAt = d.time()
+		if flags&flagGroups != 0 {
+			s.Groups = d.strings()
+		}
 		if d.bad || len(d.b) != 0 {
 			return errMalformed
 		}
@@ -139,6 +161,22 @@ func (d *decoder) string() string {
 	s := string(d.b[k : k+int(n)])
 	d.b = d.b[k+int(n):]
 	return s
+}
+
+// strings reads a uvarint count and that many strings; a count the rest cannot hold is bad.
+func (d *decoder) strings() []string {
+	n, k := binary.Uvarint(d.b)
+	if k <= 0 || n == 0 || n > uint64(len(d.b)-k) {
+		d.bad = true
+		d.b = nil
+		return nil
+	}
+	d.b = d.b[k:]
+	out := make([]string, n)
+	for i := range out {
+		out[i] = d.string()
+	}
+	return out
 }
 
 func (d *decoder) time() time.Time {

@@ -31,6 +31,9 @@ type Session struct {
 	IssuedAt          time.Time
 	// ExpiresAt ends the session: Open answers ErrExpired from then on.
 	ExpiresAt time.Time
+	// Groups are the person's groups at the identity provider at sign-in, from the claim the
+	// gateway is configured to read; nil when it reads none or the person has none.
+	Groups []string
 
 	// ProviderSession is the identity provider's session at sign-in (the ID token's sid
 	// claim), or empty. Stores index sessions by it for RevokeProviderSessions; it is not
