@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -173,6 +174,36 @@ func (a *asserter) sign(audience string, c assertionClaims, now time.Time) (stri
 		return "", fmt.Errorf("sign assertion: %w", err)
 	}
 	return token, nil
+}
+
+// Where an upstream finds the keys: go-oidc's NewProvider (and any OpenID Connect library)
+// reads issuer + assertionDiscoveryPath and from it the key set at issuer + assertionKeysPath.
+const (
+	assertionIssuerPath    = "/oauth2"
+	assertionDiscoveryPath = "/.well-known/openid-configuration"
+	assertionKeysPath      = "/jwks.json"
+)
+
+// serveKeys publishes the verification keys as a JSON Web Key Set.
+func (a *asserter) serveKeys(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/jwk-set+json")
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	w.Write(a.jwks)
+}
+
+// serveDiscovery answers the discovery document an OpenID Connect library reads to find the
+// keys. headgate is not an identity provider: the document only says where the keys are and
+// how assertions are signed.
+func (a *asserter) serveDiscovery(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	json.NewEncoder(w).Encode(map[string]any{
+		"issuer":                                a.issuer,
+		"jwks_uri":                              a.issuer + assertionKeysPath,
+		"id_token_signing_alg_values_supported": []string{string(jose.ES256)},
+		"subject_types_supported":               []string{"public"},
+		"response_types_supported":              []string{"id_token"},
+	})
 }
 
 // splitJoined undoes the "\x00" join of assertionClaims' lists.

@@ -10,6 +10,8 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -167,5 +169,48 @@ func TestParseSigningKey(t *testing.T) {
 		} else if strings.Contains(err.Error(), string(sec1)) {
 			t.Errorf("%s: the error shows key material", name)
 		}
+	}
+}
+
+// TestAssertionDiscovery: an upstream that knows only headgate's issuer URL finds the keys the
+// way any OpenID Connect library does and verifies an assertion, as the README shows.
+func TestAssertionDiscovery(t *testing.T) {
+	var a *asserter
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+assertionIssuerPath+assertionDiscoveryPath, func(w http.ResponseWriter, r *http.Request) { a.serveDiscovery(w, r) })
+	mux.HandleFunc("GET "+assertionIssuerPath+assertionKeysPath, func(w http.ResponseWriter, r *http.Request) { a.serveKeys(w, r) })
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	var err error
+	a, err = newAsserter(srv.URL+assertionIssuerPath, 5*time.Minute, time.Now, []*ecdsa.PrivateKey{newTestKey(t), newTestKey(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	token, err := a.assertion("s", "https://grafana.example.com", assertionClaims{Subject: "alice-sub", HeadscaleUser: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ctx := context.Background()
+	provider, err := oidc.NewProvider(ctx, srv.URL+"/oauth2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	idt, err := provider.Verifier(&oidc.Config{ClientID: "https://grafana.example.com"}).Verify(ctx, token)
+	if err != nil {
+		t.Fatalf("verify: %v", err)
+	}
+	var claims struct {
+		HeadscaleUser string `json:"headscale_user"`
+	}
+	if err := idt.Claims(&claims); err != nil || idt.Subject != "alice-sub" || claims.HeadscaleUser != "alice" {
+		t.Errorf("got %q %+v %v", idt.Subject, claims, err)
+	}
+	if _, err := provider.Verifier(&oidc.Config{ClientID: "https://gitea.example.com"}).Verify(ctx, token); err == nil {
+		t.Error("verified for another audience")
+	}
+	tampered := token[:len(token)-4] + "AAAA"
+	if _, err := provider.Verifier(&oidc.Config{ClientID: "https://grafana.example.com"}).Verify(ctx, tampered); err == nil {
+		t.Error("a tampered assertion verified")
 	}
 }
