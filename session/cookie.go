@@ -70,6 +70,7 @@ type Cookies struct {
 	loginTimeout time.Duration
 	codecs       []securecookie.Codec // session cookies, MaxAge = lifetime
 	loginCodecs  []securecookie.Codec // login cookies, MaxAge = login timeout
+	valueCodecs  []securecookie.Codec // SealValue, no MaxAge
 	cache        *openCache           // nil: every Open decodes
 	now          func() time.Time
 }
@@ -155,6 +156,7 @@ func NewCookies(cfg Config, secure bool) (*Cookies, error) {
 		loginTimeout: cfg.LoginTimeout,
 		codecs:       newCodecs(pairs, cfg.Lifetime),
 		loginCodecs:  newCodecs(pairs, cfg.LoginTimeout),
+		valueCodecs:  newValueCodecs(pairs),
 		cache:        newOpenCache(cacheSize),
 		now:          time.Now,
 	}, nil

@@ -14,6 +14,7 @@ type MemoryStore struct {
 	mu       sync.RWMutex
 	sessions map[string]memoryRecord // by session ID
 	claims   map[string]time.Time    // key -> expiry
+	shared   map[string]sharedValue  // see Shared
 }
 
 // memoryRecord is what MemoryStore keeps of a session.
