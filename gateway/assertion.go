@@ -12,7 +12,9 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -27,19 +29,93 @@ type asserter struct {
 	issuer   string
 	lifetime time.Duration
 	now      func() time.Time
-	// keys[0] signs; every key is published, so an upstream still verifies assertions signed
-	// with a key that is being retired.
-	keys []assertionKey
-	jwks []byte
+
+	keys atomic.Pointer[assertionKeys]
+	// rotate, when set, makes the keys that follow the current ones once their time is up; nil:
+	// the keys never change. A failure is passed to rotateFailed and tried again a minute later,
+	// the current keys signing meanwhile.
+	rotate       func(now time.Time) (*assertionKeys, error)
+	rotateFailed func(error)
+	rotating     sync.Mutex
 
 	mu    sync.Mutex
 	cache map[assertionFor]signedAssertion
 }
 
-type assertionKey struct {
-	id     string
-	public crypto.PublicKey
+// assertionKeys are the keys of one period: one signs, and all are published, so an upstream
+// still verifies an assertion signed with the key before and already knows the key after.
+type assertionKeys struct {
 	signer jose.Signer
+	jwks   []byte
+	until  time.Time // zero: for ever
+}
+
+// newAssertionKeys makes the keys of a period that lasts until until (zero: for ever). keys
+// are ECDSA P-256 private keys; the first signs.
+func newAssertionKeys(keys []*ecdsa.PrivateKey, until time.Time) (*assertionKeys, error) {
+	if len(keys) == 0 {
+		return nil, errors.New("no signing key")
+	}
+	ks := &assertionKeys{until: until}
+	var set jose.JSONWebKeySet
+	for i, k := range keys {
+		if k.Curve != elliptic.P256() {
+			return nil, errors.New("signing key: not an ECDSA P-256 key")
+		}
+		pub := jose.JSONWebKey{Key: &k.PublicKey, Algorithm: string(jose.ES256), Use: "sig"}
+		thumb, err := pub.Thumbprint(crypto.SHA256)
+		if err != nil {
+			return nil, fmt.Errorf("signing key: %w", err)
+		}
+		pub.KeyID = base64.RawURLEncoding.EncodeToString(thumb)
+		if i == 0 {
+			ks.signer, err = jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: k, KeyID: pub.KeyID}},
+				(&jose.SignerOptions{}).WithType("JWT"))
+			if err != nil {
+				return nil, fmt.Errorf("signing key: %w", err)
+			}
+		}
+		if !slices.ContainsFunc(set.Keys, func(p jose.JSONWebKey) bool { return p.KeyID == pub.KeyID }) {
+			set.Keys = append(set.Keys, pub)
+		}
+	}
+	jwks, err := json.Marshal(set)
+	if err != nil {
+		return nil, fmt.Errorf("key set: %w", err)
+	}
+	ks.jwks = jwks
+	return ks, nil
+}
+
+// newAsserter makes an asserter whose assertions name issuer and live for lifetime, signed
+// with keys.
+func newAsserter(issuer string, lifetime time.Duration, now func() time.Time, keys *assertionKeys) *asserter {
+	a := &asserter{issuer: issuer, lifetime: lifetime, now: now, cache: make(map[assertionFor]signedAssertion)}
+	a.keys.Store(keys)
+	return a
+}
+
+// currentKeys returns the keys to sign with at now, rotating them first when their period is
+// over and no other request is rotating them already.
+func (a *asserter) currentKeys(now time.Time) *assertionKeys {
+	ks := a.keys.Load()
+	if a.rotate == nil || ks.until.IsZero() || now.Before(ks.until) || !a.rotating.TryLock() {
+		return ks
+	}
+	defer a.rotating.Unlock()
+	if ks = a.keys.Load(); now.Before(ks.until) {
+		return ks // rotated while this request waited for the lock
+	}
+	next, err := a.rotate(now)
+	if err != nil {
+		a.rotateFailed(err)
+		retry := *ks
+		retry.until = now.Add(time.Minute)
+		a.keys.Store(&retry)
+		return &retry
+	}
+	a.keys.Store(next)
+	return next
 }
 
 // assertionFor is what an assertion is reused for: one session and one audience.
@@ -65,40 +141,6 @@ type assertionClaims struct {
 // maxCachedAssertions bounds the assertions kept for reuse: past it, the expired ones are
 // dropped, and if that is not enough, all of them (they are signed again as needed).
 const maxCachedAssertions = 100_000
-
-// newAsserter makes an asserter whose assertions name issuer and live for lifetime. keys are
-// ECDSA P-256 private keys; the first signs.
-func newAsserter(issuer string, lifetime time.Duration, now func() time.Time, keys []*ecdsa.PrivateKey) (*asserter, error) {
-	if len(keys) == 0 {
-		return nil, errors.New("no signing key")
-	}
-	a := &asserter{issuer: issuer, lifetime: lifetime, now: now, cache: make(map[assertionFor]signedAssertion)}
-	var set jose.JSONWebKeySet
-	for _, k := range keys {
-		if k.Curve != elliptic.P256() {
-			return nil, errors.New("signing key: not an ECDSA P-256 key")
-		}
-		pub := jose.JSONWebKey{Key: &k.PublicKey, Algorithm: string(jose.ES256), Use: "sig"}
-		thumb, err := pub.Thumbprint(crypto.SHA256)
-		if err != nil {
-			return nil, fmt.Errorf("signing key: %w", err)
-		}
-		pub.KeyID = base64.RawURLEncoding.EncodeToString(thumb)
-		signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: k, KeyID: pub.KeyID}},
-			(&jose.SignerOptions{}).WithType("JWT"))
-		if err != nil {
-			return nil, fmt.Errorf("signing key: %w", err)
-		}
-		a.keys = append(a.keys, assertionKey{id: pub.KeyID, public: &k.PublicKey, signer: signer})
-		set.Keys = append(set.Keys, pub)
-	}
-	jwks, err := json.Marshal(set)
-	if err != nil {
-		return nil, fmt.Errorf("key set: %w", err)
-	}
-	a.jwks = jwks
-	return a, nil
-}
 
 // assertion returns the assertion for a session and audience, signing one when there is none
 // to reuse: none yet, one about to expire, or one that says something else about the person.
@@ -169,7 +211,7 @@ func (a *asserter) sign(audience string, c assertionClaims, now time.Time) (stri
 		Groups:          splitJoined(c.Groups),
 		HeadscaleGroups: splitJoined(c.HeadscaleGroups),
 	}
-	token, err := jwt.Signed(a.keys[0].signer).Claims(claims).Serialize()
+	token, err := jwt.Signed(a.currentKeys(now).signer).Claims(claims).Serialize()
 	if err != nil {
 		return "", fmt.Errorf("sign assertion: %w", err)
 	}
@@ -188,7 +230,7 @@ const (
 func (a *asserter) serveKeys(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/jwk-set+json")
 	w.Header().Set("Cache-Control", "public, max-age=300")
-	w.Write(a.jwks)
+	w.Write(a.currentKeys(a.now()).jwks)
 }
 
 // serveDiscovery answers the discovery document an OpenID Connect library reads to find the

@@ -30,19 +30,33 @@ func newTestKey(t testing.TB) *ecdsa.PrivateKey {
 	return k
 }
 
+// testKeys makes n keys that never rotate.
+func testKeys(t testing.TB, n int) *assertionKeys {
+	t.Helper()
+	var keys []*ecdsa.PrivateKey
+	for range n {
+		keys = append(keys, newTestKey(t))
+	}
+	ks, err := newAssertionKeys(keys, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ks
+}
+
 // TestAssertionVerifies: an upstream verifies an assertion with a standard library (go-oidc)
 // and the published keys, reads the person from it, and refuses it for another audience.
 func TestAssertionVerifies(t *testing.T) {
 	now := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
 	retiring, current := newTestKey(t), newTestKey(t)
-	a, err := newAsserter("https://gate.example.com/oauth2", 5*time.Minute, func() time.Time { return now },
-		[]*ecdsa.PrivateKey{current, retiring})
+	keys, err := newAssertionKeys([]*ecdsa.PrivateKey{current, retiring}, time.Time{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	a := newAsserter("https://gate.example.com/oauth2", 5*time.Minute, func() time.Time { return now }, keys)
 	var set jose.JSONWebKeySet
-	if err := json.Unmarshal(a.jwks, &set); err != nil || len(set.Keys) != 2 {
-		t.Fatalf("key set: %s, %v", a.jwks, err)
+	if err := json.Unmarshal(keys.jwks, &set); err != nil || len(set.Keys) != 2 {
+		t.Fatalf("key set: %s, %v", keys.jwks, err)
 	}
 	for _, k := range set.Keys {
 		if !k.IsPublic() || k.KeyID == "" || k.Algorithm != "ES256" {
@@ -56,9 +70,9 @@ func TestAssertionVerifies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys := &oidc.StaticKeySet{PublicKeys: []crypto.PublicKey{&current.PublicKey}}
+	published := &oidc.StaticKeySet{PublicKeys: []crypto.PublicKey{&current.PublicKey}}
 	verifier := func(aud string) *oidc.IDTokenVerifier {
-		return oidc.NewVerifier("https://gate.example.com/oauth2", keys, &oidc.Config{
+		return oidc.NewVerifier("https://gate.example.com/oauth2", published, &oidc.Config{
 			ClientID: aud, SupportedSigningAlgs: []string{"ES256"}, Now: func() time.Time { return now.Add(time.Minute) }})
 	}
 	tok, err := verifier("https://grafana.example.com").Verify(context.Background(), token)
@@ -98,11 +112,7 @@ func TestAssertionVerifies(t *testing.T) {
 // when it nears expiry, when what it says changes, and for another session or audience.
 func TestAssertionReused(t *testing.T) {
 	now := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
-	a, err := newAsserter("https://gate.example.com/oauth2", 5*time.Minute, func() time.Time { return now },
-		[]*ecdsa.PrivateKey{newTestKey(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := newAsserter("https://gate.example.com/oauth2", 5*time.Minute, func() time.Time { return now }, testKeys(t, 1))
 	alice := assertionClaims{Subject: "alice-sub", HeadscaleUser: "alice", HeadscaleUserID: "1"}
 	get := func(session, aud string, c assertionClaims) string {
 		t.Helper()
@@ -181,11 +191,7 @@ func TestAssertionDiscovery(t *testing.T) {
 	mux.HandleFunc("GET "+assertionIssuerPath+assertionKeysPath, func(w http.ResponseWriter, r *http.Request) { a.serveKeys(w, r) })
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
-	var err error
-	a, err = newAsserter(srv.URL+assertionIssuerPath, 5*time.Minute, time.Now, []*ecdsa.PrivateKey{newTestKey(t), newTestKey(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a = newAsserter(srv.URL+assertionIssuerPath, 5*time.Minute, time.Now, testKeys(t, 2))
 	token, err := a.assertion("s", "https://grafana.example.com", assertionClaims{Subject: "alice-sub", HeadscaleUser: "alice"})
 	if err != nil {
 		t.Fatal(err)
