@@ -18,6 +18,8 @@ import (
 type principal struct {
 	session *session.Session
 	link    linker.Link
+	// headscaleGroups are the linked user's groups in Headscale's policy.
+	headscaleGroups []string
 }
 
 // authResult says why authenticate did or did not prove an identity.

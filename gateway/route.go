@@ -1,0 +1,248 @@
+package gateway
+
+import (
+	"fmt"
+	"maps"
+	"net"
+	"net/textproto"
+	"net/url"
+	"path"
+	"slices"
+	"strings"
+)
+
+// RouteConfig is one upstream behind headgate and what applies to it. The top-level upstream,
+// skip_auth, sign_out_paths, preserve_host, unlinked, access and headers keys form the default
+// route, which takes every request no entry of routes takes.
+type RouteConfig struct {
+	// Name identifies the route in logs and metrics, and is the audience of its identity
+	// assertions. Default: host and path, such as "grafana.example.com/" ("default" for the
+	// default route).
+	Name string `yaml:"name"`
+
+	// Host is the host name the route serves, compared without case and port. Empty: every
+	// host.
+	Host string `yaml:"host"`
+
+	// Path is the path prefix the route serves, by whole segments: "/grafana" serves /grafana
+	// and everything below it, not /grafanas. Default "/".
+	Path string `yaml:"path"`
+
+	// Upstream is the http(s) URL the route's requests are proxied to. Required.
+	Upstream string `yaml:"upstream"`
+
+	// PreserveHost keeps the browser's Host header on proxied requests. Default true (see the
+	// top-level preserve_host).
+	PreserveHost *bool `yaml:"preserve_host"`
+
+	// SkipAuth and SignOutPaths are as the top-level keys of the same names, for this route's
+	// host.
+	SkipAuth     []string `yaml:"skip_auth"`
+	SignOutPaths []string `yaml:"sign_out_paths"`
+
+	// Unlinked is deny or allow: whether a signed-in person without a Headscale user may use
+	// the route. Default: link.unlinked.
+	Unlinked string `yaml:"unlinked"`
+
+	// Access says who may use the route. Default: everyone with a proven identity.
+	Access AccessConfig `yaml:"access"`
+
+	// Headers sets further identity headers on the route's requests, by name, such as
+	// X-WEBAUTH-USER: headscale_user for Grafana and Gitea. A value is one of headscale_user,
+	// headscale_user_id, email (verified only), subject, preferred_username, groups (the IdP's)
+	// and headscale_groups. Whatever a client sends under these names is removed first, on
+	// every route.
+	Headers map[string]string `yaml:"headers"`
+}
+
+// identityValues are what RouteConfig.Headers may set.
+var identityValues = []string{"headscale_user", "headscale_user_id", "email", "subject", "preferred_username", "groups", "headscale_groups"}
+
+// validate reports every problem of the route, each prefixed by prefix (its YAML path; "" for
+// the default route, whose keys are top-level).
+func (c RouteConfig) validate(prefix string) []error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(prefix+format, args...)) }
+	// The default route may be left out when routes serve everything.
+	if prefix != "" || c.Upstream != "" {
+		if _, err := checkURL(c.Upstream); err != nil {
+			add("upstream: %v", err)
+		}
+	}
+	if c.Host != "" && !validHost(c.Host) {
+		add("host: %q is not a host name (no scheme, port, path or wildcard)", c.Host)
+	}
+	if c.Path != "" && (!plainPath(c.Path) || strings.HasPrefix(c.Path, "/oauth2/") || c.Path == "/oauth2") {
+		add("path: must be a plain path starting with /, outside /oauth2/ (got %q)", c.Path)
+	}
+	switch c.Unlinked {
+	case "", "deny", "allow":
+	default:
+		add("unlinked: must be deny or allow (got %q)", c.Unlinked)
+	}
+	for i, p := range c.SkipAuth {
+		if !strings.HasPrefix(p, "/") || strings.ContainsAny(p, "?#%\\ \t") {
+			add("skip_auth[%d]: must be a plain path starting with / (got %q)", i, p)
+		} else if strings.HasPrefix(p, "/oauth2/") || p == "/oauth2" || p == "/" {
+			add("skip_auth[%d]: %q would expose headgate's own or every path", i, p)
+		}
+	}
+	for i, p := range c.SignOutPaths {
+		if !strings.HasPrefix(p, "/") || strings.HasPrefix(p, "/oauth2/") || strings.ContainsAny(p, "?#%\\ \t{}") {
+			add("sign_out_paths[%d]: must be a plain path outside /oauth2/ (got %q)", i, p)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(c.Headers)) {
+		if !validHeaderName(name) || slices.Contains(reservedHeaders, canonicalHeader(name)) {
+			add("headers: %q cannot carry an identity", name)
+		} else if v := c.Headers[name]; !slices.Contains(identityValues, v) {
+			add("headers.%s: must be one of %s (got %q)", name, strings.Join(identityValues, ", "), v)
+		}
+	}
+	errs = append(errs, c.Access.Validate(prefix+"access")...)
+	return errs
+}
+
+// reservedHeaders are names that mean something else to HTTP or to the upstream's session.
+var reservedHeaders = []string{"Host", "Connection", "Content-Length", "Content-Type", "Transfer-Encoding",
+	"Te", "Trailer", "Upgrade", "Cookie", "Authorization", "Proxy-Authorization", "Keep-Alive"}
+
+// validHost reports whether h is a bare host name: no scheme, port, path or wildcard.
+func validHost(h string) bool {
+	return h != "" && !strings.ContainsAny(h, "/:*?#@ \t[]%")
+}
+
+// validHeaderName reports whether name is an HTTP header field name (a token).
+func validHeaderName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// route is a RouteConfig made ready to serve, once, at start.
+type route struct {
+	name     string
+	host     string // lower case, "" for every host
+	path     string // without a trailing "/"; "" for "/"
+	upstream *url.URL
+
+	preserveHost  bool
+	skipAuth      []string
+	allowUnlinked bool
+	access        *access
+	// headers are the further identity headers: canonical name and value.
+	headers [][2]string
+}
+
+// routeTable chooses the route of a request.
+type routeTable struct {
+	byHost  map[string][]*route // the routes naming a host, by host, longest path first
+	anyHost []*route            // the routes for every host, longest path first
+	def     *route              // nil: no default route, requests no route takes get a 404
+}
+
+// newRouteTable sorts routes into a table.
+func newRouteTable(routes []*route, def *route) *routeTable {
+	t := &routeTable{byHost: make(map[string][]*route), def: def}
+	for _, r := range routes {
+		if r.host == "" {
+			t.anyHost = append(t.anyHost, r)
+		} else {
+			t.byHost[r.host] = append(t.byHost[r.host], r)
+		}
+	}
+	longestFirst := func(a, b *route) int { return len(b.path) - len(a.path) }
+	slices.SortStableFunc(t.anyHost, longestFirst)
+	for _, rs := range t.byHost {
+		slices.SortStableFunc(rs, longestFirst)
+	}
+	return t
+}
+
+// hostOf returns the host of a Host header value in lower case, without port and trailing dot.
+func hostOf(hostport string) string {
+	h := hostport
+	if host, _, err := net.SplitHostPort(hostport); err == nil {
+		h = host
+	}
+	return strings.TrimSuffix(strings.ToLower(h), ".")
+}
+
+// match returns the route that serves a request for host and path (decoded, and raw as it
+// was on the wire), and the routes whose rules it must also satisfy. Routes naming the host
+// are considered first; only when none does are the routes for every host. Of those, the one
+// with the longest prefix of the cleaned, decoded path, compared exactly, serves the request. A
+// request that another of them could be read to be for (its prefix matches when case is
+// ignored, or the path as decoded but not cleaned, or as encoded on the wire) must satisfy that
+// route's rules too, so that no spelling of a path lets it past a stricter route to an
+// upstream that reads paths its own way.
+func (t *routeTable) match(host, decoded, raw string) (chosen *route, also []*route) {
+	h := hostOf(host)
+	routes := t.byHost[h]
+	if len(routes) == 0 {
+		routes = t.anyHost
+	}
+	clean := path.Clean("/" + decoded)
+	for _, r := range routes { // longest path first
+		if chosen == nil && underPrefix(clean, r.path, false) {
+			chosen = r
+			continue
+		}
+		if underPrefix(clean, r.path, true) || underPrefix(decoded, r.path, true) || underPrefix(raw, r.path, true) {
+			also = append(also, r)
+		}
+	}
+	if chosen == nil {
+		chosen = t.def
+	}
+	return chosen, also
+}
+
+// underPrefix reports whether p is prefix or below it by whole segments; fold ignores ASCII
+// case. An empty prefix is "/" and holds every path.
+func underPrefix(p, prefix string, fold bool) bool {
+	if prefix == "" {
+		return true
+	}
+	if len(p) < len(prefix) {
+		return false
+	}
+	head := p[:len(prefix)]
+	if !(head == prefix || fold && asciiEqualFold(head, prefix)) {
+		return false
+	}
+	return len(p) == len(prefix) || p[len(prefix)] == '/'
+}
+
+// headerValue returns the value of an identity header p has, or "".
+func (p principal) headerValue(what string) string {
+	switch what {
+	case "headscale_user":
+		return p.link.UserName
+	case "headscale_user_id":
+		return p.link.UserID
+	case "email":
+		if p.session.EmailVerified {
+			return p.session.Email
+		}
+	case "subject":
+		return p.session.Subject
+	case "preferred_username":
+		return p.session.PreferredUsername
+	case "groups":
+		return groupsHeader(p.session.Groups)
+	case "headscale_groups":
+		return groupsHeader(p.headscaleGroups)
+	}
+	return ""
+}
+
+// canonicalHeader returns name as net/http keys it.
+func canonicalHeader(name string) string { return textproto.CanonicalMIMEHeaderKey(name) }
