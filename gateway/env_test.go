@@ -71,12 +71,12 @@ func newTestEnv(t *testing.T, opts ...func(*envOptions)) *testEnv {
 
 	var cache linker.Cache
 	if o.memory {
-		e.store = session.NewMemoryStore()
+		e.store = session.NewMemoryStore(session.DefaultTiming())
 		cache = linker.NewMemoryCache()
 	} else {
 		e.redis = testRedis(t)
 		e.prefix = fmt.Sprintf("test:%s:%d:", t.Name(), time.Now().UnixNano())
-		rs := session.NewRedisStore(e.redis, e.prefix)
+		rs := session.NewRedisStore(e.redis, e.prefix, session.DefaultTiming())
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
 		go func() { rs.Run(ctx); close(done) }()
