@@ -104,7 +104,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	gw, err := gateway.New(cfg.Gateway, cookies, store, links, log, reg)
+	gw, err := gateway.New(cfg.Gateway, cookies, store, links, gateway.DefaultTiming(), log, reg)
 	if err != nil {
 		return err
 	}

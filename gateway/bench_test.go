@@ -92,7 +92,7 @@ func benchGateway(b *testing.B) (*Gateway, string, *httptest.Server) {
 	g, err := New(Config{
 		PublicURL: "http://gate.example.com", Upstream: upstream.URL,
 		OIDC: OIDCConfig{Issuer: "https://idp.example.com", ClientID: "c", ClientSecret: "s"},
-	}, cookies, store, links, slog.New(slog.DiscardHandler), nil)
+	}, cookies, store, links, DefaultTiming(), slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		b.Fatal(err)
 	}
