@@ -75,6 +75,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		store backgroundStore
 		cache linker.Cache
 	)
+	storeTiming := session.DefaultTiming()
 	if cfg.Redis.URL != "" {
 		// go-redis reports connection trouble through a logger of its own, process-wide; in
 		// headgate's log it keeps the configured format (a json log stays json).
@@ -88,11 +89,11 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		if prefix == "" {
 			prefix = defaultRedisPrefix
 		}
-		store = session.NewRedisStore(client, prefix)
+		store = session.NewRedisStore(client, prefix, storeTiming)
 		cache = linker.NewRedisCache(client, prefix)
 	} else {
 		log.Warn("no redis.url: sessions and links are kept in process; run exactly one instance")
-		store = session.NewMemoryStore()
+		store = session.NewMemoryStore(storeTiming)
 		cache = linker.NewMemoryCache()
 	}
 
@@ -103,7 +104,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	gw, err := gateway.New(cfg.Gateway, cookies, store, links, log, reg)
+	gw, err := gateway.New(cfg.Gateway, cookies, store, links, gateway.DefaultTiming(), log, reg)
 	if err != nil {
 		return err
 	}

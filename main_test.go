@@ -11,16 +11,39 @@ import (
 	"time"
 )
 
-// lockedBuffer is a bytes.Buffer safe for the concurrent writes of a running headgate.
+// lockedBuffer is a bytes.Buffer safe for the concurrent writes of a running headgate, which
+// a test can wait on.
 type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	wrote chan struct{} // receives after a write, unless the last one is still untaken
 }
+
+func newLockedBuffer() *lockedBuffer { return &lockedBuffer{wrote: make(chan struct{}, 1)} }
 
 func (b *lockedBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
+	n, err := b.buf.Write(p)
+	b.mu.Unlock()
+	select {
+	case b.wrote <- struct{}{}:
+	default:
+	}
+	return n, err
+}
+
+// waitFor waits, for at most limit, until cond holds for what was written, and reports
+// whether it does.
+func (b *lockedBuffer) waitFor(limit time.Duration, cond func(written string) bool) bool {
+	deadline := time.After(limit)
+	for !cond(b.String()) {
+		select {
+		case <-b.wrote:
+		case <-deadline:
+			return cond(b.String())
+		}
+	}
+	return true
 }
 
 func (b *lockedBuffer) String() string {
@@ -44,21 +67,20 @@ log: {format: json}
 shutdown_timeout: 1s
 `)
 	ctx, cancel := context.WithCancel(context.Background())
-	var stdout, stderr lockedBuffer
+	stdout, stderr := newLockedBuffer(), newLockedBuffer()
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"headgate", "-config", path}, env(nil), &stdout, &stderr) }()
+	go func() { done <- run(ctx, []string{"headgate", "-config", path}, env(nil), stdout, stderr) }()
 	// /ready asks Redis, which fails: go-redis logs the failed dial.
 	var addr string
-	deadline := time.Now().Add(5 * time.Second)
-	for addr == "" && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
+	stderr.waitFor(10*time.Second, func(log string) bool {
 		var line struct{ Addr string }
-		for l := range strings.SplitSeq(stderr.String(), "\n") {
+		for l := range strings.SplitSeq(log, "\n") {
 			if strings.Contains(l, `"msg":"headgate listening"`) && json.Unmarshal([]byte(l), &line) == nil {
 				addr = line.Addr
 			}
 		}
-	}
+		return addr != ""
+	})
 	if addr == "" {
 		cancel()
 		t.Fatalf("headgate did not start:\n%s", stderr.String())
@@ -71,16 +93,14 @@ shutdown_timeout: 1s
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("/ready with Redis down: got %d, want 503", resp.StatusCode)
 	}
-	for !strings.Contains(stderr.String(), `"msg":"redis client"`) && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
+	stderr.waitFor(10*time.Second, func(log string) bool { return strings.Contains(log, `"msg":"redis client"`) })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("run: %v", err)
 	}
 	log := stderr.String()
 	if !strings.Contains(log, `"msg":"redis client"`) {
-		t.Errorf("no go-redis message in headgate's log within 5s:\n%s", log)
+		t.Errorf("no go-redis message in headgate's log within 10s:\n%s", log)
 	}
 	for _, line := range strings.Split(strings.TrimSpace(log), "\n") {
 		if !json.Valid([]byte(line)) {

@@ -56,7 +56,7 @@ func (g *Gateway) serveBackchannelLogout(w http.ResponseWriter, r *http.Request)
 	// A replayed token could end sessions begun after the logout it announced; it is remembered
 	// until it expires.
 	jti := sha256.Sum256([]byte(tok.Issuer + "\x00" + tok.TokenID))
-	first, err := g.store.Claim(ctx, "logout:"+hex.EncodeToString(jti[:16]), max(time.Until(tok.Expiry), time.Minute))
+	first, err := g.store.Claim(ctx, "logout:"+hex.EncodeToString(jti[:16]), max(tok.Expiry.Sub(g.timing.Now()), time.Minute))
 	if err != nil {
 		g.refuseLogout(w, r, "unavailable", http.StatusServiceUnavailable, err)
 		return
@@ -90,18 +90,17 @@ func (g *Gateway) refuseLogout(w http.ResponseWriter, r *http.Request, result st
 	g.fail(w, r, page{Status: status, Title: title}, cause)
 }
 
-// logoutKeysRefresh is the shortest time between two fetches of the provider's keys for
-// back-channel logout tokens.
-const logoutKeysRefresh = 10 * time.Second
-
 // logoutKeys checks the signatures of back-channel logout tokens against the provider's keys.
 // Anyone can post such a token, and go-oidc's remote key set fetches the provider's keys again
 // after every signature that does not verify with the keys it holds; here the keys are fetched
-// at most once every logoutKeysRefresh, so forged tokens cannot make headgate call the provider
-// on each request. A key the provider rotates in verifies from the first token after that pause.
+// at most once every refresh (Timing.LogoutKeysRefresh), so forged tokens cannot make headgate
+// call the provider on each request. A key the provider rotates in verifies from the first
+// token after that pause.
 type logoutKeys struct {
-	url    string // the provider's jwks_uri
-	client *http.Client
+	url     string // the provider's jwks_uri
+	client  *http.Client
+	now     func() time.Time
+	refresh time.Duration
 
 	mu       sync.Mutex
 	keys     *oidc.StaticKeySet
@@ -133,7 +132,7 @@ func (k *logoutKeys) VerifySignature(ctx context.Context, jwt string) ([]byte, e
 			return payload, nil
 		}
 	}
-	if time.Since(k.fetched) < logoutKeysRefresh {
+	if k.now().Sub(k.fetched) < k.refresh {
 		return nil, errors.New("signature does not verify with the provider's keys")
 	}
 	if err := k.fetch(ctx); err != nil {
@@ -145,7 +144,7 @@ func (k *logoutKeys) VerifySignature(ctx context.Context, jwt string) ([]byte, e
 // fetch reads the provider's signing keys, keeping the ones it has when that fails. k.mu is
 // held.
 func (k *logoutKeys) fetch(ctx context.Context) error {
-	k.fetched = time.Now()
+	k.fetched = k.now()
 	k.fetchErr = k.read(ctx)
 	return k.fetchErr
 }

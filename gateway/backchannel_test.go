@@ -145,7 +145,8 @@ func TestBackchannelLogoutRefused(t *testing.T) {
 }
 
 // TestBackchannelLogoutForgeriesDoNotReachTheProvider: tokens whose signature does not verify
-// make headgate fetch the provider's keys at most once per logoutKeysRefresh, not once each.
+// make headgate fetch the provider's keys at most once per Timing.LogoutKeysRefresh, not once
+// each.
 func TestBackchannelLogoutForgeriesDoNotReachTheProvider(t *testing.T) {
 	e := newTestEnv(t)
 	withAlice(e)

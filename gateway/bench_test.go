@@ -87,12 +87,12 @@ func benchGateway(b *testing.B) (*Gateway, string, *httptest.Server) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	store := session.NewMemoryStore()
+	store := session.NewMemoryStore(session.DefaultTiming())
 	links := linker.New(linker.Config{}, linker.NewHeadscale(linker.HeadscaleConfig{URL: hs.srv.URL, APIKey: hs.key}, nil), linker.NewMemoryCache())
 	g, err := New(Config{
 		PublicURL: "http://gate.example.com", Upstream: upstream.URL,
 		OIDC: OIDCConfig{Issuer: "https://idp.example.com", ClientID: "c", ClientSecret: "s"},
-	}, cookies, store, links, slog.New(slog.DiscardHandler), nil)
+	}, cookies, store, links, DefaultTiming(), slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		b.Fatal(err)
 	}

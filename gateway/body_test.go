@@ -82,8 +82,9 @@ func TestStalledBodyAbandoned(t *testing.T) {
 	_, c := e.signedIn(t)
 	cookie := "Cookie: " + c.Name + "=" + c.Value + "\r\n"
 
-	conn, br := openRequest(t, e, "POST /app HTTP/1.1\r\nHost: gate\r\n"+cookie+"Content-Length: 10\r\n\r\n", "abc")
+	// Taken before the request is sent, so that no deadline the gateway sets can predate it.
 	start := time.Now()
+	conn, br := openRequest(t, e, "POST /app HTTP/1.1\r\nHost: gate\r\n"+cookie+"Content-Length: 10\r\n\r\n", "abc")
 	// Whatever the answer (408 when the upstream had not answered yet, else the upstream's own
 	// to a body cut short), the connection ends after it.
 	if resp, err := http.ReadResponse(br, nil); err == nil {
@@ -102,11 +103,12 @@ func TestStalledBodyAbandoned(t *testing.T) {
 	conn.Close()
 
 	// A body sent in pieces, each within body_timeout of the last but all together well past
-	// it, is fine. The pauses are the client's pace, not a wait for an outcome.
+	// it, is fine. The pauses are the client's pace, not a wait for an outcome; a sixth of
+	// body_timeout each, so that a busy machine stretching one does not cut the body.
 	conn, br = openRequest(t, e, "POST /app HTTP/1.1\r\nHost: gate\r\n"+cookie+"Content-Length: 10\r\n\r\n", "ab")
-	for _, piece := range []string{"cd", "ef", "gh", "ij"} {
-		time.Sleep(100 * time.Millisecond)
-		conn.Write([]byte(piece))
+	for _, piece := range "cdefghij" {
+		time.Sleep(50 * time.Millisecond)
+		conn.Write([]byte(string(piece)))
 	}
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {

@@ -23,8 +23,9 @@ import (
 
 // testEnv is a complete gateway against real parts: a real OIDC provider (testIdP), a Headscale
 // API double served over HTTP, a real Redis, and an httptest upstream that records what reached
-// it.
+// it. The gateway and its session store keep time on the test's clock.
 type testEnv struct {
+	clock     *fakeClock
 	idp       *testIdP
 	headscale *headscaleDouble
 	upstream  *recorder
@@ -65,18 +66,18 @@ func newTestEnv(t *testing.T, opts ...func(*envOptions)) *testEnv {
 	for _, f := range opts {
 		f(&o)
 	}
-	e := &testEnv{idp: newTestIdP(t), logs: &syncBuffer{}}
+	e := &testEnv{clock: newFakeClock(t), idp: newTestIdP(t), logs: &syncBuffer{}}
 	e.headscale = newHeadscaleDouble(t)
 	e.upstream = newRecorder(t, o.upstream)
 
 	var cache linker.Cache
 	if o.memory {
-		e.store = session.NewMemoryStore()
+		e.store = session.NewMemoryStore(e.clock.storeTiming())
 		cache = linker.NewMemoryCache()
 	} else {
 		e.redis = testRedis(t)
 		e.prefix = fmt.Sprintf("test:%s:%d:", t.Name(), time.Now().UnixNano())
-		rs := session.NewRedisStore(e.redis, e.prefix)
+		rs := session.NewRedisStore(e.redis, e.prefix, e.clock.storeTiming())
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
 		go func() { rs.Run(ctx); close(done) }()
@@ -122,7 +123,7 @@ func newTestEnv(t *testing.T, opts ...func(*envOptions)) *testEnv {
 		cfg.Headplane.LinkAtSignIn = &no
 	}
 	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	e.gw, err = New(cfg, cookies, e.store, links, log, nil)
+	e.gw, err = New(cfg, cookies, e.store, links, e.clock.timing(), log, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

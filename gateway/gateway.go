@@ -168,7 +168,7 @@ type Gateway struct {
 	proxy        *httputil.ReverseProxy
 	metrics      *metrics
 	mux          *http.ServeMux
-	now          func() time.Time
+	timing       Timing
 	// crossOrigin judges whether a POST comes from another origin (see serveSignOut).
 	crossOrigin *http.CrossOriginProtection
 
@@ -176,10 +176,10 @@ type Gateway struct {
 	drainOnce sync.Once
 }
 
-// New builds the gateway. It does not contact the identity provider: discovery happens on the
-// first sign-in and is retried while the provider is unreachable, so headgate starts (and
-// serves existing sessions) while the provider is down.
-func New(cfg Config, cookies *session.Cookies, store Store, links *linker.Linker, log *slog.Logger, reg prometheus.Registerer) (*Gateway, error) {
+// New builds the gateway, which keeps time and waits as timing says. It does not contact the
+// identity provider: discovery happens on the first sign-in and is retried while the provider
+// is unreachable, so headgate starts (and serves existing sessions) while the provider is down.
+func New(cfg Config, cookies *session.Cookies, store Store, links *linker.Linker, timing Timing, log *slog.Logger, reg prometheus.Registerer) (*Gateway, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -213,7 +213,7 @@ func New(cfg Config, cookies *session.Cookies, store Store, links *linker.Linker
 		links:        links,
 		log:          log,
 		metrics:      m,
-		now:          time.Now,
+		timing:       timing.withDefaults(),
 		draining:     make(chan struct{}),
 	}
 	g.hpLinkAtSignIn = g.hpPath != "" && (cfg.Headplane.LinkAtSignIn == nil || *cfg.Headplane.LinkAtSignIn)
@@ -231,7 +231,7 @@ func New(cfg Config, cookies *session.Cookies, store Store, links *linker.Linker
 	if err := g.crossOrigin.AddTrustedOrigin(g.origin); err != nil {
 		return nil, fmt.Errorf("public_url: %w", err)
 	}
-	g.oidc = newOIDCClient(cfg.OIDC, strings.TrimSuffix(public.String(), "/")+"/oauth2/callback")
+	g.oidc = newOIDCClient(cfg.OIDC, strings.TrimSuffix(public.String(), "/")+"/oauth2/callback", g.timing)
 	g.proxy = g.newProxy()
 	g.mux = g.routes()
 	return g, nil

@@ -35,7 +35,7 @@ func (g *Gateway) serveStart(w http.ResponseWriter, r *http.Request) {
 		Nonce:    session.NewID(),
 		Verifier: oauth2.GenerateVerifier(),
 		Redirect: rd,
-		Created:  g.now(),
+		Created:  g.timing.Now(),
 	}
 	if err := g.cookies.SealLogin(w, l); err != nil {
 		g.fail(w, r, page{Status: http.StatusInternalServerError, Title: "Sign-in failed",
@@ -150,7 +150,7 @@ func (g *Gateway) serveCallback(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	now := g.now()
+	now := g.timing.Now()
 	s := &session.Session{
 		ID:                session.NewID(),
 		Issuer:            id.Issuer,

@@ -19,10 +19,6 @@ import (
 // refusing a request.
 var errIdPUnavailable = errors.New("identity provider unavailable")
 
-// rediscoverAfter is how long a failed discovery is remembered before the next sign-in tries
-// again, so an outage does not turn every sign-in into a discovery request.
-const rediscoverAfter = 5 * time.Second
-
 // oidcClient discovers the provider on first use and keeps what discovery yields. Discovery is
 // retried while it fails; once it succeeds the provider's keys are refreshed by go-oidc's
 // remote key set whenever a token names a key it has not seen, so a rotated signing key is
@@ -31,6 +27,7 @@ type oidcClient struct {
 	cfg         OIDCConfig
 	redirectURL string
 	http        *http.Client
+	timing      Timing
 
 	mu       sync.Mutex
 	ready    *oidcProvider
@@ -44,23 +41,16 @@ type oidcClient struct {
 	probeErr error
 }
 
-// probeFor is how long a successful reachability check is reused; a failed one is reused for
-// probeFailedFor only, so that sign-ins resume as soon as the provider is back.
-const (
-	probeFor       = time.Second
-	probeFailedFor = 250 * time.Millisecond
-)
-
 // reachable reports whether the provider answers its discovery document, checking at most once
-// every probeFor. Its error wraps errIdPUnavailable.
+// every Timing.Probe (Timing.ProbeFailed after a failure). Its error wraps errIdPUnavailable.
 func (c *oidcClient) reachable(ctx context.Context) error {
 	c.probeMu.Lock()
 	defer c.probeMu.Unlock()
-	reuse := probeFor
+	reuse := c.timing.Probe
 	if c.probeErr != nil {
-		reuse = probeFailedFor
+		reuse = c.timing.ProbeFailed
 	}
-	if time.Since(c.probedAt) < reuse {
+	if c.timing.Now().Sub(c.probedAt) < reuse {
 		return c.probeErr
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
@@ -80,7 +70,7 @@ func (c *oidcClient) reachable(ctx context.Context) error {
 	if err != nil {
 		c.probeErr = fmt.Errorf("%w: %w", errIdPUnavailable, err)
 	}
-	c.probedAt = time.Now()
+	c.probedAt = c.timing.Now()
 	return c.probeErr
 }
 
@@ -97,11 +87,12 @@ type oidcProvider struct {
 	logoutKeys     *logoutKeys
 }
 
-func newOIDCClient(cfg OIDCConfig, redirectURL string) *oidcClient {
+func newOIDCClient(cfg OIDCConfig, redirectURL string, timing Timing) *oidcClient {
 	return &oidcClient{
 		cfg:         cfg,
 		redirectURL: redirectURL,
 		http:        &http.Client{Timeout: cfg.Timeout},
+		timing:      timing,
 	}
 }
 
@@ -118,14 +109,14 @@ func (c *oidcClient) get(ctx context.Context) (*oidcProvider, error) {
 	if c.ready != nil {
 		return c.ready, nil
 	}
-	if c.failure != nil && time.Since(c.failedAt) < rediscoverAfter {
+	if c.failure != nil && c.timing.Now().Sub(c.failedAt) < c.timing.Rediscover {
 		return nil, c.failure
 	}
 	// Discovery's context also configures the key set's later fetches, so it must outlive
 	// this request: only the client travels with it, bounded by its own timeout.
 	p, err := oidc.NewProvider(c.context(context.WithoutCancel(ctx)), c.cfg.Issuer)
 	if err != nil {
-		c.failedAt, c.failure = time.Now(), fmt.Errorf("%w: discover %s: %w", errIdPUnavailable, c.cfg.Issuer, err)
+		c.failedAt, c.failure = c.timing.Now(), fmt.Errorf("%w: discover %s: %w", errIdPUnavailable, c.cfg.Issuer, err)
 		return nil, c.failure
 	}
 	endpoint := p.Endpoint()
@@ -136,15 +127,15 @@ func (c *oidcClient) get(ctx context.Context) (*oidcProvider, error) {
 		Algorithms []string `json:"id_token_signing_alg_values_supported"`
 	}
 	p.Claims(&claims) // fields a provider leaves out stay empty
-	keys := &logoutKeys{url: claims.JWKS, client: c.http}
+	keys := &logoutKeys{url: claims.JWKS, client: c.http, now: c.timing.Now, refresh: c.timing.LogoutKeysRefresh}
 	keys.prefetch(c.context(context.WithoutCancel(ctx)))
 	c.ready = &oidcProvider{
 		endSession: claims.EndSession,
 		logoutVerifier: oidc.NewVerifier(c.cfg.Issuer, keys,
-			&oidc.Config{ClientID: c.cfg.ClientID, SupportedSigningAlgs: claims.Algorithms}),
+			&oidc.Config{ClientID: c.cfg.ClientID, SupportedSigningAlgs: claims.Algorithms, Now: c.timing.Now}),
 		logoutKeys: keys,
 		provider:   p,
-		verifier:   p.Verifier(&oidc.Config{ClientID: c.cfg.ClientID}),
+		verifier:   p.Verifier(&oidc.Config{ClientID: c.cfg.ClientID, Now: c.timing.Now}),
 		oauth2: oauth2.Config{
 			ClientID:     c.cfg.ClientID,
 			ClientSecret: c.cfg.ClientSecret,
@@ -156,7 +147,7 @@ func (c *oidcClient) get(ctx context.Context) (*oidcProvider, error) {
 	c.failure = nil
 	// Discovery has just shown the provider answers: the first sign-in need not ask again.
 	c.probeMu.Lock()
-	c.probedAt, c.probeErr = time.Now(), nil
+	c.probedAt, c.probeErr = c.timing.Now(), nil
 	c.probeMu.Unlock()
 	return c.ready, nil
 }

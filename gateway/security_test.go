@@ -376,7 +376,7 @@ func TestIdentityProviderDown(t *testing.T) {
 	// A new sign-in gets a readable page, not a hang, a bare error or a redirect to a provider
 	// that does not answer: on this gateway, which discovered the provider before the outage
 	// (once its last reachability check is stale), and on a fresh one.
-	time.Sleep(probeFor)
+	e.clock.Advance(e.gw.timing.Probe)
 	resp = e.get(t, "/oauth2/start?rd=/", http.Header{"Accept": {"text/html"}})
 	if body := readBody(t, resp); resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "Identity provider unreachable") {
 		t.Errorf("sign-in while the IdP is down, after discovery: got %d %q", resp.StatusCode, body)
@@ -389,7 +389,7 @@ func TestIdentityProviderDown(t *testing.T) {
 		t.Errorf("sign-in while the IdP is down: got %d %q", resp.StatusCode, body)
 	}
 	e2.idp.Down(false)
-	time.Sleep(rediscoverAfter + 100*time.Millisecond)
+	e2.clock.Advance(e2.gw.timing.Rediscover)
 	e2.headscale.addUser("1", "alice", "alice@example.com", e2.idp.URL+"/alice-sub")
 	if _, resp := e2.signIn(t, "/"); resp.StatusCode != http.StatusOK {
 		t.Errorf("sign-in after the IdP recovered: got %d", resp.StatusCode)

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 )
 
 func TestSignOutRevokesEverywhere(t *testing.T) {
@@ -282,7 +281,7 @@ func TestSignOutAtProvider(t *testing.T) {
 		_, c := e.signedIn(t)
 		h := http.Header{"Cookie": {c.Name + "=" + c.Value}, "Accept": {"text/html"}}
 		e.idp.Down(true)
-		time.Sleep(probeFor) // the last check that the provider answered is forgotten
+		e.clock.Advance(e.gw.timing.Probe) // the last check that the provider answered is forgotten
 		resp := e.get(t, "/oauth2/sign_out", h)
 		if body := readBody(t, resp); resp.StatusCode != http.StatusOK || !strings.Contains(body, "Signed out") {
 			t.Errorf("got %d %q, want headgate's signed-out page", resp.StatusCode, body)

@@ -16,12 +16,8 @@ import (
 // Streams (Server-Sent Events and upgraded connections such as WebSockets) outlive the request
 // that proved their session. headgate watches each one: it ends when its session ends (a
 // sign-out on any instance, a back-channel logout, expiry) and when the gateway drains for a
-// shutdown. Ordinary responses are not watched.
-
-// streamCheckInterval is how often a stream's session is checked. A check is answered from the
-// store's local view, which revocations reach within a second: a stream of an ended session
-// stops within about two seconds.
-const streamCheckInterval = time.Second
+// shutdown. Ordinary responses are not watched. A stream's session is checked every
+// Timing.StreamCheck.
 
 // Drain ends every stream being proxied, and every one that starts later, so that a graceful
 // shutdown does not wait for streams that never finish by themselves: an event stream gets a
@@ -44,11 +40,13 @@ func (g *Gateway) watchStreams(resp *http.Response) error {
 	if upgraded && !isConn {
 		return nil
 	}
-	w := &streamWatch{body: resp.Body, draining: g.draining, done: make(chan struct{})}
+	w := &streamWatch{body: resp.Body, draining: g.draining, done: make(chan struct{}), stopTick: func() {}}
 	// The outbound request carries the inbound request's context, and with it the principal of
 	// an authenticated request; skip_auth streams have none and end only on drain.
 	if p, ok := resp.Request.Context().Value(principalKey{}).(principal); ok {
-		w.session, w.store = p.session, g.store
+		w.session, w.store, w.every = p.session, g.store, g.timing.StreamCheck
+		// The checks start with the stream, before its first byte reaches the client.
+		w.tick, w.stopTick = g.timing.Tick(w.every)
 	}
 	if upgraded {
 		resp.Body = &watchedConn{ReadWriteCloser: conn, w: w}
@@ -64,10 +62,13 @@ func (g *Gateway) watchStreams(resp *http.Response) error {
 type streamWatch struct {
 	body     io.Closer
 	draining <-chan struct{}
-	// session and store are the stream's session and where it is checked; nil for a stream
-	// without one.
-	session *session.Session
-	store   Store
+	// session and store are the stream's session and where it is checked, at each tick of
+	// tick, which comes every every; nil (and tick nil) for a stream without one.
+	session  *session.Session
+	store    Store
+	every    time.Duration
+	tick     <-chan time.Time
+	stopTick func()
 
 	// ended is set before the watch closes the body, so a read that fails because of it knows.
 	ended     atomic.Bool
@@ -76,12 +77,7 @@ type streamWatch struct {
 }
 
 func (w *streamWatch) run() {
-	var tick <-chan time.Time
-	if w.session != nil {
-		t := time.NewTicker(streamCheckInterval)
-		defer t.Stop()
-		tick = t.C
-	}
+	defer w.stopTick()
 	for {
 		select {
 		case <-w.done:
@@ -89,7 +85,7 @@ func (w *streamWatch) run() {
 		case <-w.draining:
 			w.end()
 			return
-		case <-tick:
+		case <-w.tick:
 			if w.sessionEnded() {
 				w.end()
 				return
@@ -101,7 +97,7 @@ func (w *streamWatch) run() {
 // sessionEnded reports whether the stream's session was signed out or expired. A store that
 // cannot answer does not end it: the session was proven, and availability fails soft.
 func (w *streamWatch) sessionEnded() bool {
-	ctx, cancel := context.WithTimeout(context.Background(), streamCheckInterval)
+	ctx, cancel := context.WithTimeout(context.Background(), w.every)
 	defer cancel()
 	err := w.store.Check(ctx, w.session)
 	return err != nil && !errors.Is(err, session.ErrUnavailable)

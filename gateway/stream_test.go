@@ -108,8 +108,9 @@ func untilEnd(t *testing.T, what string, r io.Reader, limit time.Duration) (time
 }
 
 // TestStreamsEndWithTheirSession: an event stream and an upgraded connection opened with a
-// session end soon after the session does, whatever ended it; a stream of another session
-// goes on.
+// session end at the first check after the session does, whatever ended it; a stream of
+// another session goes on. The gateway's clock moves only when the test moves it, so nothing
+// but that check can end them.
 func TestStreamsEndWithTheirSession(t *testing.T) {
 	endings := map[string]func(e *testEnv, h http.Header){
 		"sign-out": func(e *testEnv, h http.Header) {
@@ -133,16 +134,20 @@ func TestStreamsEndWithTheirSession(t *testing.T) {
 			keptSocket, keptReader := openSocket(t, e, other)
 
 			end(e, ending)
-			took, err := untilEnd(t, "the event stream", events, 3*time.Second)
+			e.clock.Advance(e.gw.timing.StreamCheck)
+			took, err := untilEnd(t, "the event stream", events, 10*time.Second)
 			if err != nil {
 				t.Errorf("event stream ended with %v, want a clean end", err)
 			}
-			t.Logf("event stream ended %v after the session", took)
-			took, _ = untilEnd(t, "the upgraded connection", socketReader, 3*time.Second)
-			t.Logf("upgraded connection closed %v after the session", took)
+			t.Logf("event stream ended %v after the check", took)
+			took, _ = untilEnd(t, "the upgraded connection", socketReader, 10*time.Second)
+			t.Logf("upgraded connection closed %v after the check", took)
 
-			// The other session's streams go on, past the next checks.
-			time.Sleep(streamCheckInterval + 100*time.Millisecond)
+			// The other session's streams go on, past the next checks: a watch takes a tick
+			// only once it is done with the one before.
+			for range 2 {
+				e.clock.Advance(e.gw.timing.StreamCheck)
+			}
 			for {
 				line, err := keptEvents.ReadString('\n')
 				if err != nil {
@@ -161,7 +166,8 @@ func TestStreamsEndWithTheirSession(t *testing.T) {
 }
 
 // TestDrainEndsStreams: a shutdown's drain ends event streams cleanly and closes upgraded
-// connections at once.
+// connections at once. The gateway's clock stands still, so no check of the session can be
+// what ends them.
 func TestDrainEndsStreams(t *testing.T) {
 	e := newTestEnv(t, func(o *envOptions) { o.upstream = streamingUpstream(); o.memory = true })
 	withAlice(e)
@@ -169,8 +175,8 @@ func TestDrainEndsStreams(t *testing.T) {
 	events := openEvents(t, e, h)
 	_, socket := openSocket(t, e, h)
 	e.gw.Drain()
-	if _, err := untilEnd(t, "the event stream", events, time.Second); err != nil {
+	if _, err := untilEnd(t, "the event stream", events, 10*time.Second); err != nil {
 		t.Errorf("event stream ended with %v, want a clean end", err)
 	}
-	untilEnd(t, "the upgraded connection", socket, time.Second)
+	untilEnd(t, "the upgraded connection", socket, 10*time.Second)
 }

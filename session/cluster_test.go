@@ -83,7 +83,7 @@ func TestRedisStoreOnCluster(t *testing.T) {
 		return c
 	}
 	const prefix = "headgate:"
-	a, b := subscribedStore(t, newClient(), prefix), subscribedStore(t, newClient(), prefix)
+	a, b := subscribedStore(t, newClient(), prefix, DefaultTiming()), subscribedStore(t, newClient(), prefix, DefaultTiming())
 	ctx := context.Background()
 
 	// Enough sessions that their keys fall on every node.
@@ -98,7 +98,7 @@ func TestRedisStoreOnCluster(t *testing.T) {
 	if err := a.Revoke(ctx, sessions[0]); err != nil {
 		t.Fatal(err)
 	}
-	took := waitFor(t, time.Second, "a sign-out on A reaching B through the cluster", func() bool {
+	took := waitFor(t, 10*time.Second, "a sign-out on A reaching B through the cluster", func() bool {
 		return errors.Is(b.Check(ctx, sessions[0]), ErrRevoked)
 	})
 	t.Logf("sign-out reached the other instance in %v", took)
@@ -107,7 +107,7 @@ func TestRedisStoreOnCluster(t *testing.T) {
 	if n, err := b.RevokeProviderSessions(ctx, "https://idp.example.com", "person-1", ""); err != nil || n != 4 {
 		t.Fatalf("provider logout of person-1: got %d, %v, want 4, nil", n, err)
 	}
-	waitFor(t, time.Second, "the provider logout reaching A", func() bool {
+	waitFor(t, 10*time.Second, "the provider logout reaching A", func() bool {
 		for i, s := range sessions {
 			err := a.Check(ctx, s)
 			if revoked := i == 0 || i%3 == 1; revoked != errors.Is(err, ErrRevoked) {

@@ -33,6 +33,9 @@
 // every session is then answered with [ErrRevoked] as it is looked up again, and everybody signs
 // in again. This is deliberate: a missing record is indistinguishable from a sign-out, and
 // failing closed is the only answer that never resurrects a revoked session.
+//
+// The stores tell the time and pace their background work with a [Timing]; the intervals named
+// here are those of [DefaultTiming].
 package session
 
 import "errors"

@@ -1,6 +1,7 @@
 package session
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net"
@@ -97,6 +98,19 @@ func run(t testing.TB, store interface{ Run(context.Context) error }) {
 	})
 }
 
+// quickTiming is the real clock with the waits on Redis shortened, for tests that wait for a
+// real connection to come back or fail: they poll for the outcome instead of sleeping through
+// a second. An answer from Redis is still awaited for the default PingTimeout, so that a slow
+// machine does not end a healthy subscription.
+func quickTiming() Timing {
+	return Timing{
+		DownFor:        10 * time.Millisecond,
+		ResubscribeMin: 5 * time.Millisecond,
+		ResubscribeMax: 20 * time.Millisecond,
+		RetryInterval:  10 * time.Millisecond,
+	}
+}
+
 // waitFor polls cond until it holds, failing the test after limit.
 func waitFor(t testing.TB, limit time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()
@@ -122,10 +136,11 @@ func shareSession(t testing.TB, a, b *RedisStore, s *Session) {
 	}
 }
 
-// subscribedStore returns a RedisStore on client whose Run is going and subscribed.
-func subscribedStore(t testing.TB, client redis.UniversalClient, prefix string) *RedisStore {
+// subscribedStore returns a RedisStore on client, keeping time as timing says, whose Run is
+// going and subscribed.
+func subscribedStore(t testing.TB, client redis.UniversalClient, prefix string, timing Timing) *RedisStore {
 	t.Helper()
-	r := NewRedisStore(client, prefix)
+	r := NewRedisStore(client, prefix, timing)
 	run(t, r)
 	waitSubscribed(t, r, 0)
 	return r
@@ -134,7 +149,7 @@ func subscribedStore(t testing.TB, client redis.UniversalClient, prefix string) 
 // waitSubscribed waits until the store's subscription generation is past gen.
 func waitSubscribed(t testing.TB, r *RedisStore, gen uint64) {
 	t.Helper()
-	waitFor(t, 5*time.Second, "subscription", func() bool { return r.subscribed.Load() && r.gen.Load() > gen })
+	waitFor(t, 10*time.Second, "subscription", func() bool { return r.subscribed.Load() && r.gen.Load() > gen })
 }
 
 // tcpProxy forwards connections to a target address. Stopping it closes its listener and every
@@ -152,6 +167,8 @@ type tcpProxy struct {
 	// blackhole drops every byte in both directions while keeping connections open, as a
 	// network that silently lost the peer does.
 	blackhole atomic.Bool
+	// pings counts the PING commands clients sent through the proxy.
+	pings atomic.Int64
 }
 
 func newTCPProxy(t testing.TB, target string) *tcpProxy {
@@ -191,8 +208,8 @@ func (p *tcpProxy) forward(client net.Conn) {
 		return
 	}
 	var wg sync.WaitGroup
-	wg.Go(func() { p.copy(server, client); server.Close() })
-	wg.Go(func() { p.copy(client, server); client.Close() })
+	wg.Go(func() { p.copy(server, client, &p.pings); server.Close() })
+	wg.Go(func() { p.copy(client, server, nil); client.Close() })
 	wg.Wait()
 	p.mu.Lock()
 	delete(p.conns, client)
@@ -200,10 +217,15 @@ func (p *tcpProxy) forward(client net.Conn) {
 	p.mu.Unlock()
 }
 
-func (p *tcpProxy) copy(dst io.Writer, src io.Reader) {
+// copy forwards src to dst until either fails; pings, if not nil, counts the PING commands
+// among what it forwards (a command split across two reads goes uncounted).
+func (p *tcpProxy) copy(dst io.Writer, src io.Reader, pings *atomic.Int64) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
+		if n > 0 && pings != nil {
+			pings.Add(int64(bytes.Count(bytes.ToLower(buf[:n]), []byte("\r\nping\r\n"))))
+		}
 		if n > 0 && !p.blackhole.Load() {
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return

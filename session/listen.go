@@ -14,26 +14,26 @@ import (
 // Run keeps the local view current until ctx ends: it subscribes to the revocation channel (and
 // subscribes again whenever the connection drops), applies revocations that failed while Redis
 // was unreachable, and drops expired entries. When ctx ends it tries once more, for at most
-// flushTimeout, to apply the revocations still pending, and returns an error wrapping
+// Timing.FlushTimeout, to apply the revocations still pending, and returns an error wrapping
 // ErrUnavailable that counts those it could not (they are lost with this process), else nil.
 // Call it once.
 func (r *RedisStore) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { r.listen(ctx) })
 	defer wg.Wait()
-	retry := time.NewTicker(retryInterval)
-	defer retry.Stop()
-	prune := time.NewTicker(pruneInterval)
-	defer prune.Stop()
+	retry, stopRetry := r.timing.Tick(r.timing.RetryInterval)
+	defer stopRetry()
+	prune, stopPrune := r.timing.Tick(r.timing.PruneInterval)
+	defer stopPrune()
 	for {
 		select {
 		case <-ctx.Done():
 			return r.flushPending()
-		case <-retry.C:
+		case <-retry:
 			r.applyPending(ctx)
 		case <-r.kick:
 			r.applyPending(ctx)
-		case now := <-prune.C:
+		case now := <-prune:
 			r.prune(now)
 		}
 	}
@@ -41,19 +41,17 @@ func (r *RedisStore) Run(ctx context.Context) error {
 
 // listen subscribes to the revocation channel until ctx ends.
 func (r *RedisStore) listen(ctx context.Context) {
-	wait := resubscribeMin
+	wait := r.timing.ResubscribeMin
 	for {
 		established := r.subscribeOnce(ctx)
 		r.subscribed.Store(false)
 		if established {
-			wait = resubscribeMin
+			wait = r.timing.ResubscribeMin
 		} else {
-			wait = min(2*wait, resubscribeMax)
+			wait = min(2*wait, r.timing.ResubscribeMax)
 		}
-		select {
-		case <-ctx.Done():
+		if !r.timing.sleep(ctx, wait) {
 			return
-		case <-time.After(wait):
 		}
 	}
 }
@@ -68,7 +66,12 @@ func (r *RedisStore) subscribeOnce(ctx context.Context) (established bool) {
 	defer stop()
 	pinged := false
 	for {
-		msg, err := ps.ReceiveTimeout(ctx, pingInterval)
+		// Quiet is fine; an unanswered ping or subscription is not.
+		timeout := r.timing.PingInterval
+		if pinged || !established {
+			timeout = r.timing.PingTimeout
+		}
+		msg, err := ps.ReceiveTimeout(ctx, timeout)
 		if err != nil {
 			// A quiet connection may be dead without an error; only a ping tells.
 			if established && !pinged && isTimeout(err) {
@@ -93,8 +96,7 @@ func (r *RedisStore) subscribeOnce(ctx context.Context) (established bool) {
 				}
 			}
 		case *redis.Message:
-			now := time.Now()
-			r.local.revoke(m.Payload, now.Add(tombstoneFor))
+			r.local.revoke(m.Payload, r.timing.Now().Add(r.timing.Tombstone))
 		}
 	}
 }
@@ -116,7 +118,7 @@ func (r *RedisStore) applyPending(ctx context.Context) {
 		ids = append(ids, id)
 	}
 	r.mu.Unlock()
-	now := time.Now()
+	now := r.timing.Now()
 	for _, id := range ids {
 		r.mu.Lock()
 		exp, ok := r.pending[id]
@@ -134,12 +136,9 @@ func (r *RedisStore) applyPending(ctx context.Context) {
 	}
 }
 
-// flushTimeout bounds the last attempt to apply pending revocations when Run stops.
-const flushTimeout = 2 * time.Second
-
-// flushPending applies the pending revocations it can within flushTimeout and reports the rest.
+// flushPending applies the pending revocations it can within FlushTimeout and reports the rest.
 func (r *RedisStore) flushPending() error {
-	ctx, cancel := context.WithTimeout(context.Background(), flushTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), r.timing.FlushTimeout)
 	defer cancel()
 	r.applyPending(ctx)
 	r.mu.Lock()

@@ -11,6 +11,7 @@ import (
 // sign-out takes effect at once, but other processes never learn of it. It is safe for
 // concurrent use; the zero value is not usable, call NewMemoryStore.
 type MemoryStore struct {
+	timing   Timing
 	mu       sync.RWMutex
 	sessions map[string]memoryRecord // by session ID
 	claims   map[string]time.Time    // key -> expiry
@@ -23,9 +24,9 @@ type memoryRecord struct {
 	issuer, subject, providerSession string
 }
 
-// NewMemoryStore returns an empty store.
-func NewMemoryStore() *MemoryStore {
-	return &MemoryStore{sessions: make(map[string]memoryRecord), claims: make(map[string]time.Time)}
+// NewMemoryStore returns an empty store that keeps time as timing says.
+func NewMemoryStore(timing Timing) *MemoryStore {
+	return &MemoryStore{timing: timing.withDefaults(), sessions: make(map[string]memoryRecord), claims: make(map[string]time.Time)}
 }
 
 // Create records s until s.ExpiresAt.
@@ -45,7 +46,7 @@ func (m *MemoryStore) Check(_ context.Context, s *Session) error {
 	switch {
 	case !ok:
 		return ErrRevoked
-	case !time.Now().Before(rec.expires):
+	case !m.timing.Now().Before(rec.expires):
 		return ErrExpired
 	}
 	return nil
@@ -65,7 +66,7 @@ func (m *MemoryStore) RevokeProviderSessions(_ context.Context, issuer, subject,
 	if subject == "" && providerSession == "" {
 		return 0, errNoProviderSelector
 	}
-	now := time.Now()
+	now := m.timing.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	n := 0
@@ -89,7 +90,7 @@ func (m *MemoryStore) Claim(_ context.Context, key string, ttl time.Duration) (b
 	if ttl <= 0 {
 		return false, errors.New("claim: ttl must be positive")
 	}
-	now := time.Now()
+	now := m.timing.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if exp, ok := m.claims[key]; ok && now.Before(exp) {
@@ -102,15 +103,16 @@ func (m *MemoryStore) Claim(_ context.Context, key string, ttl time.Duration) (b
 // Ping always answers nil.
 func (m *MemoryStore) Ping(context.Context) error { return nil }
 
-// Run drops expired records every minute until ctx ends, then returns nil.
+// Run drops expired records every Timing.PruneInterval (a minute by default) until ctx ends,
+// then returns nil.
 func (m *MemoryStore) Run(ctx context.Context) error {
-	t := time.NewTicker(pruneInterval)
-	defer t.Stop()
+	prune, stop := m.timing.Tick(m.timing.PruneInterval)
+	defer stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case now := <-t.C:
+		case now := <-prune:
 			m.prune(now)
 		}
 	}

@@ -50,7 +50,7 @@ func (r *RedisStore) index(ctx context.Context, p redis.Pipeliner, s *Session, t
 			{r.providerSessionIndexKey(s.Issuer, s.ProviderSession), s.ID},
 		}
 	}
-	now := strconv.FormatInt(time.Now().UnixMilli(), 10)
+	now := strconv.FormatInt(r.timing.Now().UnixMilli(), 10)
 	// EXPIRE counts whole seconds: round up, never below the session's own lifetime.
 	ttl = ttl.Truncate(time.Second) + time.Second
 	for _, e := range entries {
@@ -78,10 +78,10 @@ func (r *RedisStore) RevokeProviderSessions(ctx context.Context, issuer, subject
 	if subject == "" && providerSession == "" {
 		return 0, errNoProviderSelector
 	}
-	if r.down(time.Now()) {
+	if r.down(r.timing.Now()) {
 		return 0, fmt.Errorf("revoke provider sessions: %w", ErrUnavailable)
 	}
-	now := strconv.FormatInt(time.Now().UnixMilli(), 10)
+	now := strconv.FormatInt(r.timing.Now().UnixMilli(), 10)
 	var bySID, bySubject *redis.ZSliceCmd
 	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		rng := &redis.ZRangeBy{Min: now, Max: "+inf"}

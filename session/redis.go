@@ -19,13 +19,14 @@ import (
 // lagging replica would read as a sign-out. It is safe for concurrent use.
 //
 // Run must be running for sign-outs elsewhere to arrive as messages and for the local view to
-// stay bounded. Without it, a live answer is trusted for a second at a time, which costs a
-// lookup per session and second.
+// stay bounded. Without it, a live answer is trusted for Timing.UnsubscribedTrust (a second by
+// default) at a time, which costs a lookup per session and such a period.
 type RedisStore struct {
 	client  redis.UniversalClient
 	prefix  string
 	channel string
 	local   *localView
+	timing  Timing
 
 	// gen counts subscriptions to the revocation channel. A live answer confirmed in an older
 	// generation may predate a missed revocation and is looked up again.
@@ -41,35 +42,15 @@ type RedisStore struct {
 	pending map[string]time.Time // id -> session expiry: revocations Redis has not heard of
 }
 
-const (
-	// downFor is how long Redis is not tried after a failure, so that requests are not each
-	// held up by a timeout.
-	downFor = time.Second
-	// unsubscribedTrust is how long a live answer is trusted without a subscription: the
-	// longest a sign-out elsewhere may take to reach this instance.
-	unsubscribedTrust = time.Second
-	// tombstoneFor is how long a revocation of a session unknown here is remembered; it only
-	// has to outlast a lookup in flight.
-	tombstoneFor = time.Minute
-	// pingInterval is how long the subscription may be quiet before it is pinged; a ping
-	// unanswered for as long again ends the subscription.
-	pingInterval = time.Second
-	// retryInterval is how often pending revocations are retried.
-	retryInterval = time.Second
-	// pruneInterval is how often expired entries are dropped.
-	pruneInterval = time.Minute
-	// Resubscription waits start at resubscribeMin and double up to resubscribeMax.
-	resubscribeMin = 50 * time.Millisecond
-	resubscribeMax = time.Second
-)
-
-// NewRedisStore returns a store writing keys that start with prefix, such as "headgate:".
-func NewRedisStore(client redis.UniversalClient, prefix string) *RedisStore {
+// NewRedisStore returns a store writing keys that start with prefix, such as "headgate:", that
+// keeps time and waits as timing says.
+func NewRedisStore(client redis.UniversalClient, prefix string, timing Timing) *RedisStore {
 	return &RedisStore{
 		client:  client,
 		prefix:  prefix,
 		channel: prefix + "revoked",
 		local:   newLocalView(),
+		timing:  timing.withDefaults(),
 		kick:    make(chan struct{}, 1),
 		pending: make(map[string]time.Time),
 	}
@@ -79,7 +60,7 @@ func (r *RedisStore) recordKey(id string) string { return r.prefix + "session:" 
 
 // Create records s in Redis until s.ExpiresAt.
 func (r *RedisStore) Create(ctx context.Context, s *Session) error {
-	now := time.Now()
+	now := r.timing.Now()
 	ttl := s.ExpiresAt.Sub(now)
 	if ttl <= 0 {
 		return errors.New("create session: already expired")
@@ -107,7 +88,7 @@ func (r *RedisStore) Create(ctx context.Context, s *Session) error {
 // gone, ErrExpired for an expired one and an error wrapping ErrUnavailable when Redis cannot
 // answer. A session this instance has confirmed live costs no Redis command.
 func (r *RedisStore) Check(ctx context.Context, s *Session) error {
-	now := time.Now()
+	now := r.timing.Now()
 	if !now.Before(s.ExpiresAt) {
 		return ErrExpired
 	}
@@ -117,7 +98,7 @@ func (r *RedisStore) Check(ctx context.Context, s *Session) error {
 		}
 		// Confirmed since the last subscription began: a revocation would have arrived. Without
 		// a subscription, a revocation may be missed, so the answer is trusted only briefly.
-		if e.gen == r.gen.Load() && (r.subscribed.Load() || now.UnixNano()-e.checked < int64(unsubscribedTrust)) {
+		if e.gen == r.gen.Load() && (r.subscribed.Load() || now.UnixNano()-e.checked < int64(r.timing.UnsubscribedTrust)) {
 			return nil
 		}
 	}
@@ -141,7 +122,7 @@ func (r *RedisStore) lookup(ctx context.Context, s *Session) error {
 		r.local.revoke(s.ID, s.ExpiresAt)
 		return ErrRevoked
 	}
-	r.local.confirm(s.ID, gen, time.Now(), s.ExpiresAt)
+	r.local.confirm(s.ID, gen, r.timing.Now(), s.ExpiresAt)
 	return nil
 }
 
@@ -151,7 +132,7 @@ func (r *RedisStore) lookup(ctx context.Context, s *Session) error {
 // revocation lives in this process only: Run tries it once more when it stops, and reports it
 // if it is lost.
 func (r *RedisStore) Revoke(ctx context.Context, s *Session) error {
-	now := time.Now()
+	now := r.timing.Now()
 	r.local.revoke(s.ID, s.ExpiresAt)
 	if !now.Before(s.ExpiresAt) {
 		return nil // its record has expired already
@@ -205,7 +186,7 @@ func (r *RedisStore) Claim(ctx context.Context, key string, ttl time.Duration) (
 	if ttl <= 0 {
 		return false, errors.New("claim: ttl must be positive")
 	}
-	if r.down(time.Now()) {
+	if r.down(r.timing.Now()) {
 		return false, fmt.Errorf("claim: %w", ErrUnavailable)
 	}
 	first, err := r.client.SetNX(ctx, r.prefix+"claim:"+key, "1", ttl).Result()
@@ -228,13 +209,13 @@ func (r *RedisStore) Ping(ctx context.Context) error {
 
 // down reports whether Redis should not be tried now. Once the pause after a failure is over,
 // exactly one caller is let through to probe, and the others keep being answered at once until
-// the probe succeeds: while Redis is down, at most one request a second waits on it.
+// the probe succeeds: while Redis is down, at most one request per DownFor waits on it.
 func (r *RedisStore) down(now time.Time) bool {
 	until := r.downUntil.Load()
 	if until == 0 {
 		return false
 	}
-	if n := now.UnixNano(); n < until || !r.downUntil.CompareAndSwap(until, n+int64(downFor)) {
+	if n := now.UnixNano(); n < until || !r.downUntil.CompareAndSwap(until, n+int64(r.timing.DownFor)) {
 		return true
 	}
 	return false
@@ -247,10 +228,10 @@ func (r *RedisStore) up() {
 }
 
 // failed wraps err from the operation op as unavailability. Unless the caller gave up, Redis
-// is then not tried again for downFor.
+// is then not tried again for DownFor.
 func (r *RedisStore) failed(ctx context.Context, op string, err error) error {
 	if ctx.Err() == nil {
-		r.downUntil.Store(time.Now().Add(downFor).UnixNano())
+		r.downUntil.Store(r.timing.Now().Add(r.timing.DownFor).UnixNano())
 	}
 	return fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)
 }

@@ -11,17 +11,20 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
+// TestRedisRevokeReachesOtherInstances: a sign-out reaches another instance as a message. The
+// instances' clock stands still, so no window that passed can be what ended the session there.
 func TestRedisRevokeReachesOtherInstances(t *testing.T) {
 	t.Parallel()
 	c, prefix := testRedis(t)
-	a, b := subscribedStore(t, c, prefix), subscribedStore(t, c, prefix)
+	clock := newFakeClock(t)
+	a, b := subscribedStore(t, c, prefix, clock.timing()), subscribedStore(t, c, prefix, clock.timing())
 	ctx := context.Background()
-	s := newSession(time.Hour)
+	s := newSessionAt(clock.Now(), time.Hour)
 	shareSession(t, a, b, s)
 	if err := a.Revoke(ctx, s); err != nil {
 		t.Fatal(err)
 	}
-	took := waitFor(t, time.Second, "sign-out on A reaching B", func() bool {
+	took := waitFor(t, 10*time.Second, "sign-out on A reaching B", func() bool {
 		return errors.Is(b.Check(ctx, s), ErrRevoked)
 	})
 	t.Logf("sign-out reached the other instance in %v", took)
@@ -30,9 +33,10 @@ func TestRedisRevokeReachesOtherInstances(t *testing.T) {
 func TestRedisProviderLogoutReachesOtherInstances(t *testing.T) {
 	t.Parallel()
 	c, prefix := testRedis(t)
-	a, b := subscribedStore(t, c, prefix), subscribedStore(t, c, prefix)
+	clock := newFakeClock(t)
+	a, b := subscribedStore(t, c, prefix, clock.timing()), subscribedStore(t, c, prefix, clock.timing())
 	ctx := context.Background()
-	s := newSession(time.Hour)
+	s := newSessionAt(clock.Now(), time.Hour)
 	s.Issuer, s.Subject, s.ProviderSession = "https://idp.example.com", "alice", "sid-1"
 	shareSession(t, a, b, s)
 	// The indexes live as long as the session, no longer.
@@ -46,7 +50,7 @@ func TestRedisProviderLogoutReachesOtherInstances(t *testing.T) {
 	if n, err := b.RevokeProviderSessions(ctx, s.Issuer, s.Subject, ""); err != nil || n != 1 {
 		t.Fatalf("RevokeProviderSessions: got %d, %v, want 1, nil", n, err)
 	}
-	took := waitFor(t, time.Second, "the provider's logout reaching A", func() bool {
+	took := waitFor(t, 10*time.Second, "the provider's logout reaching A", func() bool {
 		return errors.Is(a.Check(ctx, s), ErrRevoked)
 	})
 	t.Logf("the provider's logout reached the other instance in %v", took)
@@ -61,17 +65,18 @@ func TestRedisProviderLogoutReachesOtherInstances(t *testing.T) {
 func TestRedisProviderIndexDropsExpired(t *testing.T) {
 	t.Parallel()
 	c, prefix := testRedis(t)
-	r := NewRedisStore(c, prefix)
+	clock := newFakeClock(t)
+	r := NewRedisStore(c, prefix, clock.timing())
 	ctx := context.Background()
 	for range 3 {
-		s := newSession(50 * time.Millisecond)
+		s := newSessionAt(clock.Now(), 50*time.Millisecond)
 		s.Issuer, s.Subject = "https://idp.example.com", "alice"
 		if err := r.Create(ctx, s); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(60 * time.Millisecond)
+		clock.Advance(60 * time.Millisecond)
 	}
-	s := newSession(time.Hour)
+	s := newSessionAt(clock.Now(), time.Hour)
 	s.Issuer, s.Subject = "https://idp.example.com", "alice"
 	if err := r.Create(ctx, s); err != nil {
 		t.Fatal(err)
@@ -86,7 +91,7 @@ func TestRedisCheckWarmCostsNoCommand(t *testing.T) {
 	c, prefix := testRedis(t)
 	counter := &commandCounter{}
 	c.AddHook(counter)
-	a, b := subscribedStore(t, c, prefix), subscribedStore(t, c, prefix)
+	a, b := subscribedStore(t, c, prefix, DefaultTiming()), subscribedStore(t, c, prefix, DefaultTiming())
 	ctx := context.Background()
 	s := newSession(time.Hour)
 	if err := a.Create(ctx, s); err != nil {
@@ -120,9 +125,10 @@ func TestRedisUnavailableFailsFast(t *testing.T) {
 		MaxRetries: -1, DialerRetries: 1})
 	t.Cleanup(func() { c.Close() })
 	c.AddHook(counter)
-	r := NewRedisStore(c, "test:session:unreachable:")
+	clock := newFakeClock(t)
+	r := NewRedisStore(c, "test:session:unreachable:", clock.timing())
 	ctx := context.Background()
-	s := newSession(time.Hour)
+	s := newSessionAt(clock.Now(), time.Hour)
 
 	if err := r.Check(ctx, s); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("first check: got %v, want %v", err, ErrUnavailable)
@@ -140,7 +146,7 @@ func TestRedisUnavailableFailsFast(t *testing.T) {
 	if took := time.Since(start); took > 50*time.Millisecond {
 		t.Errorf("100 checks right after a failure took %v, want under 50ms", took)
 	}
-	if err := r.Create(ctx, newSession(time.Hour)); !errors.Is(err, ErrUnavailable) {
+	if err := r.Create(ctx, newSessionAt(clock.Now(), time.Hour)); !errors.Is(err, ErrUnavailable) {
 		t.Errorf("create right after a failure: got %v, want %v", err, ErrUnavailable)
 	}
 	if _, err := r.Claim(ctx, "k", time.Minute); !errors.Is(err, ErrUnavailable) {
@@ -170,12 +176,12 @@ func TestRedisUnavailableFailsFast(t *testing.T) {
 	}
 
 	// A second later one of many parallel checks tries Redis again.
-	time.Sleep(downFor + 50*time.Millisecond)
+	clock.Advance(r.timing.DownFor)
 	tried = counter.commands.Load()
 	var wg sync.WaitGroup
 	for range 20 {
 		wg.Go(func() {
-			if err := r.Check(ctx, newSession(time.Hour)); !errors.Is(err, ErrUnavailable) {
+			if err := r.Check(ctx, newSessionAt(clock.Now(), time.Hour)); !errors.Is(err, ErrUnavailable) {
 				t.Errorf("check a second later: got %v, want %v", err, ErrUnavailable)
 			}
 		})
@@ -190,8 +196,11 @@ func TestRedisUnavailableFailsFast(t *testing.T) {
 func proxiedRedis(t *testing.T) (*redis.Client, *tcpProxy) {
 	t.Helper()
 	p := newTCPProxy(t, redisAddr)
-	c := redis.NewClient(&redis.Options{Addr: p.addr, DialTimeout: 200 * time.Millisecond,
-		ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond, MaxRetries: -1})
+	// One try per command and per dial, as headgate's own client: go-redis's default retries
+	// back off for a while after Redis vanishes. The timeouts end reads that a blackholed
+	// connection never answers.
+	c := redis.NewClient(&redis.Options{Addr: p.addr, DialTimeout: time.Second,
+		ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: -1, DialerRetries: 1})
 	t.Cleanup(func() { c.Close() })
 	return c, p
 }
@@ -200,8 +209,8 @@ func TestRedisPendingRevocationAppliedOnRecovery(t *testing.T) {
 	t.Parallel()
 	direct, prefix := testRedis(t)
 	proxied, proxy := proxiedRedis(t)
-	a := subscribedStore(t, proxied, prefix) // loses Redis
-	b := subscribedStore(t, direct, prefix)  // keeps it
+	a := subscribedStore(t, proxied, prefix, quickTiming()) // loses Redis
+	b := subscribedStore(t, direct, prefix, quickTiming())  // keeps it
 	ctx := context.Background()
 	s := newSession(time.Hour)
 	shareSession(t, a, b, s)
@@ -218,14 +227,14 @@ func TestRedisPendingRevocationAppliedOnRecovery(t *testing.T) {
 	}
 
 	proxy.start()
-	took := waitFor(t, 5*time.Second, "pending sign-out reaching B", func() bool {
+	took := waitFor(t, 10*time.Second, "pending sign-out reaching B", func() bool {
 		return errors.Is(b.Check(ctx, s), ErrRevoked)
 	})
 	t.Logf("pending sign-out reached the other instance %v after Redis came back", took)
 	if n, err := direct.Exists(ctx, prefix+"session:"+s.ID).Result(); err != nil || n != 0 {
 		t.Errorf("record after recovery: got %d, %v, want 0, nil", n, err)
 	}
-	waitFor(t, time.Second, "pending revocations applied", func() bool {
+	waitFor(t, 10*time.Second, "pending revocations applied", func() bool {
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		return len(a.pending) == 0
@@ -239,11 +248,13 @@ func TestRedisPendingRevocationFlushedOnStop(t *testing.T) {
 	direct, prefix := testRedis(t)
 	for _, back := range []bool{true, false} {
 		proxied, proxy := proxiedRedis(t)
-		a := NewRedisStore(proxied, prefix)
+		// The store's clock stands still: Run retries nothing by itself before it stops.
+		clock := newFakeClock(t)
+		a := NewRedisStore(proxied, prefix, clock.timing())
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- a.Run(ctx) }()
-		s := newSession(time.Hour)
+		s := newSessionAt(clock.Now(), time.Hour)
 		if err := a.Create(context.Background(), s); err != nil {
 			t.Fatal(err)
 		}
@@ -254,7 +265,7 @@ func TestRedisPendingRevocationFlushedOnStop(t *testing.T) {
 		if back {
 			proxy.start()
 		}
-		cancel() // before Run's next retry
+		cancel()
 		err := <-done
 		n, xerr := direct.Exists(context.Background(), prefix+"session:"+s.ID).Result()
 		if xerr != nil {
@@ -273,7 +284,7 @@ func TestRedisEmptiedRevokesOnResubscription(t *testing.T) {
 	t.Parallel()
 	direct, prefix := testRedis(t)
 	proxied, proxy := proxiedRedis(t)
-	r := subscribedStore(t, proxied, prefix)
+	r := subscribedStore(t, proxied, prefix, quickTiming())
 	ctx := context.Background()
 	s := newSession(time.Hour)
 	if err := r.Create(ctx, s); err != nil {
@@ -297,20 +308,22 @@ func TestRedisEmptiedRevokesOnResubscription(t *testing.T) {
 func TestRedisSilentConnectionLossDetected(t *testing.T) {
 	t.Parallel()
 	proxied, proxy := proxiedRedis(t)
-	r := NewRedisStore(proxied, "test:session:"+NewID()+":")
-	run(t, r)
-	waitSubscribed(t, r, 0)
+	timing := quickTiming()
+	timing.PingInterval = 50 * time.Millisecond
+	r := subscribedStore(t, proxied, "test:session:"+NewID()+":", timing)
 
-	// A quiet but healthy subscription is kept.
+	// A quiet but healthy subscription is kept: pinged, it answers. A ping is sent only once
+	// the one before was answered, so the third ping proves two answers.
 	gen := r.gen.Load()
-	time.Sleep(2*pingInterval + 100*time.Millisecond)
+	pings := proxy.pings.Load()
+	waitFor(t, 10*time.Second, "three pings of a quiet subscription", func() bool { return proxy.pings.Load()-pings >= 3 })
 	if got := r.gen.Load(); got != gen || !r.subscribed.Load() {
-		t.Fatalf("after a quiet %v: got generation %d, subscribed %v, want %d, true", 2*pingInterval, got, r.subscribed.Load(), gen)
+		t.Fatalf("after two pings answered: got generation %d, subscribed %v, want %d, true", got, r.subscribed.Load(), gen)
 	}
 
 	// A connection that silently stops answering is noticed by its unanswered ping.
 	proxy.blackhole.Store(true)
-	took := waitFor(t, 4*pingInterval, "silent connection loss noticed", func() bool { return !r.subscribed.Load() })
+	took := waitFor(t, 10*time.Second, "silent connection loss noticed", func() bool { return !r.subscribed.Load() })
 	t.Logf("silent connection loss noticed after %v", took)
 	proxy.blackhole.Store(false)
 	waitSubscribed(t, r, gen)
@@ -321,7 +334,7 @@ func TestRedisGenerationRecheck(t *testing.T) {
 	c, prefix := testRedis(t)
 	counter := &commandCounter{}
 	c.AddHook(counter)
-	r := subscribedStore(t, c, prefix)
+	r := subscribedStore(t, c, prefix, DefaultTiming())
 	ctx := context.Background()
 	live, gone := newSession(time.Hour), newSession(time.Hour)
 	for _, s := range []*Session{live, gone} {
@@ -355,21 +368,29 @@ func TestRedisGenerationRecheck(t *testing.T) {
 func TestRedisWithoutSubscriptionTrustsOneSecond(t *testing.T) {
 	t.Parallel()
 	c, prefix := testRedis(t)
-	r := NewRedisStore(c, prefix) // no Run: no subscription
+	clock := newFakeClock(t)
+	r := NewRedisStore(c, prefix, clock.timing()) // no Run: no subscription
 	ctx := context.Background()
-	s := newSession(time.Hour)
+	s := newSessionAt(clock.Now(), time.Hour)
 	if err := r.Create(ctx, s); err != nil {
 		t.Fatal(err)
 	}
-	other := NewRedisStore(c, prefix)
+	other := NewRedisStore(c, prefix, clock.timing())
 	if err := other.Revoke(ctx, s); err != nil {
 		t.Fatal(err)
 	}
-	took := waitFor(t, unsubscribedTrust+500*time.Millisecond, "sign-out without a subscription", func() bool {
-		return errors.Is(r.Check(ctx, s), ErrRevoked)
-	})
-	if took < unsubscribedTrust/2 {
-		t.Errorf("the live answer was trusted for %v, want about %v", took, unsubscribedTrust)
+	// The store's time moves in steps until it looks the session up again.
+	trust, limit, step := r.timing.UnsubscribedTrust, r.timing.UnsubscribedTrust+500*time.Millisecond, 10*time.Millisecond
+	took := time.Duration(0)
+	for !errors.Is(r.Check(ctx, s), ErrRevoked) {
+		if took > limit {
+			t.Fatalf("sign-out without a subscription: not within %v", limit)
+		}
+		clock.Advance(step)
+		took += step
+	}
+	if took < trust/2 {
+		t.Errorf("the live answer was trusted for %v, want about %v", took, trust)
 	}
 }
 
@@ -377,7 +398,7 @@ func TestRedisRevocationRacingLookup(t *testing.T) {
 	v := newLocalView()
 	now := time.Now()
 	// A revocation message arrives while a lookup that saw the record is in flight.
-	v.revoke("id", now.Add(tombstoneFor))
+	v.revoke("id", now.Add(DefaultTiming().Tombstone))
 	v.confirm("id", 1, now, now.Add(time.Hour))
 	if e, _ := v.get("id"); !e.revoked {
 		t.Error("got live, want the revocation kept")
@@ -385,11 +406,11 @@ func TestRedisRevocationRacingLookup(t *testing.T) {
 }
 
 func TestRedisPrune(t *testing.T) {
-	r := NewRedisStore(nil, "test:session:prune:")
+	r := NewRedisStore(nil, "test:session:prune:", DefaultTiming())
 	now := time.Now()
 	r.local.confirm("live", 1, now, now.Add(time.Hour))
 	r.local.confirm("expired", 1, now, now.Add(time.Minute))
-	r.local.revoke("tombstone", now.Add(tombstoneFor))
+	r.local.revoke("tombstone", now.Add(r.timing.Tombstone))
 	r.local.revoke("revoked", now.Add(time.Hour))
 	r.pending["pending-expired"] = now.Add(time.Minute)
 	r.pending["pending"] = now.Add(time.Hour)
@@ -406,7 +427,7 @@ func TestRedisPrune(t *testing.T) {
 
 func BenchmarkRedisCheckWarm(b *testing.B) {
 	c, prefix := testRedis(b)
-	r := subscribedStore(b, c, prefix)
+	r := subscribedStore(b, c, prefix, DefaultTiming())
 	ctx := context.Background()
 	s := newSession(time.Hour)
 	if err := r.Create(ctx, s); err != nil {
@@ -422,7 +443,7 @@ func BenchmarkRedisCheckWarm(b *testing.B) {
 
 func BenchmarkRedisCheckWarmParallel(b *testing.B) {
 	c, prefix := testRedis(b)
-	r := subscribedStore(b, c, prefix)
+	r := subscribedStore(b, c, prefix, DefaultTiming())
 	ctx := context.Background()
 	sessions := make([]*Session, 1000)
 	for i := range sessions {

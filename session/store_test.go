@@ -25,20 +25,25 @@ var (
 	_ store = (*RedisStore)(nil)
 )
 
-func newSession(lifetime time.Duration) *Session {
-	now := time.Now()
+// newSession returns a session issued now that lasts lifetime.
+func newSession(lifetime time.Duration) *Session { return newSessionAt(time.Now(), lifetime) }
+
+// newSessionAt returns a session issued at now that lasts lifetime.
+func newSessionAt(now time.Time, lifetime time.Duration) *Session {
 	return &Session{ID: NewID(), Subject: "sub", IssuedAt: now, ExpiresAt: now.Add(lifetime)}
 }
 
 func TestStores(t *testing.T) {
-	stores := map[string]func(t *testing.T) store{
-		"memory": func(t *testing.T) store { return NewMemoryStore() },
-		"redis": func(t *testing.T) store {
+	// Each store keeps time on a clock of the test's own.
+	stores := map[string]func(t *testing.T) (store, *fakeClock){
+		"memory": func(t *testing.T) (store, *fakeClock) {
+			clock := newFakeClock(t)
+			return NewMemoryStore(clock.timing()), clock
+		},
+		"redis": func(t *testing.T) (store, *fakeClock) {
 			c, prefix := testRedis(t)
-			r := NewRedisStore(c, prefix)
-			run(t, r)
-			waitSubscribed(t, r, 0)
-			return r
+			clock := newFakeClock(t)
+			return subscribedStore(t, c, prefix, clock.timing()), clock
 		},
 	}
 	for name, newStore := range stores {
@@ -46,13 +51,13 @@ func TestStores(t *testing.T) {
 			t.Parallel()
 			t.Run("lifecycle", func(t *testing.T) {
 				t.Parallel()
-				st := newStore(t)
+				st, clock := newStore(t)
 				ctx := context.Background()
-				s := newSession(time.Hour)
+				s := newSessionAt(clock.Now(), time.Hour)
 				if err := st.Check(ctx, s); !errors.Is(err, ErrRevoked) {
 					t.Errorf("before Create: got %v, want %v", err, ErrRevoked)
 				}
-				s = newSession(time.Hour)
+				s = newSessionAt(clock.Now(), time.Hour)
 				if err := st.Create(ctx, s); err != nil {
 					t.Fatal(err)
 				}
@@ -61,7 +66,7 @@ func TestStores(t *testing.T) {
 						t.Errorf("after Create: got %v, want nil", err)
 					}
 				}
-				other := newSession(time.Hour)
+				other := newSessionAt(clock.Now(), time.Hour)
 				if err := st.Create(ctx, other); err != nil {
 					t.Fatal(err)
 				}
@@ -80,26 +85,26 @@ func TestStores(t *testing.T) {
 			})
 			t.Run("expiry", func(t *testing.T) {
 				t.Parallel()
-				st := newStore(t)
+				st, clock := newStore(t)
 				ctx := context.Background()
-				s := newSession(100 * time.Millisecond)
+				s := newSessionAt(clock.Now(), 100*time.Millisecond)
 				if err := st.Create(ctx, s); err != nil {
 					t.Fatal(err)
 				}
 				if err := st.Check(ctx, s); err != nil {
 					t.Errorf("before expiry: got %v, want nil", err)
 				}
-				time.Sleep(150 * time.Millisecond)
+				clock.Advance(150 * time.Millisecond)
 				if err := st.Check(ctx, s); !errors.Is(err, ErrExpired) {
 					t.Errorf("after expiry: got %v, want %v", err, ErrExpired)
 				}
 			})
 			t.Run("provider logout", func(t *testing.T) {
 				t.Parallel()
-				st := newStore(t)
+				st, clock := newStore(t)
 				ctx := context.Background()
 				person := func(iss, sub, sid string) *Session {
-					s := newSession(time.Hour)
+					s := newSessionAt(clock.Now(), time.Hour)
 					s.Issuer, s.Subject, s.ProviderSession = iss, sub, sid
 					if err := st.Create(ctx, s); err != nil {
 						t.Fatal(err)
@@ -147,7 +152,7 @@ func TestStores(t *testing.T) {
 			})
 			t.Run("claim", func(t *testing.T) {
 				t.Parallel()
-				st := newStore(t)
+				st, clock := newStore(t)
 				ctx := context.Background()
 				var wins atomic.Int32
 				var wg sync.WaitGroup
@@ -172,8 +177,16 @@ func TestStores(t *testing.T) {
 				if first, err := st.Claim(ctx, "short", 50*time.Millisecond); err != nil || !first {
 					t.Fatalf("short claim: got %v, %v, want true, nil", first, err)
 				}
-				time.Sleep(80 * time.Millisecond)
-				if first, err := st.Claim(ctx, "short", time.Minute); err != nil || !first {
+				// The memory store's claim expires on its clock, Redis's in Redis's own time: a
+				// claim that is still held changes nothing, so it is asked until it is free.
+				clock.Advance(80 * time.Millisecond)
+				var first bool
+				var err error
+				waitFor(t, 10*time.Second, "the short claim to expire", func() bool {
+					first, err = st.Claim(ctx, "short", time.Minute)
+					return err != nil || first
+				})
+				if err != nil || !first {
 					t.Errorf("after the ttl: got %v, %v, want true, nil", first, err)
 				}
 				if _, err := st.Claim(ctx, "zero", 0); err == nil {
@@ -185,7 +198,7 @@ func TestStores(t *testing.T) {
 }
 
 func TestMemoryPrune(t *testing.T) {
-	m := NewMemoryStore()
+	m := NewMemoryStore(DefaultTiming())
 	ctx := context.Background()
 	short, long := newSession(time.Minute), newSession(time.Hour)
 	for _, s := range []*Session{short, long} {
@@ -206,7 +219,7 @@ func TestMemoryPrune(t *testing.T) {
 }
 
 func BenchmarkMemoryCheck(b *testing.B) {
-	m := NewMemoryStore()
+	m := NewMemoryStore(DefaultTiming())
 	s := newSession(time.Hour)
 	ctx := context.Background()
 	if err := m.Create(ctx, s); err != nil {
