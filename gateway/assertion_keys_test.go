@@ -50,7 +50,7 @@ func TestStoredKeysRotate(t *testing.T) {
 	const period = time.Hour
 	start := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
 	instance := func(now *time.Time) *asserter {
-		src := storedKeys{store: session.NewRedisStore(client, prefix), sealer: cookies, period: period, timeout: 5 * time.Second}
+		src := storedKeys{store: session.NewRedisStore(client, prefix, session.DefaultTiming()), sealer: cookies, period: period, timeout: 5 * time.Second}
 		first, err := src.keys(*now)
 		if err != nil {
 			t.Fatal(err)

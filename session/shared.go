@@ -48,7 +48,7 @@ func (m *MemoryStore) Shared(_ context.Context, name string, ttl time.Duration, 
 	if ttl <= 0 {
 		return nil, errors.New("shared value: ttl must be positive")
 	}
-	now := time.Now()
+	now := m.timing.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if v, ok := m.shared[name]; ok && now.Before(v.expires) {

@@ -19,7 +19,7 @@ func TestSharedOnceForAll(t *testing.T) {
 	values := make([]string, 8)
 	var wg sync.WaitGroup
 	for i := range values {
-		store := NewRedisStore(client, prefix)
+		store := NewRedisStore(client, prefix, DefaultTiming())
 		wg.Go(func() {
 			v, err := store.Shared(ctx, "key", time.Hour, func() ([]byte, error) {
 				made.Add(1)
@@ -43,7 +43,7 @@ func TestSharedOnceForAll(t *testing.T) {
 	t.Logf("%d of %d instances made a value; one was kept", made.Load(), len(values))
 
 	failing := errors.New("no randomness")
-	if _, err := NewRedisStore(client, prefix).Shared(ctx, "other", time.Hour, func() ([]byte, error) { return nil, failing }); !errors.Is(err, failing) {
+	if _, err := NewRedisStore(client, prefix, DefaultTiming()).Shared(ctx, "other", time.Hour, func() ([]byte, error) { return nil, failing }); !errors.Is(err, failing) {
 		t.Errorf("create failed: got %v, want it returned", err)
 	}
 	if n := client.Exists(ctx, prefix+"shared:other").Val(); n != 0 {
@@ -52,7 +52,8 @@ func TestSharedOnceForAll(t *testing.T) {
 }
 
 func TestSharedMemory(t *testing.T) {
-	m := NewMemoryStore()
+	clock := newFakeClock(t)
+	m := NewMemoryStore(clock.timing())
 	a, err := m.Shared(context.Background(), "key", time.Hour, func() ([]byte, error) { return []byte("first"), nil })
 	if err != nil {
 		t.Fatal(err)
@@ -60,6 +61,11 @@ func TestSharedMemory(t *testing.T) {
 	b, err := m.Shared(context.Background(), "key", time.Hour, func() ([]byte, error) { return []byte("second"), nil })
 	if err != nil || string(a) != "first" || string(b) != "first" {
 		t.Errorf("got %q, %q, %v, want the first value twice", a, b, err)
+	}
+	clock.Advance(time.Hour)
+	c, err := m.Shared(context.Background(), "key", time.Hour, func() ([]byte, error) { return []byte("third"), nil })
+	if err != nil || string(c) != "third" {
+		t.Errorf("after its ttl: got %q, %v, want a new value", c, err)
 	}
 }
 
