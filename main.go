@@ -94,10 +94,10 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	} else {
 		log.Warn("no redis.url: sessions and links are kept in process; run exactly one instance")
 		store = session.NewMemoryStore(storeTiming)
-		cache = linker.NewMemoryCache()
+		cache = linker.NewMemoryCache(linker.Timing{})
 	}
 
-	links := linker.New(cfg.Link, linker.NewHeadscale(cfg.Headscale, nil), cache)
+	links := linker.New(cfg.Link, linker.NewHeadscale(cfg.Headscale, nil), cache, linker.Timing{})
 	cookies, err := session.NewCookies(cfg.Session, strings.HasPrefix(cfg.Gateway.PublicURL, "https://"))
 	if err != nil {
 		return err

@@ -88,7 +88,7 @@ func benchGateway(b *testing.B) (*Gateway, string, *httptest.Server) {
 		b.Fatal(err)
 	}
 	store := session.NewMemoryStore(session.DefaultTiming())
-	links := linker.New(linker.Config{}, linker.NewHeadscale(linker.HeadscaleConfig{URL: hs.srv.URL, APIKey: hs.key}, nil), linker.NewMemoryCache())
+	links := linker.New(linker.Config{}, linker.NewHeadscale(linker.HeadscaleConfig{URL: hs.srv.URL, APIKey: hs.key}, nil), linker.NewMemoryCache(linker.Timing{}), linker.Timing{})
 	g, err := New(Config{
 		PublicURL: "http://gate.example.com", Upstream: upstream.URL,
 		OIDC: OIDCConfig{Issuer: "https://idp.example.com", ClientID: "c", ClientSecret: "s"},

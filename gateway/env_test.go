@@ -73,7 +73,7 @@ func newTestEnv(t *testing.T, opts ...func(*envOptions)) *testEnv {
 	var cache linker.Cache
 	if o.memory {
 		e.store = session.NewMemoryStore(e.clock.storeTiming())
-		cache = linker.NewMemoryCache()
+		cache = linker.NewMemoryCache(linker.Timing{})
 	} else {
 		e.redis = testRedis(t)
 		e.prefix = fmt.Sprintf("test:%s:%d:", t.Name(), time.Now().UnixNano())
@@ -99,7 +99,7 @@ func newTestEnv(t *testing.T, opts ...func(*envOptions)) *testEnv {
 		hsTimeout = 2 * time.Second
 	}
 	links := linker.New(linker.Config{Match: o.match, Unlinked: o.unlinked, TTL: o.ttl, NegativeTTL: time.Minute},
-		linker.NewHeadscale(linker.HeadscaleConfig{URL: e.headscale.srv.URL, APIKey: e.headscale.key, Timeout: hsTimeout, ListMaxAge: time.Millisecond}, nil), cache)
+		linker.NewHeadscale(linker.HeadscaleConfig{URL: e.headscale.srv.URL, APIKey: e.headscale.key, Timeout: hsTimeout, ListMaxAge: time.Millisecond}, nil), cache, linker.Timing{})
 	cfg := Config{
 		PublicURL:       public,
 		Upstream:        e.upstream.srv.URL,

@@ -101,6 +101,8 @@ func (c *RedisCache) Set(ctx context.Context, key string, l Link, ttl time.Durat
 // MemoryCache is a Cache in process memory, for a gateway that runs as a single instance. Expired
 // links are dropped as the cache grows.
 type MemoryCache struct {
+	now func() time.Time
+
 	mu      sync.Mutex
 	links   map[string]memoryLink
 	pruneAt int // prune expired links when the map reaches this size
@@ -114,9 +116,10 @@ type memoryLink struct {
 	expires time.Time
 }
 
-// NewMemoryCache returns an empty MemoryCache.
-func NewMemoryCache() *MemoryCache {
-	return &MemoryCache{links: make(map[string]memoryLink), pruneAt: minPruneAt}
+// NewMemoryCache returns an empty MemoryCache that expires links by t's clock (the zero Timing:
+// the system's).
+func NewMemoryCache(t Timing) *MemoryCache {
+	return &MemoryCache{now: t.withDefaults().Now, links: make(map[string]memoryLink), pruneAt: minPruneAt}
 }
 
 // Get returns the link stored under key, if it has not expired. It never fails.
@@ -124,7 +127,7 @@ func (c *MemoryCache) Get(_ context.Context, key string) (Link, bool, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	m, ok := c.links[key]
-	if !ok || !time.Now().Before(m.expires) {
+	if !ok || !c.now().Before(m.expires) {
 		return Link{}, false, nil
 	}
 	return m.link, true, nil
@@ -137,7 +140,7 @@ func (c *MemoryCache) Set(_ context.Context, key string, l Link, ttl time.Durati
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	now := time.Now()
+	now := c.now()
 	c.links[key] = memoryLink{link: l, expires: now.Add(ttl)}
 	if len(c.links) >= c.pruneAt {
 		for k, m := range c.links {

@@ -175,9 +175,15 @@ func (f *fakeHeadscale) client(timeout, listMaxAge time.Duration) *Headscale {
 	return NewHeadscale(HeadscaleConfig{URL: f.srv.URL, APIKey: f.key, Timeout: timeout, ListMaxAge: listMaxAge}, nil)
 }
 
-// newTestLinker returns a Linker on f with a MemoryCache unless cache is given.
+// newTestLinker returns a Linker on f and the system clock, with a MemoryCache unless cache is
+// given.
 func newTestLinker(f *fakeHeadscale, cfg Config, cache Cache) *Linker {
-	return New(cfg, f.client(2*time.Second, 0), cache)
+	return New(cfg, f.client(2*time.Second, 0), cache, Timing{})
+}
+
+// newClockedLinker is newTestLinker on the times t gives, clock and intervals.
+func newClockedLinker(f *fakeHeadscale, cfg Config, cache Cache, t Timing) *Linker {
+	return New(cfg, f.client(2*time.Second, 0), cache, t)
 }
 
 // identity returns a verified identity of testIssuer.
@@ -219,7 +225,22 @@ func testRedis(t testing.TB) (*redis.Client, string) {
 	return c, prefix
 }
 
-// waitUntil sleeps until d has passed since start.
-func waitUntil(start time.Time, d time.Duration) {
-	time.Sleep(time.Until(start.Add(d)))
+// waitFor calls cond until it holds, for at most a generous bound (machine load must not decide
+// a test), and reports whether it held. It is for what a test cannot move itself, such as a
+// Redis key's expiry; a Timing's intervals are passed with a fakeClock instead.
+func waitFor(cond func() bool) bool {
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return true
+}
+
+// waitListing returns once no user listing of l is in flight (one that may still be failing),
+// so that the next call asks Headscale anew.
+func waitListing(l *Linker) {
+	l.users.listing.flight.Do(listingFlight, func() (any, error) { return nil, nil })
 }
