@@ -133,7 +133,7 @@ func New(cfg Config, hs *Headscale, cache Cache) *Linker {
 	if cache == nil {
 		cache = NewMemoryCache()
 	}
-	cfg = cfg.withDefaults()
+	cfg.SetDefaults()
 	tag := cacheVersion
 	if len(cfg.Match) != 1 || cfg.Match[0] != "provider_id" {
 		tag += strings.Join(cfg.Match, "+") + ":"
