@@ -85,12 +85,8 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 			return err
 		}
 		defer client.Close()
-		prefix := cfg.Redis.KeyPrefix
-		if prefix == "" {
-			prefix = defaultRedisPrefix
-		}
-		store = session.NewRedisStore(client, prefix, storeTiming)
-		cache = linker.NewRedisCache(client, prefix)
+		store = session.NewRedisStore(client, cfg.Redis.KeyPrefix, storeTiming)
+		cache = linker.NewRedisCache(client, cfg.Redis.KeyPrefix)
 	} else {
 		log.Warn("no redis.url: sessions and links are kept in process; run exactly one instance")
 		store = session.NewMemoryStore(storeTiming)
@@ -109,11 +105,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		return err
 	}
 
-	listen := cfg.Listen
-	if listen == "" {
-		listen = defaultListen
-	}
-	ln, err := net.Listen("tcp", listen)
+	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
@@ -156,12 +148,8 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	case <-ctx.Done():
 	}
 
-	timeout := cfg.ShutdownTimeout
-	if timeout == 0 {
-		timeout = defaultShutdownTimeout
-	}
-	log.Info("shutting down", "timeout", timeout.String())
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), timeout)
+	log.Info("shutting down", "timeout", cfg.ShutdownTimeout.String())
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	// Streams never end by themselves: end them now, cleanly, so that Shutdown waits only for
 	// ordinary requests, which get the whole timeout.
@@ -210,11 +198,7 @@ func newRedisClient(c RedisConfig) (redis.UniversalClient, error) {
 	if c.password != "" {
 		o.Password = c.password
 	}
-	timeout := c.Timeout
-	if timeout == 0 {
-		timeout = defaultRedisTimeout
-	}
-	o.DialTimeout, o.ReadTimeout, o.WriteTimeout = timeout, timeout, timeout
+	o.DialTimeout, o.ReadTimeout, o.WriteTimeout = c.Timeout, c.Timeout, c.Timeout
 	// One try per command and per dial: go-redis's defaults retry for seconds, which would make
 	// redis.timeout a lie and a sign-in wait far past it while Redis is down.
 	o.MaxRetries, o.DialerRetries = -1, 1

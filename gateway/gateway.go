@@ -117,11 +117,36 @@ type OIDCConfig struct {
 	SignOutAtProvider bool `yaml:"sign_out_at_provider"`
 }
 
+// Defaults that SetDefaults applies to zero fields.
 const (
 	defaultUpstreamTimeout = 30 * time.Second
 	defaultBodyTimeout     = 30 * time.Second
 	defaultOIDCTimeout     = 10 * time.Second
 )
+
+// SetDefaults sets every zero field to the default its comment names. Loading gateway.yaml
+// calls it once, before Validate; New calls it on its own copy, so that a Config built in code
+// works as written.
+func (c *Config) SetDefaults() {
+	if c.UpstreamTimeout == 0 {
+		c.UpstreamTimeout = defaultUpstreamTimeout
+	}
+	if c.BodyTimeout == 0 {
+		c.BodyTimeout = defaultBodyTimeout
+	}
+	if c.PreserveHost == nil {
+		c.PreserveHost = new(true)
+	}
+	if c.OIDC.Timeout == 0 {
+		c.OIDC.Timeout = defaultOIDCTimeout
+	}
+	if len(c.OIDC.Scopes) == 0 {
+		c.OIDC.Scopes = []string{"openid", "email", "profile"}
+	}
+	if c.Headplane.Path != "" && c.Headplane.LinkAtSignIn == nil {
+		c.Headplane.LinkAtSignIn = new(true)
+	}
+}
 
 // Store keeps the server-side record of each session, so that a sign-out on any instance ends
 // the session everywhere. session.RedisStore and session.MemoryStore implement it.
@@ -179,24 +204,14 @@ type Gateway struct {
 // New builds the gateway, which keeps time and waits as timing says. It does not contact the
 // identity provider: discovery happens on the first sign-in and is retried while the provider
 // is unreachable, so headgate starts (and serves existing sessions) while the provider is down.
+// Zero fields of cfg take their defaults (SetDefaults).
 func New(cfg Config, cookies *session.Cookies, store Store, links *linker.Linker, timing Timing, log *slog.Logger, reg prometheus.Registerer) (*Gateway, error) {
+	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	public, _ := url.Parse(cfg.PublicURL)
 	upstream, _ := url.Parse(cfg.Upstream)
-	if cfg.UpstreamTimeout == 0 {
-		cfg.UpstreamTimeout = defaultUpstreamTimeout
-	}
-	if cfg.OIDC.Timeout == 0 {
-		cfg.OIDC.Timeout = defaultOIDCTimeout
-	}
-	if cfg.BodyTimeout == 0 {
-		cfg.BodyTimeout = defaultBodyTimeout
-	}
-	if len(cfg.OIDC.Scopes) == 0 {
-		cfg.OIDC.Scopes = []string{"openid", "email", "profile"}
-	}
 	m, err := newMetrics(reg)
 	if err != nil {
 		return nil, fmt.Errorf("register metrics: %w", err)
@@ -206,7 +221,7 @@ func New(cfg Config, cookies *session.Cookies, store Store, links *linker.Linker
 		public:       public,
 		origin:       public.Scheme + "://" + public.Host,
 		upstream:     upstream,
-		preserveHost: cfg.PreserveHost == nil || *cfg.PreserveHost,
+		preserveHost: *cfg.PreserveHost,
 		hpPath:       strings.TrimSuffix(cfg.Headplane.Path, "/"),
 		cookies:      cookies,
 		store:        store,
@@ -216,7 +231,7 @@ func New(cfg Config, cookies *session.Cookies, store Store, links *linker.Linker
 		timing:       timing.withDefaults(),
 		draining:     make(chan struct{}),
 	}
-	g.hpLinkAtSignIn = g.hpPath != "" && (cfg.Headplane.LinkAtSignIn == nil || *cfg.Headplane.LinkAtSignIn)
+	g.hpLinkAtSignIn = g.hpPath != "" && *cfg.Headplane.LinkAtSignIn
 	g.signOutPaths = cfg.SignOutPaths
 	if g.hpPath != "" {
 		g.hpManifest = g.hpPath + "/__manifest"

@@ -59,7 +59,7 @@ const (
 	matchEmail      = "email"
 )
 
-// Defaults that New and NewHeadscale apply to zero fields.
+// Defaults that SetDefaults applies to zero fields.
 const (
 	defaultTTL         = time.Hour
 	defaultNegativeTTL = time.Minute
@@ -138,8 +138,10 @@ func validateURL(raw string) error {
 	return nil
 }
 
-// withDefaults returns c with every zero field set to its default.
-func (c Config) withDefaults() Config {
+// SetDefaults sets every zero field to the default its comment names. Loading gateway.yaml
+// calls it once, before Validate; New calls it on its own copy, so that a Config built in code
+// works as written.
+func (c *Config) SetDefaults() {
 	if len(c.Match) == 0 {
 		c.Match = []string{matchProviderID}
 	}
@@ -152,16 +154,16 @@ func (c Config) withDefaults() Config {
 	if c.NegativeTTL == 0 {
 		c.NegativeTTL = defaultNegativeTTL
 	}
-	return c
 }
 
-// withDefaults returns c with every zero field set to its default.
-func (c HeadscaleConfig) withDefaults() HeadscaleConfig {
+// SetDefaults sets every zero field to the default its comment names. Loading gateway.yaml
+// calls it once, before Validate; NewHeadscale calls it on its own copy, so that a
+// HeadscaleConfig built in code works as written.
+func (c *HeadscaleConfig) SetDefaults() {
 	if c.Timeout == 0 {
 		c.Timeout = defaultTimeout
 	}
 	if c.ListMaxAge == 0 {
 		c.ListMaxAge = defaultListMaxAge
 	}
-	return c
 }

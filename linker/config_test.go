@@ -70,11 +70,13 @@ func TestHeadscaleConfigValidate(t *testing.T) {
 }
 
 func TestConfigDefaults(t *testing.T) {
-	c := Config{}.withDefaults()
+	var c Config
+	c.SetDefaults()
 	if len(c.Match) != 1 || c.Match[0] != "provider_id" || c.Unlinked != "deny" || c.TTL != time.Hour || c.NegativeTTL != time.Minute {
 		t.Errorf("defaults: got %+v, want [provider_id], deny, 1h, 1m", c)
 	}
-	h := HeadscaleConfig{}.withDefaults()
+	var h HeadscaleConfig
+	h.SetDefaults()
 	if h.Timeout != 5*time.Second || h.ListMaxAge != 5*time.Second {
 		t.Errorf("defaults: got timeout %v and list_max_age %v, want 5s and 5s", h.Timeout, h.ListMaxAge)
 	}

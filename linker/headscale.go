@@ -49,7 +49,7 @@ type Headscale struct {
 // Validate with its api_key_file already read into APIKey. Zero fields take their defaults. A nil
 // client means a client of its own; either way each call is bounded by cfg.Timeout.
 func NewHeadscale(cfg HeadscaleConfig, client *http.Client) *Headscale {
-	cfg = cfg.withDefaults()
+	cfg.SetDefaults()
 	if client == nil {
 		client = &http.Client{Timeout: cfg.Timeout}
 	}

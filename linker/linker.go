@@ -93,7 +93,7 @@ func New(cfg Config, hs *Headscale, cache Cache, t Timing) *Linker {
 	if cache == nil {
 		cache = NewMemoryCache(t)
 	}
-	cfg = cfg.withDefaults()
+	cfg.SetDefaults()
 	tag := cacheVersion
 	if len(cfg.Match) != 1 || cfg.Match[0] != "provider_id" {
 		tag += strings.Join(cfg.Match, "+") + ":"

@@ -49,12 +49,14 @@ type Config struct {
 // Secrets is one secret or several. In YAML it is a string or a list of strings.
 type Secrets []string
 
-// UnmarshalYAML accepts a single string as well as a list of strings.
+// UnmarshalYAML accepts a single string as well as a list of strings. Its error is a
+// *yaml.TypeError that never repeats a value.
 func (s *Secrets) UnmarshalYAML(n *yaml.Node) error {
+	errKind := &yaml.TypeError{Errors: []string{"expected a string or a list of strings"}}
 	if n.Kind == yaml.ScalarNode {
 		var one string
 		if err := n.Decode(&one); err != nil {
-			return err
+			return errKind
 		}
 		*s = nil
 		if one != "" {
@@ -62,15 +64,26 @@ func (s *Secrets) UnmarshalYAML(n *yaml.Node) error {
 		}
 		return nil
 	}
+	if n.Kind != yaml.SequenceNode {
+		return errKind
+	}
+	for _, e := range n.Content {
+		if e.Kind == yaml.AliasNode && e.Alias != nil {
+			e = e.Alias
+		}
+		if e.Kind != yaml.ScalarNode {
+			return errKind
+		}
+	}
 	var list []string
 	if err := n.Decode(&list); err != nil {
-		return err
+		return errKind
 	}
 	*s = list
 	return nil
 }
 
-// Defaults that NewCookies applies to zero fields.
+// Defaults that SetDefaults applies to zero fields.
 const (
 	defaultLifetime     = 12 * time.Hour
 	defaultCookieName   = "_headgate"
@@ -121,8 +134,10 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// withDefaults returns c with every zero field set to its default.
-func (c Config) withDefaults() Config {
+// SetDefaults sets every zero field to the default its comment names. Loading gateway.yaml
+// calls it once, before Validate; NewCookies calls it on its own copy, so that a Config built in
+// code works as written.
+func (c *Config) SetDefaults() {
 	if c.Lifetime == 0 {
 		c.Lifetime = defaultLifetime
 	}
@@ -132,5 +147,4 @@ func (c Config) withDefaults() Config {
 	if c.LoginTimeout == 0 {
 		c.LoginTimeout = defaultLoginTimeout
 	}
-	return c
 }

@@ -126,7 +126,7 @@ func NewCookies(cfg Config, secure bool) (*Cookies, error) {
 	if strings.HasPrefix(cfg.CookieName, hostPrefix) && !secure {
 		return nil, errors.New("session config: cookie_name: a __Host- name needs an https public_url")
 	}
-	cfg = cfg.withDefaults()
+	cfg.SetDefaults()
 	base := strings.TrimPrefix(cfg.CookieName, hostPrefix)
 	name, legacy := cfg.CookieName, ""
 	if secure && cfg.CookieDomain == "" && name == base {
