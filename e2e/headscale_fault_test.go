@@ -186,7 +186,8 @@ func TestHeadscaleSlow(t *testing.T) {
 		}
 	}
 	// Past link.ttl the link is re-checked: that request waits for Headscale at most
-	// headscale.timeout, then the known link answers.
+	// headscale.timeout, then the known link answers. The link aging past its ttl in the
+	// running binary is what is tested, so this sleep stays: until the ttl has passed.
 	time.Sleep(time.Until(linked.Add(ttl + 100*time.Millisecond)))
 	for i := range 3 {
 		for email, c := range cookies {
