@@ -80,6 +80,7 @@ func People() []User {
 
 // Client IDs registered at the stack's Dex.
 const (
+	// GatewayClientID is headgate's client, with the stack's GatewayClientSecret.
 	GatewayClientID    = "headgate"
 	dexClientHeadscale = "headscale"
 )

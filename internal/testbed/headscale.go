@@ -83,6 +83,8 @@ func (s *Stack) writeHeadscaleConfig(path string) error {
 	return os.WriteFile(path, data, 0o600)
 }
 
+// HeadscaleDB is the path of Headscale's SQLite database, for tests that change it behind
+// Headscale's back.
 func (s *Stack) HeadscaleDB() string { return filepath.Join(s.Dir, "headscale.sqlite") }
 
 // startHeadscale writes the configuration, starts Headscale, waits for /health and creates the
