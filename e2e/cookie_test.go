@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"headgate/session"
+
+	"headgate/internal/testbed"
 )
 
 // sealWith seals s with secrets as headgate would, and returns it as a Cookie header value.
@@ -28,7 +30,7 @@ func sealWith(t *testing.T, secrets []string, s *session.Session) string {
 // bobSession is a session for Bob as headgate would create it, with a fresh ID.
 func bobSession(expires time.Duration) *session.Session {
 	now := time.Now()
-	return &session.Session{ID: session.NewID(), Issuer: stack.Issuer, Subject: Bob.Subject(), Email: Bob.Email,
+	return &session.Session{ID: session.NewID(), Issuer: stack.Issuer, Subject: testbed.Bob.Subject(), Email: testbed.Bob.Email,
 		EmailVerified: true, IssuedAt: now, ExpiresAt: now.Add(expires)}
 }
 
@@ -40,9 +42,12 @@ func TestForgedAndExpiredCookies(t *testing.T) {
 	g := gateway(t)
 	prefix := testPrefix(t)
 	other := sealWith(t, []string{strings.Repeat("x", 48)}, bobSession(time.Hour))
-	unrecorded := sealWith(t, []string{stack.sessionSecret}, bobSession(time.Hour))
-	expiring := sealWith(t, []string{stack.sessionSecret}, bobSession(2*time.Second))
-	time.Sleep(2100 * time.Millisecond)
+	unrecorded := sealWith(t, []string{stack.SessionSecret}, bobSession(time.Hour))
+	// Seal needs a lifetime of a second or more; 1.2 s leaves room for the call. Letting the
+	// cookie age past its expiry in the running binary is what is tested, so this sleep stays.
+	expiringSession := bobSession(1200 * time.Millisecond)
+	expiring := sealWith(t, []string{stack.SessionSecret}, expiringSession)
+	time.Sleep(time.Until(expiringSession.ExpiresAt))
 	for name, cookie := range map[string]string{
 		"sealed with another secret":        other,
 		"valid seal, no server-side record": unrecorded,
@@ -61,16 +66,16 @@ func TestSecretRotation(t *testing.T) {
 	t.Parallel()
 	old := gateway(t)
 	newSecret := strings.Repeat("n", 40)
-	rotating := extraGateway(t, "rotating", GatewayOptions{Extra: map[string]any{
-		"session": map[string]any{"secret": []string{newSecret, stack.sessionSecret}}}})
-	rotated := extraGateway(t, "rotated", GatewayOptions{Extra: map[string]any{
+	rotating := extraGateway(t, "rotating", testbed.GatewayOptions{Extra: map[string]any{
+		"session": map[string]any{"secret": []string{newSecret, stack.SessionSecret}}}})
+	rotated := extraGateway(t, "rotated", testbed.GatewayOptions{Extra: map[string]any{
 		"session": map[string]any{"secret": []string{newSecret}}}})
 	prefix := testPrefix(t)
 
-	oldCookie := loginCookie(t, old, Bob, prefix+"old")
+	oldCookie := loginCookie(t, old, testbed.Bob, prefix+"old")
 	wantAPIStatus(t, rotating, prefix+"a", oldCookie, http.StatusOK, "old cookie on [new, old]")
 	wantAPIStatus(t, rotated, prefix+"b", oldCookie, http.StatusUnauthorized, "old cookie on [new]")
-	newCookie := loginCookie(t, rotating, Bob, prefix+"new")
+	newCookie := loginCookie(t, rotating, testbed.Bob, prefix+"new")
 	wantAPIStatus(t, rotated, prefix+"c", newCookie, http.StatusOK, "cookie sealed by [new, old] on [new]")
 	wantAPIStatus(t, old, prefix+"d", newCookie, http.StatusUnauthorized, "cookie sealed with new on [old]")
 }
@@ -102,7 +107,7 @@ func TestOversizedBody(t *testing.T) {
 	if got := post(""); got != http.StatusUnauthorized && got != -1 {
 		t.Errorf("16 MiB upload without a session: got %d, want 401 or a closed connection", got)
 	}
-	cookie := loginCookie(t, g, Bob, prefix+"in")
+	cookie := loginCookie(t, g, testbed.Bob, prefix+"in")
 	if got := post(cookie); got != http.StatusOK {
 		t.Errorf("16 MiB upload with a session: got %d, want 200", got)
 	}

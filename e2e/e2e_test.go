@@ -1,3 +1,6 @@
+// Package e2e tests the headgate binary against its real peers, which internal/testbed
+// starts: Dex, Headscale, Redis, Headplane, nginx, Caddy and headless Chromium. It holds
+// tests only.
 package e2e
 
 import (
@@ -15,6 +18,8 @@ import (
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
+
+	"headgate/internal/testbed"
 )
 
 // The suite shares one stack: Dex, Headscale, Redis, the upstream and one headgate instance
@@ -22,10 +27,10 @@ import (
 // extraGateway. Every test sends its requests under a path of its own, so the upstream's record
 // tells the tests apart and they run in parallel.
 var (
-	stack    *Stack
-	accounts Accounts
+	stack    *testbed.Stack
+	accounts testbed.Accounts
 	// shared is the instance with the default options; sharedErr says why it did not start.
-	shared    *Gateway
+	shared    *testbed.Gateway
 	sharedErr error
 )
 
@@ -38,7 +43,7 @@ func runSuite(m *testing.M) int {
 	defer cancel()
 	logf := func(format string, args ...any) { fmt.Fprintf(os.Stderr, "e2e: "+format+"\n", args...) }
 	began := time.Now()
-	s, err := Start(ctx, Options{Redis: true, Logf: logf, MaxGateways: 48})
+	s, err := testbed.Start(ctx, testbed.Options{Redis: true, Logf: logf, MaxGateways: 48})
 	if err != nil {
 		logf("FAIL: the peers did not start: %v", err)
 		return 1
@@ -53,7 +58,7 @@ func runSuite(m *testing.M) int {
 	}
 	// A headgate that does not build or start fails every test that needs it, with this
 	// error, while the peer tests still run.
-	shared, sharedErr = s.StartGateway(ctx, GatewayOptions{})
+	shared, sharedErr = s.StartGateway(ctx, testbed.GatewayOptions{})
 	logf("stack ready in %s (logs in %s)", time.Since(began).Round(100*time.Millisecond), s.Dir)
 	code := m.Run()
 	if code != 0 {
@@ -65,7 +70,7 @@ func runSuite(m *testing.M) int {
 
 // gateway returns the shared headgate instance, failing the test when it did not start. On
 // failure the test's log shows the instance's last log lines.
-func gateway(t *testing.T) *Gateway {
+func gateway(t *testing.T) *testbed.Gateway {
 	t.Helper()
 	if sharedErr != nil {
 		t.Fatalf("headgate did not start: %v", sharedErr)
@@ -76,13 +81,13 @@ func gateway(t *testing.T) *Gateway {
 
 var extra = struct {
 	sync.Mutex
-	gateways map[string]*Gateway
+	gateways map[string]*testbed.Gateway
 	errs     map[string]error
-}{gateways: map[string]*Gateway{}, errs: map[string]error{}}
+}{gateways: map[string]*testbed.Gateway{}, errs: map[string]error{}}
 
 // extraGateway returns the instance named name, starting it with opts on first use, so that a
 // rerun test (-count=2) reuses it instead of taking another reserved port.
-func extraGateway(t *testing.T, name string, opts GatewayOptions) *Gateway {
+func extraGateway(t *testing.T, name string, opts testbed.GatewayOptions) *testbed.Gateway {
 	t.Helper()
 	gateway(t) // the same binary: when the shared one failed, say why
 	extra.Lock()
@@ -104,7 +109,7 @@ func extraGateway(t *testing.T, name string, opts GatewayOptions) *Gateway {
 	return g
 }
 
-func showLogOnFailure(t *testing.T, g *Gateway) {
+func showLogOnFailure(t *testing.T, g *testbed.Gateway) {
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("last lines of %s:\n%s", g.LogPath, g.Tail(25))
@@ -122,7 +127,7 @@ func newJar(t *testing.T) http.CookieJar {
 }
 
 // login signs u in at g through startPath and fails the test when the flow breaks.
-func login(t *testing.T, g *Gateway, jar http.CookieJar, u User, startPath string) *Page {
+func login(t *testing.T, g *testbed.Gateway, jar http.CookieJar, u testbed.User, startPath string) *testbed.Page {
 	t.Helper()
 	page, err := g.Login(t.Context(), jar, u.Email, u.Password, startPath)
 	if err != nil {
@@ -132,7 +137,7 @@ func login(t *testing.T, g *Gateway, jar http.CookieJar, u User, startPath strin
 }
 
 // fetch sends one request to g and fails the test on a transport error.
-func fetch(t *testing.T, g *Gateway, jar http.CookieJar, method, path string, header http.Header) *Page {
+func fetch(t *testing.T, g *testbed.Gateway, jar http.CookieJar, method, path string, header http.Header) *testbed.Page {
 	t.Helper()
 	page, err := g.Fetch(t.Context(), jar, method, path, header)
 	if err != nil {
@@ -150,7 +155,7 @@ func testPrefix(t *testing.T) string {
 }
 
 // upstreamSaw returns the requests under prefix that reached the upstream.
-func upstreamSaw(prefix string) []Request {
+func upstreamSaw(prefix string) []testbed.Request {
 	return stack.Upstream.Requests(prefix)
 }
 
@@ -165,13 +170,13 @@ func TestPeersStart(t *testing.T) {
 		if err != nil {
 			t.Fatalf("dex discovery: %v", err)
 		}
-		verifier := provider.Verifier(&oidc.Config{ClientID: dexClientGateway})
-		for _, u := range People() {
-			code, redirectURI, err := stack.dexLogin(ctx, newJar(t), u)
+		verifier := provider.Verifier(&oidc.Config{ClientID: testbed.GatewayClientID})
+		for _, u := range testbed.People() {
+			code, redirectURI, err := stack.DexAuthCode(ctx, newJar(t), u)
 			if err != nil {
 				t.Fatal(err)
 			}
-			conf := oauth2.Config{ClientID: dexClientGateway, ClientSecret: stack.gatewayClientSecret,
+			conf := oauth2.Config{ClientID: testbed.GatewayClientID, ClientSecret: stack.GatewayClientSecret,
 				Endpoint: provider.Endpoint(), RedirectURL: redirectURI}
 			tok, err := conf.Exchange(ctx, code)
 			if err != nil {
@@ -201,19 +206,19 @@ func TestPeersStart(t *testing.T) {
 	})
 
 	t.Run("headscale", func(t *testing.T) {
-		if len(stack.inserted) > 0 {
-			t.Errorf("headscale's own oidc login did not create %v (they were inserted into its database)", stack.inserted)
+		if len(stack.InsertedUsers()) > 0 {
+			t.Errorf("headscale's own oidc login did not create %v (they were inserted into its database)", stack.InsertedUsers())
 		}
 		users, err := stack.ListUsers(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := map[string]HeadscaleUser{
-			"alice": {Name: "alice", DisplayName: Alice.Name, Email: Alice.Email, Provider: "oidc",
-				ProviderID: stack.Issuer + "/" + Alice.Subject()},
-			"bob":  {Name: "bob", Email: Bob.Email},
-			"dave": {Name: "dave", Email: Dave.Email},
-			"erin": {Name: "erin", Email: Erin.Email},
+		want := map[string]testbed.HeadscaleUser{
+			"alice": {Name: "alice", DisplayName: testbed.Alice.Name, Email: testbed.Alice.Email, Provider: "oidc",
+				ProviderID: stack.Issuer + "/" + testbed.Alice.Subject()},
+			"bob":  {Name: "bob", Email: testbed.Bob.Email},
+			"dave": {Name: "dave", Email: testbed.Dave.Email},
+			"erin": {Name: "erin", Email: testbed.Erin.Email},
 		}
 		if len(users) != len(want) {
 			t.Errorf("got %d users, want %d: %+v", len(users), len(want), users)
@@ -254,7 +259,7 @@ func TestPeersStart(t *testing.T) {
 
 	t.Run("upstream", func(t *testing.T) {
 		path := testPrefix(t) + "direct"
-		page, err := Fetch(ctx, nil, http.MethodGet, stack.Upstream.URL+path, http.Header{"X-Probe": {"1"}})
+		page, err := testbed.Fetch(ctx, nil, http.MethodGet, stack.Upstream.URL+path, http.Header{"X-Probe": {"1"}})
 		if err != nil {
 			t.Fatal(err)
 		}

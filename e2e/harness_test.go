@@ -5,12 +5,13 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"headgate/internal/testbed"
 )
 
 // The smoke tests of the harness itself: the real Headplane starts behind headgate, and
@@ -19,7 +20,7 @@ import (
 
 // startHeadplane starts a Headplane on s for this test (stopped when the test ends; the stack
 // stops it too) and shows its log when the test fails.
-func startHeadplane(t *testing.T, s *Stack, opts HeadplaneOptions) *Headplane {
+func startHeadplane(t *testing.T, s *testbed.Stack, opts testbed.HeadplaneOptions) *testbed.Headplane {
 	t.Helper()
 	began := time.Now()
 	hp, err := s.StartHeadplane(t.Context(), opts)
@@ -38,13 +39,13 @@ func startHeadplane(t *testing.T, s *Stack, opts HeadplaneOptions) *Headplane {
 
 // headgateBeforeHeadplane starts a Headplane with the default recipe and a headgate instance
 // in front of it.
-func headgateBeforeHeadplane(t *testing.T) (*Headplane, *Gateway) {
+func headgateBeforeHeadplane(t *testing.T) (*testbed.Headplane, *testbed.Gateway) {
 	t.Helper()
 	s := sharedStack(t)
-	hp := startHeadplane(t, s, HeadplaneOptions{})
-	g := startGateway(t, s, GatewayOptions{
+	hp := startHeadplane(t, s, testbed.HeadplaneOptions{})
+	g := startGateway(t, s, testbed.GatewayOptions{
 		Extra:    map[string]any{"upstream": hp.URL},
-		SkipAuth: HeadplaneSkipAuth(),
+		SkipAuth: testbed.HeadplaneSkipAuth(),
 	})
 	return hp, g
 }
@@ -52,11 +53,11 @@ func headgateBeforeHeadplane(t *testing.T) (*Headplane, *Gateway) {
 // startBrowser starts a headless Chromium for this test and opens a tab in it; it returns the
 // tab's context. When the test fails, its log shows where the tab was and what went wrong in
 // it, and a screenshot is written to the stack's directory (kept after a failed run).
-func startBrowser(t *testing.T) (*Browser, context.Context) {
+func startBrowser(t *testing.T) (*testbed.Browser, context.Context) {
 	t.Helper()
 	began := time.Now()
 	// Not t.Context(): it ends before the cleanups that read the tab.
-	b, err := StartBrowser(context.WithoutCancel(t.Context()))
+	b, err := testbed.StartBrowser(context.WithoutCancel(t.Context()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +69,7 @@ func startBrowser(t *testing.T) (*Browser, context.Context) {
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("the tab is at %s; what went wrong in it: %q", withoutQueryString(b.URL(tab)), b.ConsoleErrors())
+			t.Logf("the tab is at %s; what went wrong in it: %q", testbed.WithoutQuery(b.URL(tab)), b.ConsoleErrors())
 			shot := filepath.Join(stack.Dir, strings.ReplaceAll(t.Name(), "/", "-")+".png")
 			if err := b.Screenshot(tab, shot); err != nil {
 				t.Logf("no screenshot: %v", err)
@@ -85,7 +86,7 @@ func TestHarnessHeadplaneBehindHeadgate(t *testing.T) {
 	t.Parallel()
 	hp, g := headgateBeforeHeadplane(t)
 
-	page := login(t, g, newJar(t), Bob, "/admin/")
+	page := login(t, g, newJar(t), testbed.Bob, "/admin/")
 	if page.Status != http.StatusOK || !strings.HasPrefix(page.URL.Path, "/admin/") {
 		t.Fatalf("sign-in at /admin/: got %d at %s, want 200 under /admin/ (%s)", page.Status, page.URL.Path, strings.Join(page.Hops, " -> "))
 	}
@@ -106,7 +107,7 @@ func TestHarnessHeadplaneBehindHeadgate(t *testing.T) {
 	if got, want := users[0].Role, "owner"; got != want {
 		t.Errorf("headplane user's role: got %q, want %q", got, want)
 	}
-	if got, want := users[0].Email, Bob.Email; got != want {
+	if got, want := users[0].Email, testbed.Bob.Email; got != want {
 		t.Errorf("headplane user's email: got %q, want %q", got, want)
 	}
 }
@@ -122,7 +123,7 @@ func TestHarnessChromiumSignsInToHeadplane(t *testing.T) {
 	if _, err := b.WaitURL(tab, stack.Issuer+"/"); err != nil {
 		t.Fatal(err)
 	}
-	err := b.DexLogin(tab, Alice.Email, "not-"+Alice.Password)
+	err := b.DexLogin(tab, testbed.Alice.Email, "not-"+testbed.Alice.Password)
 	if err == nil || !strings.Contains(err.Error(), "refused") {
 		t.Fatalf("sign-in with a wrong password: got %v, want dex's refusal", err)
 	}
@@ -130,7 +131,7 @@ func TestHarnessChromiumSignsInToHeadplane(t *testing.T) {
 	if len(refusal) != 1 || !strings.Contains(refusal[0], "answered 401") {
 		t.Errorf("errors in the tab after the refusal: got %q, want dex's 401", refusal)
 	}
-	if err := b.DexLogin(tab, Alice.Email, Alice.Password); err != nil {
+	if err := b.DexLogin(tab, testbed.Alice.Email, testbed.Alice.Password); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := b.WaitURL(tab, g.URL+"/admin/"); err != nil {
@@ -203,18 +204,5 @@ setTimeout(() => { throw new Error("marker-exception") }, 0)</script>`, closed.U
 	})
 	if got := b.ConsoleErrors(); len(got) != len(wants) {
 		t.Errorf("errors: got %q, want one line for each of %q", got, wants)
-	}
-}
-
-// TestHarnessHeadplaneBuildScript checks that `make headplane` (which reads the commit from the
-// build script) and the suite name the same Headplane commit.
-func TestHarnessHeadplaneBuildScript(t *testing.T) {
-	t.Parallel()
-	data, err := os.ReadFile("headplane-build.sh")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := "\ncommit=" + headplaneCommit + "\n"; !strings.Contains(string(data), want) {
-		t.Errorf("headplane-build.sh: got no line %q, want the suite's commit", strings.TrimSpace(want))
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"headgate/internal/testbed"
 )
 
 // What a person does in Headplane behind headgate, in headless Chromium.
@@ -26,27 +28,27 @@ const (
 )
 
 // clickSearch clicks the first element matching an XPath query in tab.
-func clickSearch(b *Browser, tab context.Context, xpath string) error {
-	return b.run(tab, "click "+xpath, chromedp.Click(chromedp.Search(xpath)))
+func clickSearch(b *testbed.Browser, tab context.Context, xpath string) error {
+	return b.Run(tab, "click "+xpath, chromedp.Click(chromedp.Search(xpath)))
 }
 
 // openMenu clicks the button matching the CSS selector until the element matching the XPath
 // query shows: a click before Headplane's script has taken over the page does nothing.
-func openMenu(b *Browser, tab context.Context, button, item string) error {
+func openMenu(b *testbed.Browser, tab context.Context, button, item string) error {
 	js := fmt.Sprintf(`(() => {
 		const found = document.evaluate(%q, document, null, XPathResult.FIRST_ORDERED_NODE_TYPE, null).singleNodeValue;
 		if (found) return true;
 		document.querySelector(%q)?.click();
 		return false;
 	})()`, item, button)
-	return b.poll(tab, "open the menu with "+item, func(ctx context.Context) (bool, error) {
+	return b.Poll(tab, "open the menu with "+item, func(ctx context.Context) (bool, error) {
 		return chromedp.Run(ctx, chromedp.Evaluate[bool](js))
 	})
 }
 
 // browserSignIn signs u in through Dex in tab, starting at path on g, and waits for the tab to
 // come back to g at want.
-func browserSignIn(t *testing.T, b *Browser, tab context.Context, g *Gateway, u User, path, want string) {
+func browserSignIn(t *testing.T, b *testbed.Browser, tab context.Context, g *testbed.Gateway, u testbed.User, path, want string) {
 	t.Helper()
 	if err := b.Navigate(tab, g.URL+path); err != nil {
 		t.Fatal(err)
@@ -64,7 +66,7 @@ func browserSignIn(t *testing.T, b *Browser, tab context.Context, g *Gateway, u 
 
 // checkNoTabErrors fails the test for any error the tab recorded after the first skip, other
 // than those expected contains.
-func checkNoTabErrors(t *testing.T, b *Browser, skip int, what string, expected ...string) {
+func checkNoTabErrors(t *testing.T, b *testbed.Browser, skip int, what string, expected ...string) {
 	t.Helper()
 	for _, e := range b.ConsoleErrors()[skip:] {
 		ok := false
@@ -85,7 +87,7 @@ func TestBrowserHeadplaneSignInAndLogout(t *testing.T) {
 	hp, g := readmeHeadplane(t, sharedStack(t), nil)
 	b, tab := startBrowser(t)
 
-	browserSignIn(t, b, tab, g, Bob, "/admin/", "/admin/machines")
+	browserSignIn(t, b, tab, g, testbed.Bob, "/admin/", "/admin/machines")
 	if _, err := b.WaitText(tab, "header nav", "Machines"); err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +128,7 @@ func TestBrowserHeadplaneOpenTabAfterSignOut(t *testing.T) {
 	_, g := readmeHeadplane(t, sharedStack(t), nil)
 	b, tab := startBrowser(t)
 
-	browserSignIn(t, b, tab, g, Bob, "/admin/machines", "/admin/machines")
+	browserSignIn(t, b, tab, g, testbed.Bob, "/admin/machines", "/admin/machines")
 	if _, err := b.WaitText(tab, "header nav", "Users"); err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +151,7 @@ func TestBrowserHeadplaneOpenTabAfterSignOut(t *testing.T) {
 	if _, err := b.WaitURL(tab, stack.Issuer+"/"); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.DexLogin(tab, Bob.Email, Bob.Password); err != nil {
+	if err := b.DexLogin(tab, testbed.Bob.Email, testbed.Bob.Password); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := b.WaitURL(tab, g.URL+"/admin/users"); err != nil {
@@ -168,14 +170,14 @@ func TestBrowserHeadplaneOpenTabAfterSignOut(t *testing.T) {
 func TestBrowserHeadplaneLinkPicker(t *testing.T) {
 	t.Parallel()
 	hp, g := readmeHeadplane(t, sharedStack(t), map[string]any{"headplane": map[string]any{"link_at_sign_in": false}})
-	login(t, g, newJar(t), Bob, "/admin/") // the owner
+	login(t, g, newJar(t), testbed.Bob, "/admin/") // the owner
 	b, tab := startBrowser(t)
 
-	browserSignIn(t, b, tab, g, Dave, "/admin/", "/admin/")
+	browserSignIn(t, b, tab, g, testbed.Dave, "/admin/", "/admin/")
 	if _, err := b.WaitText(tab, "main", "Link your Headscale account"); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.run(tab, "choose Alice's user", chromedp.SetValue(chromedp.CSS(hpLinkSelect), accounts.Alice.ID)); err != nil {
+	if err := b.Run(tab, "choose Alice's user", chromedp.SetValue(chromedp.CSS(hpLinkSelect), accounts.Alice.ID)); err != nil {
 		t.Fatal(err)
 	}
 	if err := clickSearch(b, tab, hpLinkSubmit); err != nil {
@@ -195,13 +197,13 @@ func TestBrowserHeadplaneLinkPicker(t *testing.T) {
 	if err := b.Navigate(tab, g.URL+"/admin/"); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.run(tab, "choose his own user", chromedp.SetValue(chromedp.CSS(hpLinkSelect), accounts.Dave.ID)); err != nil {
+	if err := b.Run(tab, "choose his own user", chromedp.SetValue(chromedp.CSS(hpLinkSelect), accounts.Dave.ID)); err != nil {
 		t.Fatal(err)
 	}
 	if err := clickSearch(b, tab, hpLinkSubmit); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "Dave's account linked", browserTimeout, 100*time.Millisecond, func() (bool, string) {
+	eventually(t, "Dave's account linked", testbed.BrowserTimeout, 100*time.Millisecond, func() (bool, string) {
 		got := headplaneUsers(t, hp)[daveSub].HeadscaleUserID
 		return got == accounts.Dave.ID, got
 	})

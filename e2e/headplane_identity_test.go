@@ -4,11 +4,14 @@ import (
 	"crypto/rand"
 	"fmt"
 	"net/http"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"headgate/internal/testbed"
 )
 
 // Nobody reaches Headplane as somebody else: not through a shared Headscale user name, not
@@ -20,28 +23,28 @@ import (
 // within link.ttl.
 func TestHeadplaneNoTakeoverBySharedName(t *testing.T) {
 	t.Parallel()
-	s := ownStack(t, Options{})
+	s := ownStack(t, testbed.Options{})
 	a, err := s.CreateAccounts(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
-	hp := startHeadplane(t, s, HeadplaneOptions{Config: readmeBlock(t, "# Headplane's config.yaml: the keys for headgate"),
+	hp := startHeadplane(t, s, testbed.HeadplaneOptions{Config: readmeBlock(t, "# Headplane's config.yaml: the keys for headgate"),
 		Overrides: map[string]any{"server": map[string]any{"proxy_auth": map[string]any{"user_header": "X-Headscale-User"}}}})
 	g := startGateway(t, s, headplaneGateway(t, hp, map[string]any{"link": map[string]any{"ttl": "2s", "negative_ttl": "1s"}}))
 
 	alice := newJar(t)
-	if page := login(t, g, alice, Alice, "/admin/"); page.Status != http.StatusOK {
+	if page := login(t, g, alice, testbed.Alice, "/admin/"); page.Status != http.StatusOK {
 		t.Fatalf("Alice's sign-in: got %d", page.Status)
 	}
 	// A CLI user with Alice's name, and Carol's email.
-	if _, err := s.CreateCLIUser(t.Context(), "alice", Carol.Email); err != nil {
+	if _, err := s.CreateCLIUser(t.Context(), "alice", testbed.Carol.Email); err != nil {
 		t.Fatal(err)
 	}
 	// headgate may still answer from the listing of Alice's sign-in for a few seconds
 	// (headscale.list_max_age), then from Carol's "no user" for link.negative_ttl.
-	var page *Page
+	var page *testbed.Page
 	eventually(t, "Carol refused for the shared name", 30*time.Second, 500*time.Millisecond, func() (bool, string) {
-		page = login(t, g, newJar(t), Carol, "/admin/")
+		page = login(t, g, newJar(t), testbed.Carol, "/admin/")
 		return page.Status == http.StatusForbidden && strings.Contains(page.Body, "not unique"),
 			fmt.Sprintf("%d %s", page.Status, regexp.MustCompile(`<h1>[^<]*`).FindString(page.Body))
 	})
@@ -51,7 +54,7 @@ func TestHeadplaneNoTakeoverBySharedName(t *testing.T) {
 	if err := b.Navigate(tab, g.URL+"/admin/"); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.DexLogin(tab, Carol.Email, Carol.Password); err != nil {
+	if err := b.DexLogin(tab, testbed.Carol.Email, testbed.Carol.Password); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := b.WaitText(tab, "h1", "Your Headscale user name is not unique"); err != nil {
@@ -64,7 +67,7 @@ func TestHeadplaneNoTakeoverBySharedName(t *testing.T) {
 		t.Errorf("no log line naming the users:\n%s", g.Tail(20))
 	}
 	users := headplaneUsers(t, hp)
-	if len(users) != 1 || users["proxy:alice"].Email != Alice.Email || users["proxy:alice"].Role != "owner" {
+	if len(users) != 1 || users["proxy:alice"].Email != testbed.Alice.Email || users["proxy:alice"].Role != "owner" {
 		t.Errorf("headplane accounts: got %+v, want only Alice's, with her email", users)
 	}
 	// Alice's session, begun before the duplicate, is refused once her link is checked again.
@@ -72,7 +75,7 @@ func TestHeadplaneNoTakeoverBySharedName(t *testing.T) {
 		page := fetch(t, g, alice, http.MethodGet, "/admin/", http.Header{"Accept": {"text/html"}})
 		return page.Status == http.StatusForbidden, fmt.Sprint(page.Status)
 	})
-	if got := headplaneUsers(t, hp); len(got) != 1 || got["proxy:alice"].Email != Alice.Email {
+	if got := headplaneUsers(t, hp); len(got) != 1 || got["proxy:alice"].Email != testbed.Alice.Email {
 		t.Errorf("headplane accounts at the end: got %+v, want only Alice's, with her email", got)
 	}
 }
@@ -85,10 +88,10 @@ func TestHeadplaneMoveToUserIDHeader(t *testing.T) {
 	t.Parallel()
 	s := sharedStack(t)
 	byName := map[string]any{"server": map[string]any{"proxy_auth": map[string]any{"user_header": "X-Headscale-User"}}}
-	old := startHeadplane(t, s, HeadplaneOptions{Config: readmeBlock(t, "# Headplane's config.yaml: the keys for headgate"), Overrides: byName})
+	old := startHeadplane(t, s, testbed.HeadplaneOptions{Config: readmeBlock(t, "# Headplane's config.yaml: the keys for headgate"), Overrides: byName})
 	g := startGateway(t, s, headplaneGateway(t, old, nil))
-	login(t, g, newJar(t), Bob, "/admin/")
-	login(t, g, newJar(t), Dave, "/admin/")
+	login(t, g, newJar(t), testbed.Bob, "/admin/")
+	login(t, g, newJar(t), testbed.Dave, "/admin/")
 	before := headplaneUsers(t, old)
 	if before["proxy:bob"].Role != "owner" || before["proxy:dave"].Role != "member" {
 		t.Fatalf("accounts keyed on the name: got %+v, want proxy:bob the owner and proxy:dave a member", before)
@@ -96,25 +99,25 @@ func TestHeadplaneMoveToUserIDHeader(t *testing.T) {
 	old.Stop()
 
 	// The README's step, for each person.
-	for _, u := range []HeadscaleUser{accounts.Bob, accounts.Dave} {
+	for _, u := range []testbed.HeadscaleUser{accounts.Bob, accounts.Dave} {
 		sql := fmt.Sprintf(readmeMoveStatement(t), u.ID, u.Name)
-		if out, err := runCommand(t.Context(), "", "sqlite3", filepath.Join(old.DataDir, "hp_persist.db"), sql); err != nil {
+		if out, err := exec.CommandContext(t.Context(), "sqlite3", filepath.Join(old.DataDir, "hp_persist.db"), sql).CombinedOutput(); err != nil {
 			t.Fatalf("%s: %v\n%s", sql, err, out)
 		}
 	}
 
-	hp := startHeadplane(t, s, HeadplaneOptions{Config: readmeBlock(t, "# Headplane's config.yaml: the keys for headgate"),
+	hp := startHeadplane(t, s, testbed.HeadplaneOptions{Config: readmeBlock(t, "# Headplane's config.yaml: the keys for headgate"),
 		Overrides: map[string]any{"server": map[string]any{"data_path": old.DataDir}}})
 	g = startGateway(t, s, headplaneGateway(t, hp, nil))
-	if page := login(t, g, newJar(t), Bob, "/admin/"); page.URL.Path != "/admin/machines" {
+	if page := login(t, g, newJar(t), testbed.Bob, "/admin/"); page.URL.Path != "/admin/machines" {
 		t.Errorf("Bob after the move: landed at %s, want the owner's /admin/machines", page.URL.Path)
 	}
-	login(t, g, newJar(t), Dave, "/admin/")
+	login(t, g, newJar(t), testbed.Dave, "/admin/")
 	after := headplaneUsers(t, old)
 	if len(after) != 2 {
 		t.Errorf("accounts after the move: got %+v, want the same two", after)
 	}
-	for _, u := range []HeadscaleUser{accounts.Bob, accounts.Dave} {
+	for _, u := range []testbed.HeadscaleUser{accounts.Bob, accounts.Dave} {
 		was, is := before["proxy:"+u.Name], after["proxy:"+u.ID]
 		if is.ID != was.ID || is.Role != was.Role {
 			t.Errorf("%s after the move: got %+v, want the account %+v under proxy:%s", u.Name, is, was, u.ID)

@@ -15,19 +15,21 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"headgate/internal/testbed"
 )
 
 // The real Headplane behind headgate, configured as the README says.
 
 // headplaneGateway is what headgate's part of the README's Headplane recipe sets, with the
 // upstream replaced by hp; extra is merged over it.
-func headplaneGateway(t *testing.T, hp *Headplane, extra map[string]any) GatewayOptions {
+func headplaneGateway(t *testing.T, hp *testbed.Headplane, extra map[string]any) testbed.GatewayOptions {
 	t.Helper()
 	recipe := map[string]any{}
 	if err := yaml.Unmarshal([]byte(readmeBlock(t, "# gateway.yaml: the keys for Headplane")), &recipe); err != nil {
 		t.Fatalf("the README's gateway.yaml block: %v", err)
 	}
-	opts := GatewayOptions{Extra: map[string]any{}}
+	opts := testbed.GatewayOptions{Extra: map[string]any{}}
 	for key, v := range recipe {
 		switch key {
 		case "upstream":
@@ -40,29 +42,29 @@ func headplaneGateway(t *testing.T, hp *Headplane, extra map[string]any) Gateway
 			opts.Extra[key] = v
 		}
 	}
-	if !slices.Equal(opts.SkipAuth, HeadplaneSkipAuth()) {
-		t.Errorf("the README's skip_auth: got %q, want %q", opts.SkipAuth, HeadplaneSkipAuth())
+	if !slices.Equal(opts.SkipAuth, testbed.HeadplaneSkipAuth()) {
+		t.Errorf("the README's skip_auth: got %q, want %q", opts.SkipAuth, testbed.HeadplaneSkipAuth())
 	}
-	mergeConfig(opts.Extra, extra)
+	testbed.MergeConfig(opts.Extra, extra)
 	return opts
 }
 
 // readmeHeadplane starts a Headplane with the README's config.yaml block and a headgate in
 // front of it with the README's gateway.yaml keys (plus extra).
-func readmeHeadplane(t *testing.T, s *Stack, extra map[string]any) (*Headplane, *Gateway) {
+func readmeHeadplane(t *testing.T, s *testbed.Stack, extra map[string]any) (*testbed.Headplane, *testbed.Gateway) {
 	t.Helper()
-	hp := startHeadplane(t, s, HeadplaneOptions{Config: readmeBlock(t, "# Headplane's config.yaml: the keys for headgate")})
+	hp := startHeadplane(t, s, testbed.HeadplaneOptions{Config: readmeBlock(t, "# Headplane's config.yaml: the keys for headgate")})
 	return hp, startGateway(t, s, headplaneGateway(t, hp, extra))
 }
 
 // headplaneUsers returns hp's accounts by sub.
-func headplaneUsers(t *testing.T, hp *Headplane) map[string]HeadplaneUser {
+func headplaneUsers(t *testing.T, hp *testbed.Headplane) map[string]testbed.HeadplaneUser {
 	t.Helper()
 	users, err := hp.Users(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
-	bySub := map[string]HeadplaneUser{}
+	bySub := map[string]testbed.HeadplaneUser{}
 	for _, u := range users {
 		bySub[u.Sub] = u
 	}
@@ -71,7 +73,7 @@ func headplaneUsers(t *testing.T, hp *Headplane) map[string]HeadplaneUser {
 
 // send sends one request with a body to path at g with jar's cookies and returns the answer
 // without following a redirect.
-func send(t *testing.T, g *Gateway, jar http.CookieJar, method, path, contentType, body string, header http.Header) *Page {
+func send(t *testing.T, g *testbed.Gateway, jar http.CookieJar, method, path, contentType, body string, header http.Header) *testbed.Page {
 	t.Helper()
 	req, err := http.NewRequestWithContext(t.Context(), method, g.URL+path, strings.NewReader(body))
 	if err != nil {
@@ -83,13 +85,13 @@ func send(t *testing.T, g *Gateway, jar http.CookieJar, method, path, contentTyp
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
-	resp, err := noRedirectClient(jar, 30*time.Second).Do(req)
+	resp, err := testbed.NoRedirectClient(jar, 30*time.Second).Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	return &Page{Status: resp.StatusCode, URL: req.URL, Header: resp.Header, Body: string(b),
+	return &testbed.Page{Status: resp.StatusCode, URL: req.URL, Header: resp.Header, Body: string(b),
 		Hops: []string{fmt.Sprintf("%d %s %s", resp.StatusCode, method, path)}}
 }
 
@@ -99,13 +101,13 @@ var (
 	formPost  = "application/x-www-form-urlencoded"
 )
 
-func sameOrigin(g *Gateway) http.Header {
+func sameOrigin(g *testbed.Gateway) http.Header {
 	return http.Header{"Origin": {g.URL}, "Accept": {"*/*"}, "Sec-Fetch-Mode": {"cors"}, "Sec-Fetch-Site": {"same-origin"}}
 }
 
 // checkTabRedirect checks that page is the answer React Router's client follows: a new document
 // at target.
-func checkTabRedirect(t *testing.T, what string, page *Page, target string) {
+func checkTabRedirect(t *testing.T, what string, page *testbed.Page, target string) {
 	t.Helper()
 	if page.Status != http.StatusNoContent || page.Header.Get("X-Remix-Redirect") != target ||
 		page.Header.Get("X-Remix-Reload-Document") != "true" {
@@ -125,18 +127,18 @@ func TestHeadplaneRecipeFromREADME(t *testing.T) {
 
 	// Bob first: the owner. Owners are sent on to the machines page.
 	bob := newJar(t)
-	page := login(t, g, bob, Bob, "/admin/")
+	page := login(t, g, bob, testbed.Bob, "/admin/")
 	if page.Status != http.StatusOK || page.URL.Path != "/admin/machines" {
 		t.Fatalf("owner's sign-in: got %d at %s, want 200 at /admin/machines (%s)", page.Status, page.URL.Path, strings.Join(page.Hops, " -> "))
 	}
 	alice := newJar(t)
-	if page := login(t, g, alice, Alice, "/admin/"); page.Status != http.StatusOK || page.URL.Path != "/admin/" {
+	if page := login(t, g, alice, testbed.Alice, "/admin/"); page.Status != http.StatusOK || page.URL.Path != "/admin/" {
 		t.Fatalf("member's sign-in: got %d at %s, want 200 at /admin/ (%s)", page.Status, page.URL.Path, strings.Join(page.Hops, " -> "))
 	}
 	users := headplaneUsers(t, hp)
-	for _, want := range []HeadplaneUser{
-		{Sub: "proxy:" + accounts.Bob.ID, Name: "bob", Email: Bob.Email, Role: "owner", HeadscaleUserID: accounts.Bob.ID},
-		{Sub: "proxy:" + accounts.Alice.ID, Name: "alice", Email: Alice.Email, Role: "member", HeadscaleUserID: accounts.Alice.ID},
+	for _, want := range []testbed.HeadplaneUser{
+		{Sub: "proxy:" + accounts.Bob.ID, Name: "bob", Email: testbed.Bob.Email, Role: "owner", HeadscaleUserID: accounts.Bob.ID},
+		{Sub: "proxy:" + accounts.Alice.ID, Name: "alice", Email: testbed.Alice.Email, Role: "member", HeadscaleUserID: accounts.Alice.ID},
 	} {
 		got := users[want.Sub]
 		got.ID = ""
@@ -158,7 +160,7 @@ func TestHeadplaneRecipeFromREADME(t *testing.T) {
 	if page := send(t, g, bob, http.MethodPost, "/admin/users.data", formPost, form, sameOrigin(g)); page.Status != http.StatusOK {
 		t.Errorf("create a user through Headplane: got %d %.200q, want 200", page.Status, page.Body)
 	}
-	if _, err := s.findUser(t.Context(), func(u HeadscaleUser) bool { return u.Name == name }); err != nil {
+	if _, err := s.FindUser(t.Context(), func(u testbed.HeadscaleUser) bool { return u.Name == name }); err != nil {
 		t.Errorf("Headplane's form post did not create the Headscale user: %v", err)
 	}
 
@@ -237,9 +239,9 @@ func TestHeadplaneLinkGuard(t *testing.T) {
 	hp, g := readmeHeadplane(t, s, map[string]any{"headplane": map[string]any{"link_at_sign_in": false}})
 
 	bob := newJar(t)
-	login(t, g, bob, Bob, "/admin/") // the owner
+	login(t, g, bob, testbed.Bob, "/admin/") // the owner
 	dave := newJar(t)
-	page := login(t, g, dave, Dave, "/admin/")
+	page := login(t, g, dave, testbed.Dave, "/admin/")
 	if page.Status != http.StatusOK || !strings.Contains(page.Body, "Link your Headscale account") {
 		t.Fatalf("Dave's first page: got %d, want Headplane's picker: %.300q", page.Status, page.Body)
 	}
@@ -279,7 +281,7 @@ func TestHeadplaneLogoutAndOpenTabs(t *testing.T) {
 	other := startGateway(t, s, headplaneGateway(t, hp, nil)) // a second instance on the same Redis
 
 	jar := newJar(t)
-	login(t, g, jar, Bob, "/admin/")
+	login(t, g, jar, testbed.Bob, "/admin/")
 	cookie := sessionCookies(t, g, jar)
 	if page := send(t, other, nil, http.MethodGet, "/admin/machines.data?_routes=routes%2Fmachines%2Foverview", "", "",
 		mergeHeader(dataFetch, http.Header{"Cookie": {cookie}})); page.Status != http.StatusOK {
@@ -299,7 +301,7 @@ func TestHeadplaneLogoutAndOpenTabs(t *testing.T) {
 	page = send(t, other, nil, http.MethodGet, "/admin/machines.data?_routes=x", "", "", mergeHeader(dataFetch, http.Header{"Cookie": {cookie}}))
 	target := other.URL + "/oauth2/start?rd=" + url.QueryEscape("/admin/machines")
 	checkTabRedirect(t, "open tab after the sign-out", page, target)
-	if back := login(t, other, newJar(t), Bob, strings.TrimPrefix(target, other.URL)); back.Status != http.StatusOK || back.URL.Path != "/admin/machines" {
+	if back := login(t, other, newJar(t), testbed.Bob, strings.TrimPrefix(target, other.URL)); back.Status != http.StatusOK || back.URL.Path != "/admin/machines" {
 		t.Errorf("the tab's sign-in: got %d at %s, want 200 at /admin/machines", back.Status, back.URL.Path)
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"headgate/internal/testbed"
 )
 
 // slowHeadscale is an HTTP proxy in front of the stack's Headscale that holds every user
@@ -47,9 +49,9 @@ func newSlowHeadscale(t *testing.T, target string) *slowHeadscale {
 
 // callbackURL drives u's sign-in at g up to the redirect back to headgate's callback and
 // returns that URL, so that a test can choose when headgate completes the sign-in.
-func callbackURL(t *testing.T, g *Gateway, jar http.CookieJar, u User, startPath string) string {
+func callbackURL(t *testing.T, g *testbed.Gateway, jar http.CookieJar, u testbed.User, startPath string) string {
 	t.Helper()
-	page, err := browserLogin(t.Context(), jar, g.URL+startPath, u.Email, u.Password, g.URL+"/oauth2/callback")
+	page, err := testbed.BrowserLoginUntil(t.Context(), jar, g.URL+startPath, u.Email, u.Password, g.URL+"/oauth2/callback")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,10 +64,10 @@ func callbackURL(t *testing.T, g *Gateway, jar http.CookieJar, u User, startPath
 
 // completeLogin follows the redirect to headgate's callback like a browser and returns the page
 // the sign-in ends on and how long headgate took.
-func completeLogin(t *testing.T, jar http.CookieJar, callback string) (*Page, time.Duration) {
+func completeLogin(t *testing.T, jar http.CookieJar, callback string) (*testbed.Page, time.Duration) {
 	t.Helper()
 	start := time.Now()
-	page, err := browse(t.Context(), jar, callback, nil, "")
+	page, err := testbed.Browse(t.Context(), jar, callback, nil, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +75,7 @@ func completeLogin(t *testing.T, jar http.CookieJar, callback string) (*Page, ti
 }
 
 // upstreamUser returns the X-Headscale-User values the upstream received under path.
-func upstreamUser(s *Stack, path string) []string {
+func upstreamUser(s *testbed.Stack, path string) []string {
 	got := s.Upstream.Requests(path)
 	if len(got) == 0 {
 		return nil
@@ -90,7 +92,7 @@ const (
 
 // loginEventually signs u in at g until the sign-in reaches the upstream, for a peer that has
 // just recovered and may still be slow; it fails the test after timeout.
-func loginEventually(t *testing.T, g *Gateway, u User, path string, timeout time.Duration) {
+func loginEventually(t *testing.T, g *testbed.Gateway, u testbed.User, path string, timeout time.Duration) {
 	t.Helper()
 	eventually(t, "sign-in of "+u.Email, timeout, 100*time.Millisecond, func() (bool, string) {
 		page, err := g.Login(t.Context(), newJar(t), u.Email, u.Password, path)
@@ -107,21 +109,21 @@ func loginEventually(t *testing.T, g *Gateway, u User, path string, timeout time
 // person's sign-in resolves.
 func TestHeadscaleStops(t *testing.T) {
 	t.Parallel()
-	s := ownStack(t, Options{Redis: true, MaxGateways: 1})
+	s := ownStack(t, testbed.Options{Redis: true, MaxGateways: 1})
 	ctx := t.Context()
-	if _, err := s.CreateCLIUser(ctx, Bob.Username, Bob.Email); err != nil {
+	if _, err := s.CreateCLIUser(ctx, testbed.Bob.Username, testbed.Bob.Email); err != nil {
 		t.Fatal(err)
 	}
-	dave, err := s.CreateCLIUser(ctx, Dave.Username, Dave.Email)
+	dave, err := s.CreateCLIUser(ctx, testbed.Dave.Username, testbed.Dave.Email)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A short list_max_age, so that Dave's sign-in cannot be answered from the listing Bob's made.
-	g := startGateway(t, s, GatewayOptions{Extra: map[string]any{
+	g := startGateway(t, s, testbed.GatewayOptions{Extra: map[string]any{
 		"headscale": map[string]any{"timeout": headscaleBound.String(), "list_max_age": "100ms"},
 	}})
 	prefix := testPrefix(t)
-	cookie := loginCookie(t, g, Bob, prefix+"before")
+	cookie := loginCookie(t, g, testbed.Bob, prefix+"before")
 
 	s.StopHeadscale()
 	for i := range 10 {
@@ -129,11 +131,11 @@ func TestHeadscaleStops(t *testing.T) {
 			t.Fatalf("existing session, request %d without headscale: got %d, want 200", i, page.Status)
 		}
 	}
-	if page := login(t, g, newJar(t), Bob, prefix+"again"); page.Status != http.StatusOK {
+	if page := login(t, g, newJar(t), testbed.Bob, prefix+"again"); page.Status != http.StatusOK {
 		t.Errorf("new sign-in of linked bob without headscale: got %d, want 200 (%s)", page.Status, strings.Join(page.Hops, " -> "))
 	}
 	jar := newJar(t)
-	page, took := completeLogin(t, jar, callbackURL(t, g, jar, Dave, prefix+"dave-during"))
+	page, took := completeLogin(t, jar, callbackURL(t, g, jar, testbed.Dave, prefix+"dave-during"))
 	checkReadablePage(t, "sign-in of dave, not yet linked, without headscale", page, http.StatusServiceUnavailable)
 	if took > headscaleBound+slack {
 		t.Errorf("the failed sign-in took %s, want at most headscale.timeout %s", took, headscaleBound)
@@ -145,7 +147,7 @@ func TestHeadscaleStops(t *testing.T) {
 	if err := s.StartHeadscale(ctx); err != nil {
 		t.Fatal(err)
 	}
-	loginEventually(t, g, Dave, prefix+"dave-after", 10*time.Second)
+	loginEventually(t, g, testbed.Dave, prefix+"dave-after", 10*time.Second)
 	if got := upstreamUser(s, prefix+"dave-after"); len(got) != 1 || got[0] != dave.Name {
 		t.Errorf("dave's X-Headscale-User: got %q, want [%q]", got, dave.Name)
 	}
@@ -161,7 +163,7 @@ func TestHeadscaleSlow(t *testing.T) {
 	hs := newSlowHeadscale(t, stack.HeadscaleURL)
 	const ttl = 2 * time.Second
 	// A short list_max_age, so that the sign-ins below cannot be answered from an earlier listing.
-	g := startGateway(t, stack, GatewayOptions{
+	g := startGateway(t, stack, testbed.GatewayOptions{
 		TTL: ttl,
 		// Links of its own, and new ones on every run: cached ones would spare Headscale.
 		RedisKeyPrefix: fmt.Sprintf("headgate-slow-headscale-%d:", runs.Add(1)),
@@ -172,8 +174,8 @@ func TestHeadscaleSlow(t *testing.T) {
 	t.Cleanup(g.Stop)
 	prefix := testPrefix(t)
 	cookies := map[string]string{
-		Alice.Email: loginCookie(t, g, Alice, prefix+"alice"),
-		Bob.Email:   loginCookie(t, g, Bob, prefix+"bob"),
+		testbed.Alice.Email: loginCookie(t, g, testbed.Alice, prefix+"alice"),
+		testbed.Bob.Email:   loginCookie(t, g, testbed.Bob, prefix+"bob"),
 	}
 	linked := time.Now()
 
@@ -184,7 +186,8 @@ func TestHeadscaleSlow(t *testing.T) {
 		}
 	}
 	// Past link.ttl the link is re-checked: that request waits for Headscale at most
-	// headscale.timeout, then the known link answers.
+	// headscale.timeout, then the known link answers. The link aging past its ttl in the
+	// running binary is what is tested, so this sleep stays: until the ttl has passed.
 	time.Sleep(time.Until(linked.Add(ttl + 100*time.Millisecond)))
 	for i := range 3 {
 		for email, c := range cookies {
@@ -201,7 +204,7 @@ func TestHeadscaleSlow(t *testing.T) {
 	}
 
 	// Sign-ins that need Headscale, completed together: one listing, each answered in time.
-	people := []User{Carol, Dave, Erin}
+	people := []testbed.User{testbed.Carol, testbed.Dave, testbed.Erin}
 	jars := make([]http.CookieJar, len(people))
 	callbacks := make([]string, len(people))
 	for i, u := range people {
@@ -210,7 +213,7 @@ func TestHeadscaleSlow(t *testing.T) {
 	}
 	before := hs.listings.Load()
 	var wg sync.WaitGroup
-	pages := make([]*Page, len(people))
+	pages := make([]*testbed.Page, len(people))
 	tooks := make([]time.Duration, len(people))
 	for i := range people {
 		wg.Go(func() { pages[i], tooks[i] = completeLogin(t, jars[i], callbacks[i]) })
@@ -227,7 +230,7 @@ func TestHeadscaleSlow(t *testing.T) {
 	}
 
 	hs.delay.Store(0)
-	loginEventually(t, g, Dave, prefix+"dave-after", 10*time.Second)
+	loginEventually(t, g, testbed.Dave, prefix+"dave-after", 10*time.Second)
 	if got := upstreamUser(stack, prefix+"dave-after"); len(got) != 1 || got[0] != accounts.Dave.Name {
 		t.Errorf("dave's X-Headscale-User: got %q, want [%q]", got, accounts.Dave.Name)
 	}
@@ -238,16 +241,16 @@ func TestHeadscaleSlow(t *testing.T) {
 // existing session, and once the user is gone the unlinked policy (deny) applies to it.
 func TestHeadscaleUserRenamedOrDeleted(t *testing.T) {
 	t.Parallel()
-	s := ownStack(t, Options{Redis: true, MaxGateways: 1})
+	s := ownStack(t, testbed.Options{Redis: true, MaxGateways: 1})
 	ctx := t.Context()
-	bob, err := s.CreateCLIUser(ctx, Bob.Username, Bob.Email)
+	bob, err := s.CreateCLIUser(ctx, testbed.Bob.Username, testbed.Bob.Email)
 	if err != nil {
 		t.Fatal(err)
 	}
 	const ttl = 2 * time.Second
-	g := startGateway(t, s, GatewayOptions{TTL: ttl})
+	g := startGateway(t, s, testbed.GatewayOptions{TTL: ttl})
 	prefix := testPrefix(t)
-	cookie := loginCookie(t, g, Bob, prefix+"login")
+	cookie := loginCookie(t, g, testbed.Bob, prefix+"login")
 	if got := upstreamUser(s, prefix+"login"); len(got) != 1 || got[0] != bob.Name {
 		t.Fatalf("X-Headscale-User at sign-in: got %q, want [%q]", got, bob.Name)
 	}
@@ -276,7 +279,7 @@ func TestHeadscaleUserRenamedOrDeleted(t *testing.T) {
 	took = eventually(t, "the deleted user's session is denied", ttl+2*time.Second, 50*time.Millisecond,
 		statusIs(t, g, prefix+"deleted", api(cookie), http.StatusForbidden))
 	t.Logf("the deletion took effect after %s", took.Round(time.Millisecond))
-	page := fetch(t, g, nil, http.MethodGet, prefix+"deleted-page", http.Header{"Cookie": {cookie}, "Accept": {browserAccept}})
+	page := fetch(t, g, nil, http.MethodGet, prefix+"deleted-page", http.Header{"Cookie": {cookie}, "Accept": {testbed.BrowserAccept}})
 	checkReadablePage(t, "the deleted user's session in a browser", page, http.StatusForbidden)
 	wantAPIStatus(t, g, "/oauth2/auth", cookie, http.StatusForbidden, "/oauth2/auth for the deleted user")
 	if got := s.Upstream.Requests(prefix + "deleted-page"); len(got) != 0 {

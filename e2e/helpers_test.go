@@ -6,15 +6,17 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"headgate/internal/testbed"
 )
 
 // ownStack starts a stack for one test that stops or slows its peers, so that the shared stack
 // keeps serving the other tests. It is closed when the test ends and kept on disk when the
 // test failed.
-func ownStack(t *testing.T, opts Options) *Stack {
+func ownStack(t *testing.T, opts testbed.Options) *testbed.Stack {
 	t.Helper()
 	sharedStack(t) // the same binary: when the shared instance failed, say why
-	s, err := Start(t.Context(), opts)
+	s, err := testbed.Start(t.Context(), opts)
 	if err != nil {
 		t.Fatalf("start a stack of its own: %v", err)
 	}
@@ -33,7 +35,7 @@ func ownStack(t *testing.T, opts Options) *Stack {
 
 // sharedStack returns the suite's stack, failing the test when its headgate instance did not
 // start (the binary is the same for every instance).
-func sharedStack(t *testing.T) *Stack {
+func sharedStack(t *testing.T) *testbed.Stack {
 	t.Helper()
 	if sharedErr != nil {
 		t.Fatalf("headgate did not start: %v", sharedErr)
@@ -42,7 +44,7 @@ func sharedStack(t *testing.T) *Stack {
 }
 
 // startGateway adds an instance to s for this test and shows its log when the test fails.
-func startGateway(t *testing.T, s *Stack, opts GatewayOptions) *Gateway {
+func startGateway(t *testing.T, s *testbed.Stack, opts testbed.GatewayOptions) *testbed.Gateway {
 	t.Helper()
 	g, err := s.StartGateway(t.Context(), opts)
 	if err != nil {
@@ -54,7 +56,7 @@ func startGateway(t *testing.T, s *Stack, opts GatewayOptions) *Gateway {
 
 // checkReadablePage checks that page is headgate's own page for a browser: status want, HTML
 // with a heading.
-func checkReadablePage(t *testing.T, what string, page *Page, want int) {
+func checkReadablePage(t *testing.T, what string, page *testbed.Page, want int) {
 	t.Helper()
 	if page.Status != want {
 		t.Errorf("%s: got %d, want %d (%s)", what, page.Status, want, strings.Join(page.Hops, " -> "))
@@ -87,7 +89,7 @@ func eventually(t *testing.T, what string, timeout, interval time.Duration, chec
 }
 
 // statusIs returns a check for eventually: the status of path at g with header is want.
-func statusIs(t *testing.T, g *Gateway, path string, header http.Header, want int) func() (bool, string) {
+func statusIs(t *testing.T, g *testbed.Gateway, path string, header http.Header, want int) func() (bool, string) {
 	return func() (bool, string) {
 		page, err := g.Fetch(t.Context(), nil, http.MethodGet, path, header)
 		if err != nil {
@@ -98,14 +100,14 @@ func statusIs(t *testing.T, g *Gateway, path string, header http.Header, want in
 }
 
 // waitReady waits until g's /ready answers 200: its session store answers again.
-func waitReady(t *testing.T, g *Gateway, timeout time.Duration) {
+func waitReady(t *testing.T, g *testbed.Gateway, timeout time.Duration) {
 	t.Helper()
 	eventually(t, "/ready answers 200", timeout, 50*time.Millisecond, statusIs(t, g, "/ready", nil, http.StatusOK))
 }
 
 // wantAPIStatus checks that an API client presenting cookie gets status want for path at g;
 // what names the case in the failure.
-func wantAPIStatus(t *testing.T, g *Gateway, path, cookie string, want int, what string) {
+func wantAPIStatus(t *testing.T, g *testbed.Gateway, path, cookie string, want int, what string) {
 	t.Helper()
 	if page := fetch(t, g, nil, http.MethodGet, path, api(cookie)); page.Status != want {
 		t.Errorf("%s: got %d, want %d", what, page.Status, want)
@@ -119,7 +121,7 @@ func api(cookie string) http.Header {
 
 // signedIn signs u in at g through a fresh browser, checks that it reaches the upstream at path,
 // and returns the browser's cookie jar.
-func signedIn(t *testing.T, g *Gateway, u User, path string) http.CookieJar {
+func signedIn(t *testing.T, g *testbed.Gateway, u testbed.User, path string) http.CookieJar {
 	t.Helper()
 	jar := newJar(t)
 	if page := login(t, g, jar, u, path); page.Status != http.StatusOK {
@@ -130,7 +132,7 @@ func signedIn(t *testing.T, g *Gateway, u User, path string) http.CookieJar {
 
 // loginCookie signs u in at g through a fresh browser, checks that it reaches the upstream, and
 // returns the session cookie as a Cookie header value.
-func loginCookie(t *testing.T, g *Gateway, u User, path string) string {
+func loginCookie(t *testing.T, g *testbed.Gateway, u testbed.User, path string) string {
 	t.Helper()
 	cookie := sessionCookies(t, g, signedIn(t, g, u, path))
 	if cookie == "" {
@@ -140,7 +142,7 @@ func loginCookie(t *testing.T, g *Gateway, u User, path string) string {
 }
 
 // signOut signs the session of cookie out at g.
-func signOut(t *testing.T, g *Gateway, cookie string) {
+func signOut(t *testing.T, g *testbed.Gateway, cookie string) {
 	t.Helper()
 	if page := fetch(t, g, nil, http.MethodGet, "/oauth2/sign_out", api(cookie)); page.Status != http.StatusOK {
 		t.Fatalf("sign-out at %s: got %d, want 200", g.URL, page.Status)

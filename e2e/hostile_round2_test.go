@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"headgate/internal/testbed"
 )
 
 // The second round of hostile requests, against the headgate binary as it runs in production
@@ -17,7 +19,7 @@ import (
 
 // rawExchange sends request as written to g and returns the status of the answer and, when
 // waitClose is set, whether the connection ended after it, within bound.
-func rawExchange(g *Gateway, request string, bound time.Duration, waitClose bool) (status int, closed bool, err error) {
+func rawExchange(g *testbed.Gateway, request string, bound time.Duration, waitClose bool) (status int, closed bool, err error) {
 	conn, err := net.Dial("tcp", strings.TrimPrefix(g.URL, "http://"))
 	if err != nil {
 		return 0, false, err
@@ -74,7 +76,7 @@ func TestSlowBodiesWithoutSessionRefusedAtOnce(t *testing.T) {
 // addresses, against the binary.
 func TestHostileRoundTwoAgainstTheBinary(t *testing.T) {
 	t.Parallel()
-	g := startGateway(t, sharedStack(t), GatewayOptions{SkipAuth: []string{"/round2/assets/", "/round2/healthz"}})
+	g := startGateway(t, sharedStack(t), testbed.GatewayOptions{SkipAuth: []string{"/round2/assets/", "/round2/healthz"}})
 
 	for _, target := range []string{
 		"/round2/assets/..;/round2/private", "/round2/assets/%2e%2e/round2/private",
@@ -100,7 +102,7 @@ func TestHostileRoundTwoAgainstTheBinary(t *testing.T) {
 		t.Errorf("a plain skip_auth path: got %d, want 200", page.Status)
 	}
 
-	jar := signedIn(t, g, Bob, "/round2/in")
+	jar := signedIn(t, g, testbed.Bob, "/round2/in")
 	h := http.Header{"Connection": {"Upgrade, HTTP2-Settings"}, "Upgrade": {"h2c"}, "Http2-Settings": {"AAMAAABkAARAAAAAAAIAAAAA"},
 		"X-Real-IP": {"203.0.113.66"}, "True-Client-IP": {"203.0.113.66"}, "X-Original-URL": {"/round2/admin"}}
 	if page := fetch(t, g, jar, http.MethodGet, "/round2/h2c", h); page.Status != http.StatusOK {

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"headgate/internal/testbed"
 )
 
 // TestHostileRequests sends what a hostile or broken client sends to the real binary, each row
@@ -17,7 +19,7 @@ func TestHostileRequests(t *testing.T) {
 	t.Parallel()
 	g := gateway(t)
 	prefix := testPrefix(t)
-	cookie := loginCookie(t, g, Alice, prefix+"login")
+	cookie := loginCookie(t, g, testbed.Alice, prefix+"login")
 	value := strings.TrimPrefix(cookie, "_headgate=")
 	if value == cookie {
 		t.Fatalf("the session cookie is not _headgate: %q", strings.SplitN(cookie, "=", 2)[0])
@@ -38,7 +40,7 @@ func TestHostileRequests(t *testing.T) {
 		{"many headers over 64 KiB", manyHeaders(cookie, 2000, 40), http.StatusRequestHeaderFieldsTooLarge, "", false},
 		{"oversized session cookie, API", http.Header{"Cookie": {"_headgate=" + huge}, "Accept": {"application/json"}},
 			http.StatusUnauthorized, "", false},
-		{"oversized session cookie, browser", http.Header{"Cookie": {"_headgate=" + huge}, "Accept": {browserAccept}},
+		{"oversized session cookie, browser", http.Header{"Cookie": {"_headgate=" + huge}, "Accept": {testbed.BrowserAccept}},
 			http.StatusFound, "/oauth2/start?", false},
 		{"oversized login cookie beside the session", http.Header{"Cookie": {cookie + "; _headgate_login_x=" + huge}, "Accept": {"application/json"}},
 			http.StatusOK, "", true},
@@ -70,7 +72,7 @@ func TestHostileRequests(t *testing.T) {
 			if c.reaches && len(got) != 1 {
 				t.Errorf("the upstream received %d requests, want 1", len(got))
 			} else if c.reaches {
-				checkIdentity(t, got[0].Header, Alice, accounts.Alice)
+				checkIdentity(t, got[0].Header, testbed.Alice, accounts.Alice)
 			}
 			if !c.reaches && len(got) != 0 {
 				t.Errorf("the upstream received %d requests, want none", len(got))
@@ -82,13 +84,13 @@ func TestHostileRequests(t *testing.T) {
 		// Every person of the stack's Dex, six browsers each, all at once. The linked ones
 		// reach the upstream; Carol (no user) and Erin (unverified email) get the 403 page.
 		const browsers = 6
-		want := map[string]int{Alice.Email: http.StatusOK, Bob.Email: http.StatusOK, Dave.Email: http.StatusOK,
-			Carol.Email: http.StatusForbidden, Erin.Email: http.StatusForbidden}
+		want := map[string]int{testbed.Alice.Email: http.StatusOK, testbed.Bob.Email: http.StatusOK, testbed.Dave.Email: http.StatusOK,
+			testbed.Carol.Email: http.StatusForbidden, testbed.Erin.Email: http.StatusForbidden}
 		var wg sync.WaitGroup
 		var mu sync.Mutex
 		got := map[string][]int{}
 		start := time.Now()
-		for _, u := range People() {
+		for _, u := range testbed.People() {
 			for i := range browsers {
 				wg.Go(func() {
 					status := 0
@@ -105,7 +107,7 @@ func TestHostileRequests(t *testing.T) {
 			}
 		}
 		wg.Wait()
-		t.Logf("%d concurrent sign-ins took %s", len(People())*browsers, time.Since(start).Round(time.Millisecond))
+		t.Logf("%d concurrent sign-ins took %s", len(testbed.People())*browsers, time.Since(start).Round(time.Millisecond))
 		for email, statuses := range got {
 			for _, s := range statuses {
 				if s != want[email] {
@@ -114,7 +116,7 @@ func TestHostileRequests(t *testing.T) {
 				}
 			}
 		}
-		for _, u := range []User{Alice, Bob, Dave} {
+		for _, u := range []testbed.User{testbed.Alice, testbed.Bob, testbed.Dave} {
 			if n := len(upstreamSaw(prefix + "burst/" + u.Username + "/")); n != browsers {
 				t.Errorf("%s: the upstream received %d requests, want %d", u.Email, n, browsers)
 			}

@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"headgate/internal/testbed"
 )
 
 // TestTwoInstancesSignOutWithinOneSecond signs in at one instance of the shared stack, proves
@@ -12,19 +14,19 @@ import (
 func TestTwoInstancesSignOutWithinOneSecond(t *testing.T) {
 	t.Parallel()
 	a := gateway(t)
-	b := extraGateway(t, "second", GatewayOptions{})
+	b := extraGateway(t, "second", testbed.GatewayOptions{})
 	prefix := testPrefix(t)
 	for _, c := range []struct {
 		name          string
-		signIn, other *Gateway
-		u             User
+		signIn, other *testbed.Gateway
+		u             testbed.User
 	}{
-		{"sign-out at the second", a, b, Alice},
-		{"sign-out at the first", b, a, Bob},
+		{"sign-out at the second", a, b, testbed.Alice},
+		{"sign-out at the first", b, a, testbed.Bob},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cookie := loginCookie(t, c.signIn, c.u, prefix+"login")
-			for _, g := range []*Gateway{a, b} {
+			for _, g := range []*testbed.Gateway{a, b} {
 				if page := fetch(t, g, nil, http.MethodGet, prefix+"before", api(cookie)); page.Status != http.StatusOK {
 					t.Fatalf("before the sign-out at %s: got %d, want 200", g.URL, page.Status)
 				}

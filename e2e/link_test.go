@@ -5,11 +5,13 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"headgate/internal/testbed"
 )
 
 // checkIdentity checks that h carries exactly the identity of u, linked to hu: one value for
 // each identity header, and no session cookie of the gateway.
-func checkIdentity(t *testing.T, h http.Header, u User, hu HeadscaleUser) {
+func checkIdentity(t *testing.T, h http.Header, u testbed.User, hu testbed.HeadscaleUser) {
 	t.Helper()
 	want := map[string]string{
 		"X-Headscale-User":               hu.Name,
@@ -28,7 +30,7 @@ func checkIdentity(t *testing.T, h http.Header, u User, hu HeadscaleUser) {
 
 // checkReachedAs checks that exactly one of requests reached the upstream, carrying the identity
 // of u linked to hu.
-func checkReachedAs(t *testing.T, requests []Request, u User, hu HeadscaleUser) {
+func checkReachedAs(t *testing.T, requests []testbed.Request, u testbed.User, hu testbed.HeadscaleUser) {
 	t.Helper()
 	if len(requests) != 1 {
 		t.Errorf("the upstream received %d requests, want 1", len(requests))
@@ -75,7 +77,7 @@ func identityHeaderNames(h http.Header) []string {
 
 // checkDenied checks that page is headgate's 403 naming email and that nothing under prefix
 // reached the upstream.
-func checkDenied(t *testing.T, page *Page, email, prefix string) {
+func checkDenied(t *testing.T, page *testbed.Page, email, prefix string) {
 	t.Helper()
 	if page.Status != http.StatusForbidden {
 		t.Errorf("status: got %d, want 403 (%s)", page.Status, strings.Join(page.Hops, " -> "))
@@ -92,53 +94,53 @@ func TestOIDCUserLinkedByProviderID(t *testing.T) {
 	t.Parallel()
 	g := gateway(t)
 	prefix := testPrefix(t)
-	page := login(t, g, newJar(t), Alice, prefix+"page?x=1")
+	page := login(t, g, newJar(t), testbed.Alice, prefix+"page?x=1")
 	if page.Status != http.StatusOK || page.Header.Get("X-Upstream") != "echo" {
 		t.Fatalf("got %d from %s, want the upstream's 200 (%s)", page.Status, page.URL.Path, strings.Join(page.Hops, " -> "))
 	}
 	if page.URL.RequestURI() != prefix+"page?x=1" {
 		t.Errorf("the sign-in returned to %s, want %s", page.URL.RequestURI(), prefix+"page?x=1")
 	}
-	checkReachedAs(t, upstreamSaw(prefix), Alice, accounts.Alice)
+	checkReachedAs(t, upstreamSaw(prefix), testbed.Alice, accounts.Alice)
 }
 
 func TestCLIUserLinkedByVerifiedEmail(t *testing.T) {
 	t.Parallel()
 	g := gateway(t)
 	prefix := testPrefix(t)
-	page := login(t, g, newJar(t), Bob, prefix+"page")
+	page := login(t, g, newJar(t), testbed.Bob, prefix+"page")
 	if page.Status != http.StatusOK || page.Header.Get("X-Upstream") != "echo" {
 		t.Fatalf("got %d from %s, want the upstream's 200 (%s)", page.Status, page.URL.Path, strings.Join(page.Hops, " -> "))
 	}
-	checkReachedAs(t, upstreamSaw(prefix), Bob, accounts.Bob)
+	checkReachedAs(t, upstreamSaw(prefix), testbed.Bob, accounts.Bob)
 }
 
 // TestEmailMatchDisabled runs an instance that matches by provider ID only: Dave, a CLI user
 // whom the shared instance links by email, is refused there, while Alice still gets in.
 func TestEmailMatchDisabled(t *testing.T) {
 	t.Parallel()
-	g := extraGateway(t, "provider-id-only", GatewayOptions{
+	g := extraGateway(t, "provider-id-only", testbed.GatewayOptions{
 		Match: []string{"provider_id"},
 		// Links cached by the shared instance were found by email: this one must not see them.
 		RedisKeyPrefix: "headgate-provider-id-only:",
 	})
 
 	prefix := testPrefix(t)
-	page := login(t, g, newJar(t), Dave, prefix+"off/dave")
-	checkDenied(t, page, Dave.Email, prefix+"off/dave")
+	page := login(t, g, newJar(t), testbed.Dave, prefix+"off/dave")
+	checkDenied(t, page, testbed.Dave.Email, prefix+"off/dave")
 
-	page = login(t, g, newJar(t), Alice, prefix+"off/alice")
+	page = login(t, g, newJar(t), testbed.Alice, prefix+"off/alice")
 	if page.Status != http.StatusOK {
 		t.Fatalf("alice: got %d, want 200 (%s)", page.Status, strings.Join(page.Hops, " -> "))
 	}
-	checkReachedAs(t, upstreamSaw(prefix+"off/alice"), Alice, accounts.Alice)
+	checkReachedAs(t, upstreamSaw(prefix+"off/alice"), testbed.Alice, accounts.Alice)
 
 	// The same Dave is linked by email where email matching is on.
-	page = login(t, gateway(t), newJar(t), Dave, prefix+"on/dave")
+	page = login(t, gateway(t), newJar(t), testbed.Dave, prefix+"on/dave")
 	if page.Status != http.StatusOK {
 		t.Fatalf("dave at the shared instance: got %d, want 200 (%s)", page.Status, strings.Join(page.Hops, " -> "))
 	}
-	checkReachedAs(t, upstreamSaw(prefix+"on/dave"), Dave, accounts.Dave)
+	checkReachedAs(t, upstreamSaw(prefix+"on/dave"), testbed.Dave, accounts.Dave)
 }
 
 func TestUnlinkedUserDenied(t *testing.T) {
@@ -146,8 +148,8 @@ func TestUnlinkedUserDenied(t *testing.T) {
 	g := gateway(t)
 	prefix := testPrefix(t)
 	jar := newJar(t)
-	page := login(t, g, jar, Carol, prefix+"page")
-	checkDenied(t, page, Carol.Email, prefix)
+	page := login(t, g, jar, testbed.Carol, prefix+"page")
+	checkDenied(t, page, testbed.Carol.Email, prefix)
 
 	// A refused sign-in leaves no session behind.
 	page = fetch(t, g, jar, http.MethodGet, prefix+"api", http.Header{"Accept": {"application/json"}})
@@ -163,6 +165,6 @@ func TestUnverifiedEmailNotLinked(t *testing.T) {
 	t.Parallel()
 	g := gateway(t)
 	prefix := testPrefix(t)
-	page := login(t, g, newJar(t), Erin, prefix+"page")
-	checkDenied(t, page, Erin.Email, prefix)
+	page := login(t, g, newJar(t), testbed.Erin, prefix+"page")
+	checkDenied(t, page, testbed.Erin.Email, prefix)
 }

@@ -3,15 +3,17 @@ package e2e
 import (
 	"strings"
 	"testing"
+
+	"headgate/internal/testbed"
 )
 
 // startRecipeNginx runs the README's nginx block on 127.0.0.1:port in front of the headgate at
 // gatewayAddr (host:port) and the stack's upstream. The proxy is closed when the test ends
 // (see closedAtEnd).
-func startRecipeNginx(t *testing.T, s *Stack, port int, gatewayAddr string) *FrontProxy {
+func startRecipeNginx(t *testing.T, s *testbed.Stack, port int, gatewayAddr string) *testbed.FrontProxy {
 	t.Helper()
 	server := nginxServer(readmeFence(t, "nginx", ""), gatewayAddr, strings.TrimPrefix(s.Upstream.URL, "http://"))
-	return closedAtEnd(t)(StartNginx(t.Context(), port, server))
+	return closedAtEnd(t)(testbed.StartNginx(t.Context(), port, server))
 }
 
 // nginxOwned maps the header names the README's nginx block sets (lower case) to what the
@@ -21,16 +23,16 @@ func nginxOwned() map[string]string {
 		"x-headscale-user":                  accounts.Bob.Name,
 		"x-headscale-user-id":               accounts.Bob.ID,
 		"x-forwarded-user":                  accounts.Bob.Name,
-		"x-forwarded-email":                 Bob.Email,
-		"x-forwarded-preferred-username":    Bob.Username,
+		"x-forwarded-email":                 testbed.Bob.Email,
+		"x-forwarded-preferred-username":    testbed.Bob.Username,
 		"x-auth-request-user":               accounts.Bob.Name,
-		"x-auth-request-email":              Bob.Email,
+		"x-auth-request-email":              testbed.Bob.Email,
 		"x-auth-request-preferred-username": "",
 		"x-auth-request-groups":             "",
 		"x-auth-request-cookie":             "",
 		"x-forwarded-groups":                "",
 		"remote-user":                       accounts.Bob.Name,
-		"remote-email":                      Bob.Email,
+		"remote-email":                      testbed.Bob.Email,
 		"remote-name":                       "",
 		"remote-groups":                     "",
 	}
@@ -44,4 +46,11 @@ func TestNginxRecipe(t *testing.T) {
 	testForwardAuthRecipe(t, "nginx", nginxOwned(), func(port int, gatewayAddr string) string {
 		return startRecipeNginx(t, s, port, gatewayAddr).URL
 	})
+}
+
+// nginxServer turns the README's nginx block into a server body for StartNginx: the
+// addresses of headgate (127.0.0.1:4180) and of the upstream (127.0.0.1:3000) become
+// gatewayAddr and upstreamAddr. Nothing else changes.
+func nginxServer(block, gatewayAddr, upstreamAddr string) string {
+	return strings.NewReplacer("127.0.0.1:4180", gatewayAddr, "127.0.0.1:3000", upstreamAddr).Replace(block)
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"headgate/internal/testbed"
 )
 
 // Checks shared by the forward-auth recipe tests (nginx, Caddy): the same promises, whatever
@@ -16,15 +18,15 @@ import (
 
 // closedAtEnd returns a function that fails t on err, or arranges for f to be closed when t
 // ends, with its log shown and its directory kept when t failed, and returns f.
-func closedAtEnd(t *testing.T) func(f *FrontProxy, err error) *FrontProxy {
-	return func(f *FrontProxy, err error) *FrontProxy {
+func closedAtEnd(t *testing.T) func(f *testbed.FrontProxy, err error) *testbed.FrontProxy {
+	return func(f *testbed.FrontProxy, err error) *testbed.FrontProxy {
 		t.Helper()
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() {
 			if t.Failed() {
-				t.Logf("%s kept in %s; last lines of %s:\n%s", f.name, f.Dir, f.log, f.Log(25))
+				t.Logf("%s kept in %s; last lines of %s:\n%s", f.Name, f.Dir, f.LogPath(), f.Log(25))
 			}
 			f.Close(t.Failed())
 		})
@@ -35,9 +37,9 @@ func closedAtEnd(t *testing.T) func(f *FrontProxy, err error) *FrontProxy {
 // checkUnlinkedThroughProxy checks that Carol, who has no Headscale user, gets headgate's 403
 // page through the proxy at front, at sign-in and for a session refused after it (begun at an
 // instance on the same store that lets unlinked people in), and never reaches the upstream.
-func checkUnlinkedThroughProxy(t *testing.T, s *Stack, proxy, front, prefix, key string) {
+func checkUnlinkedThroughProxy(t *testing.T, s *testbed.Stack, proxy, front, prefix, key string) {
 	t.Helper()
-	carol, err := BrowserLogin(t.Context(), newJar(t), front+prefix+"carol", Carol.Email, Carol.Password)
+	carol, err := testbed.BrowserLogin(t.Context(), newJar(t), front+prefix+"carol", testbed.Carol.Email, testbed.Carol.Password)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,10 +50,10 @@ func checkUnlinkedThroughProxy(t *testing.T, s *Stack, proxy, front, prefix, key
 	if n := len(upstreamSaw(prefix + "carol")); n != 0 {
 		t.Errorf("Carol reached the upstream %d times", n)
 	}
-	allow := startGateway(t, s, GatewayOptions{Unlinked: "allow", RedisKeyPrefix: key})
+	allow := startGateway(t, s, testbed.GatewayOptions{Unlinked: "allow", RedisKeyPrefix: key})
 	carolJar := newJar(t)
-	login(t, allow, carolJar, Carol, prefix+"carol-allowed")
-	carol, err = Fetch(t.Context(), carolJar, http.MethodGet, front+prefix+"carol-session", http.Header{"Accept": {browserAccept}})
+	login(t, allow, carolJar, testbed.Carol, prefix+"carol-allowed")
+	carol, err = testbed.Fetch(t.Context(), carolJar, http.MethodGet, front+prefix+"carol-session", http.Header{"Accept": {testbed.BrowserAccept}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,16 +69,16 @@ func checkUnlinkedThroughProxy(t *testing.T, s *Stack, proxy, front, prefix, key
 // checkProxyFailsClosed checks that the proxy, started by start on a port in front of a
 // headgate address, answers an error within a bound and sends nothing on when its headgate is
 // stopped or hangs. jar holds a session of the stack's store (key).
-func checkProxyFailsClosed(t *testing.T, s *Stack, proxy string, jar http.CookieJar, prefix, key string,
+func checkProxyFailsClosed(t *testing.T, s *testbed.Stack, proxy string, jar http.CookieJar, prefix, key string,
 	start func(port int, gatewayAddr string) (url string)) {
 	t.Helper()
-	g2 := startGateway(t, s, GatewayOptions{RedisKeyPrefix: key})
-	ports, err := FreePorts(2)
+	g2 := startGateway(t, s, testbed.GatewayOptions{RedisKeyPrefix: key})
+	ports, err := testbed.FreePorts(2)
 	if err != nil {
 		t.Fatal(err)
 	}
 	down := start(ports[0], strings.TrimPrefix(g2.URL, "http://"))
-	if page, err := Fetch(t.Context(), jar, http.MethodGet, down+prefix+"before-stop", nil); err != nil || page.Status != http.StatusOK {
+	if page, err := testbed.Fetch(t.Context(), jar, http.MethodGet, down+prefix+"before-stop", nil); err != nil || page.Status != http.StatusOK {
 		t.Fatalf("through the second %s before its headgate stops: got %v, %v, want 200", proxy, page, err)
 	}
 	g2.Stop()
@@ -106,7 +108,7 @@ func checkProxyFailsClosed(t *testing.T, s *Stack, proxy string, jar http.Cookie
 		{"headgate hanging", hanging, prefix + "hung"},
 	} {
 		began := time.Now()
-		page, err := Fetch(t.Context(), jar, http.MethodGet, c.url+c.path, http.Header{"Accept": {browserAccept}})
+		page, err := testbed.Fetch(t.Context(), jar, http.MethodGet, c.url+c.path, http.Header{"Accept": {testbed.BrowserAccept}})
 		took := time.Since(began)
 		if err != nil {
 			t.Errorf("%s: %v", c.what, err)
@@ -142,7 +144,7 @@ func testForwardAuthRecipe(t *testing.T, proxy string, owned map[string]string, 
 	}
 	// The instances of this test share a store of their own: one of them lets unlinked people in.
 	key := fmt.Sprintf("headgate-%s-%d:", proxy, runs.Add(1))
-	g := startGateway(t, s, GatewayOptions{RedisKeyPrefix: key, Extra: map[string]any{"public_url": "http://" + hostPort(port)}})
+	g := startGateway(t, s, testbed.GatewayOptions{RedisKeyPrefix: key, Extra: map[string]any{"public_url": "http://" + testbed.HostPort(port)}})
 	front := start(port, strings.TrimPrefix(g.URL, "http://"))
 	prefix := testPrefix(t)
 	frontURL, _ := url.Parse(front)
@@ -151,7 +153,7 @@ func testForwardAuthRecipe(t *testing.T, proxy string, owned map[string]string, 
 	jar := newJar(t)
 	jar.SetCookies(frontURL, []*http.Cookie{{Name: "theme", Value: "dark"}})
 	began := time.Now()
-	page, err := BrowserLogin(t.Context(), jar, front+prefix+"home?x=1", Bob.Email, Bob.Password)
+	page, err := testbed.BrowserLogin(t.Context(), jar, front+prefix+"home?x=1", testbed.Bob.Email, testbed.Bob.Password)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +173,7 @@ func testForwardAuthRecipe(t *testing.T, proxy string, owned map[string]string, 
 	}
 
 	// (b), (c) Spoofed identity headers in several spellings, and a planted login cookie.
-	spoof := http.Header{"Accept": {browserAccept}, "Cookie": {"a=1; _headgate_login_zz=planted; __Host-_headgate=planted"}}
+	spoof := http.Header{"Accept": {testbed.BrowserAccept}, "Cookie": {"a=1; _headgate_login_zz=planted; __Host-_headgate=planted"}}
 	for name := range owned {
 		canonical := http.CanonicalHeaderKey(name)
 		spoof[canonical] = []string{"evil-1", "evil-2"}
@@ -179,7 +181,7 @@ func testForwardAuthRecipe(t *testing.T, proxy string, owned map[string]string, 
 		spoof[strings.ReplaceAll(canonical, "-", "_")] = []string{"evil-4"}
 		spoof[strings.ReplaceAll(name, "-", "_")] = []string{"evil-5"}
 	}
-	page, err = Fetch(t.Context(), jar, http.MethodGet, front+prefix+"spoof", spoof)
+	page, err = testbed.Fetch(t.Context(), jar, http.MethodGet, front+prefix+"spoof", spoof)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +226,7 @@ func testForwardAuthRecipe(t *testing.T, proxy string, owned map[string]string, 
 	// A client with only headgate's cookie sends the upstream no Cookie at all.
 	only := newJar(t)
 	only.SetCookies(frontURL, []*http.Cookie{session})
-	page, err = Fetch(t.Context(), only, http.MethodGet, front+prefix+"only-session", http.Header{"Accept": {browserAccept}})
+	page, err = testbed.Fetch(t.Context(), only, http.MethodGet, front+prefix+"only-session", http.Header{"Accept": {testbed.BrowserAccept}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +244,7 @@ func testForwardAuthRecipe(t *testing.T, proxy string, owned map[string]string, 
 
 	// (e) Sign-out through the proxy ends the session: the next request is sent to sign in, and
 	// the old cookie no longer opens anything.
-	page, err = Fetch(t.Context(), jar, http.MethodGet, front+"/oauth2/sign_out", http.Header{"Accept": {browserAccept}})
+	page, err = testbed.Fetch(t.Context(), jar, http.MethodGet, front+"/oauth2/sign_out", http.Header{"Accept": {testbed.BrowserAccept}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,7 +256,7 @@ func testForwardAuthRecipe(t *testing.T, proxy string, owned map[string]string, 
 			j.SetCookies(frontURL, []*http.Cookie{session})
 		}
 		path := prefix + "after-" + strings.ReplaceAll(what, " ", "-")
-		page, err := Fetch(t.Context(), j, http.MethodGet, front+path, http.Header{"Accept": {browserAccept}})
+		page, err := testbed.Fetch(t.Context(), j, http.MethodGet, front+path, http.Header{"Accept": {testbed.BrowserAccept}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -5,6 +5,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"headgate/internal/testbed"
 )
 
 // openRedirectPayloads are return targets gathered from public open-redirect advisories and
@@ -46,7 +48,7 @@ var openRedirectPayloads = []string{
 }
 
 // redirectStaysHome fails t unless location is "/" or a path on the gateway's own origin.
-func redirectStaysHome(t *testing.T, g *Gateway, what, payload, location string) {
+func redirectStaysHome(t *testing.T, g *testbed.Gateway, what, payload, location string) {
 	t.Helper()
 	base, _ := url.Parse(g.URL + "/")
 	target, err := base.Parse(location)
@@ -75,8 +77,8 @@ func TestOpenRedirectsRefused(t *testing.T) {
 	for _, payload := range openRedirectPayloads {
 		jar := newJar(t)
 		// Stop before the callback to read where headgate sends the browser after it.
-		page, err := browserLogin(t.Context(), jar, g.URL+"/oauth2/start?rd="+url.QueryEscape(payload),
-			Bob.Email, Bob.Password, g.URL+"/oauth2/callback")
+		page, err := testbed.BrowserLoginUntil(t.Context(), jar, g.URL+"/oauth2/start?rd="+url.QueryEscape(payload),
+			testbed.Bob.Email, testbed.Bob.Password, g.URL+"/oauth2/callback")
 		if err != nil {
 			t.Fatalf("sign-in with rd=%q: %v", payload, err)
 		}
@@ -84,7 +86,7 @@ func TestOpenRedirectsRefused(t *testing.T) {
 		if err != nil || !strings.HasPrefix(callback.String(), g.URL+"/oauth2/callback") {
 			t.Fatalf("sign-in with rd=%q: did not reach the callback (%s)", payload, strings.Join(page.Hops, " -> "))
 		}
-		done, err := Fetch(t.Context(), jar, http.MethodGet, callback.String(), http.Header{"Accept": {browserAccept}})
+		done, err := testbed.Fetch(t.Context(), jar, http.MethodGet, callback.String(), http.Header{"Accept": {testbed.BrowserAccept}})
 		if err != nil {
 			t.Fatalf("callback with rd=%q: %v", payload, err)
 		}
@@ -101,7 +103,7 @@ func TestSafeRedirectKept(t *testing.T) {
 	t.Parallel()
 	g := gateway(t)
 	prefix := testPrefix(t)
-	page := login(t, g, newJar(t), Bob, "/oauth2/start?rd="+url.QueryEscape(prefix+"page?x=1"))
+	page := login(t, g, newJar(t), testbed.Bob, "/oauth2/start?rd="+url.QueryEscape(prefix+"page?x=1"))
 	if page.Status != http.StatusOK || page.URL.RequestURI() != prefix+"page?x=1" {
 		t.Errorf("sign-in with a safe rd: ended at %d %s, want 200 %s", page.Status, page.URL.RequestURI(), prefix+"page?x=1")
 	}

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"headgate/internal/testbed"
 )
 
 // stream is what a client read from a Server-Sent Events response.
@@ -27,7 +29,7 @@ type stream struct {
 
 // readEvents sends GET path to g with header and reads the response as Server-Sent Events
 // until it ends. first, when not nil, is closed when the first event has arrived.
-func readEvents(ctx context.Context, g *Gateway, path string, header http.Header, first chan<- struct{}) stream {
+func readEvents(ctx context.Context, g *testbed.Gateway, path string, header http.Header, first chan<- struct{}) stream {
 	var st stream
 	start := time.Now()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, g.URL+path, nil)
@@ -66,12 +68,12 @@ func readEvents(ctx context.Context, g *Gateway, path string, header http.Header
 
 // answer is the outcome of one request sent in the background.
 type answer struct {
-	page *Page
+	page *testbed.Page
 	err  error
 	done time.Time
 }
 
-func fetchAsync(ctx context.Context, g *Gateway, path string, header http.Header) <-chan answer {
+func fetchAsync(ctx context.Context, g *testbed.Gateway, path string, header http.Header) <-chan answer {
 	ch := make(chan answer, 1)
 	go func() {
 		page, err := g.Fetch(ctx, nil, http.MethodGet, path, header)
@@ -90,12 +92,12 @@ func TestGracefulShutdown(t *testing.T) {
 	t.Parallel()
 	sharedStack(t)
 	const timeout = 4 * time.Second
-	g := startGateway(t, stack, GatewayOptions{Extra: map[string]any{"shutdown_timeout": timeout.String()}})
+	g := startGateway(t, stack, testbed.GatewayOptions{Extra: map[string]any{"shutdown_timeout": timeout.String()}})
 	t.Cleanup(g.Stop)
 	ctx := withTimeout(t, 20*time.Second)
 	prefix := testPrefix(t)
-	cookie := loginCookie(t, g, Bob, prefix+"login")
-	ended := loginCookie(t, g, Bob, prefix+"login-ended")
+	cookie := loginCookie(t, g, testbed.Bob, prefix+"login")
+	ended := loginCookie(t, g, testbed.Bob, prefix+"login-ended")
 	signOut(t, g, ended)
 
 	// A short and a long wait for the upstream (both within shutdown_timeout), and a stream.
@@ -163,7 +165,7 @@ func TestSSEStreamsThroughProxy(t *testing.T) {
 	t.Parallel()
 	g := gateway(t)
 	prefix := testPrefix(t)
-	cookie := loginCookie(t, g, Alice, prefix+"login")
+	cookie := loginCookie(t, g, testbed.Alice, prefix+"login")
 	const n, every = 6, 200 * time.Millisecond
 	st := readEvents(withTimeout(t, 10*time.Second), g, prefix+"events?n=6&every=200ms", api(cookie), nil)
 	if st.status != http.StatusOK || st.end != nil {
@@ -188,5 +190,5 @@ func TestSSEStreamsThroughProxy(t *testing.T) {
 		}
 	}
 	t.Logf("events arrived at %v", st.at)
-	checkReachedAs(t, upstreamSaw(prefix+"events"), Alice, accounts.Alice)
+	checkReachedAs(t, upstreamSaw(prefix+"events"), testbed.Alice, accounts.Alice)
 }

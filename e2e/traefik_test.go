@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"go.yaml.in/yaml/v3"
+
+	"headgate/internal/testbed"
 )
 
 // Traefik cannot be built here, so headgate's side of the README's Traefik recipe is tested
@@ -134,9 +136,9 @@ func TestTraefikRecipeHeadgateSide(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	front := "http://" + hostPort(port)
-	g := startGateway(t, s, GatewayOptions{Extra: map[string]any{"public_url": front}})
-	l, err := net.Listen("tcp", hostPort(port))
+	front := "http://" + testbed.HostPort(port)
+	g := startGateway(t, s, testbed.GatewayOptions{Extra: map[string]any{"public_url": front}})
+	l, err := net.Listen("tcp", testbed.HostPort(port))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +154,7 @@ func TestTraefikRecipeHeadgateSide(t *testing.T) {
 	if _, err := b.WaitURL(tab, s.Issuer+"/"); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.DexLogin(tab, Bob.Email, Bob.Password); err != nil {
+	if err := b.DexLogin(tab, testbed.Bob.Email, testbed.Bob.Password); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := b.WaitURL(tab, front+"/traefik/app?x=1"); err != nil {
@@ -164,7 +166,7 @@ func TestTraefikRecipeHeadgateSide(t *testing.T) {
 
 	// A signed-in client spoofing every family in several spellings.
 	jar := newJar(t)
-	if page, err := BrowserLogin(t.Context(), jar, front+"/oauth2/start?rd=%2Ftraefik%2Fin", Bob.Email, Bob.Password); err != nil || page.Status != http.StatusOK {
+	if page, err := testbed.BrowserLogin(t.Context(), jar, front+"/oauth2/start?rd=%2Ftraefik%2Fin", testbed.Bob.Email, testbed.Bob.Password); err != nil || page.Status != http.StatusOK {
 		t.Fatalf("sign-in through the stand-in: %v", err)
 	}
 	cookie := sessionCookies(t, g, jar) // the jar keeps 127.0.0.1's cookies for every port
@@ -200,9 +202,9 @@ func TestTraefikRecipeHeadgateSide(t *testing.T) {
 
 // fetchURL sends one GET to rawURL with header and returns the answer without following
 // redirects.
-func fetchURL(t *testing.T, rawURL string, header http.Header) *Page {
+func fetchURL(t *testing.T, rawURL string, header http.Header) *testbed.Page {
 	t.Helper()
-	page, err := Fetch(t.Context(), nil, http.MethodGet, rawURL, header)
+	page, err := testbed.Fetch(t.Context(), nil, http.MethodGet, rawURL, header)
 	if err != nil {
 		t.Fatal(err)
 	}

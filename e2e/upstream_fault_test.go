@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"headgate/internal/testbed"
 )
 
 // TestUpstreamDownOrSlow runs instances of the shared stack in front of an upstream that is too
@@ -13,7 +15,7 @@ func TestUpstreamDownOrSlow(t *testing.T) {
 	t.Parallel()
 	s := sharedStack(t)
 	const timeout = time.Second
-	ports, err := FreePorts(1)
+	ports, err := testbed.FreePorts(1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -24,25 +26,25 @@ func TestUpstreamDownOrSlow(t *testing.T) {
 		want  int
 	}{
 		{"slow", map[string]any{"upstream_timeout": timeout.String()}, "slow?ms=5000", http.StatusGatewayTimeout},
-		{"down", map[string]any{"upstream": "http://" + hostPort(ports[0])}, "page", http.StatusBadGateway},
+		{"down", map[string]any{"upstream": "http://" + testbed.HostPort(ports[0])}, "page", http.StatusBadGateway},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			g := startGateway(t, s, GatewayOptions{Extra: c.extra})
+			g := startGateway(t, s, testbed.GatewayOptions{Extra: c.extra})
 			t.Cleanup(g.Stop)
 			prefix := testPrefix(t)
 			// The sign-in ends on the upstream, which may be down: only the cookie counts here.
 			jar := newJar(t)
-			login(t, g, jar, Bob, prefix+"landing")
+			login(t, g, jar, testbed.Bob, prefix+"landing")
 			cookie := sessionCookies(t, g, jar)
 			if cookie == "" {
 				t.Fatal("the sign-in left no session cookie")
 			}
-			for _, accept := range []string{browserAccept, "application/json"} {
+			for _, accept := range []string{testbed.BrowserAccept, "application/json"} {
 				start := time.Now()
 				page := fetch(t, g, nil, http.MethodGet, prefix+c.path, http.Header{"Cookie": {cookie}, "Accept": {accept}})
 				took := time.Since(start)
-				if accept == browserAccept {
+				if accept == testbed.BrowserAccept {
 					checkReadablePage(t, "browser", page, c.want)
 				} else if page.Status != c.want {
 					t.Errorf("API client: got %d, want %d", page.Status, c.want)

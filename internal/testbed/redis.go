@@ -1,4 +1,4 @@
-package e2e
+package testbed
 
 import (
 	"bufio"
@@ -43,7 +43,7 @@ func (s *Stack) startRedis(ctx context.Context) error {
 		}
 		return nil
 	}
-	if err := p.waitTCP(ctx, hostPort(s.redisPort), 10*time.Second, ping); err != nil {
+	if err := p.waitTCP(ctx, HostPort(s.redisPort), 10*time.Second, ping); err != nil {
 		return fmt.Errorf("start redis: %w", err)
 	}
 	return nil

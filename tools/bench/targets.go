@@ -18,8 +18,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"headgate/e2e"
+	"headgate/internal/testbed"
 )
+
+// oauth2ProxyPackage is built through the tools module in tools/peers, which pins v7.15.6.
+const oauth2ProxyPackage = "github.com/oauth2-proxy/oauth2-proxy/v7"
 
 // upstreamBody is what the upstream answers every request with: about the size of a small
 // API response, so that the benchmark measures the proxies rather than the network.
@@ -114,9 +117,9 @@ type environment struct {
 	// dir holds the configurations and logs of every process; keep leaves it on disk.
 	dir      string
 	keep     bool
-	stack    *e2e.Stack
+	stack    *testbed.Stack
 	upstream *upstream
-	children []*e2e.Process
+	children []*testbed.Process
 	targets  []*target
 	// redisAddr is the stack's Redis, host:port; redisPID its process.
 	redisAddr string
@@ -151,11 +154,11 @@ func startEnvironment(ctx context.Context, st settings, logf func(string, ...any
 			env.close()
 		}
 	}()
-	root, err := repoRoot()
+	root, err := testbed.RepoRoot()
 	if err != nil {
 		return nil, err
 	}
-	o2p, err := oauth2ProxyBinary(ctx, root, logf)
+	o2p, err := testbed.PeerBinary(ctx, root, "oauth2-proxy", oauth2ProxyPackage, logf)
 	if err != nil {
 		return nil, err
 	}
@@ -168,7 +171,7 @@ func startEnvironment(ctx context.Context, st settings, logf func(string, ...any
 	}
 	env.keep = st.keep
 	logf("starting Dex, Headscale and Redis (the first run builds Dex and Headscale, which takes a few minutes)")
-	env.stack, err = e2e.Start(ctx, e2e.Options{Redis: true, MaxGateways: 2, Dir: env.dir, Logf: logf})
+	env.stack, err = testbed.Start(ctx, testbed.Options{Redis: true, MaxGateways: 2, Dir: env.dir, Logf: logf})
 	if err != nil {
 		return nil, err
 	}
@@ -182,18 +185,18 @@ func startEnvironment(ctx context.Context, st settings, logf func(string, ...any
 	}
 
 	// Two bare proxies, then the two oauth2-proxy instances.
-	ports, err := e2e.FreePorts(4)
+	ports, err := testbed.FreePorts(4)
 	if err != nil {
 		return nil, err
 	}
 	o2pRedisURL := fmt.Sprintf("http://127.0.0.1:%d", ports[2])
 	o2pCookieURL := fmt.Sprintf("http://127.0.0.1:%d", ports[3])
-	client := e2e.DexClient{ID: "oauth2-proxy", Secret: rand.Text(),
+	client := testbed.DexClient{ID: "oauth2-proxy", Secret: rand.Text(),
 		RedirectURIs: []string{o2pRedisURL + "/oauth2/callback", o2pCookieURL + "/oauth2/callback"}}
 	if err := env.stack.AddDexClient(ctx, client); err != nil {
 		return nil, err
 	}
-	if _, err := env.stack.CreateCLIUser(ctx, e2e.Bob.Username, e2e.Bob.Email); err != nil {
+	if _, err := env.stack.CreateCLIUser(ctx, testbed.Bob.Username, testbed.Bob.Email); err != nil {
 		return nil, err
 	}
 
@@ -211,7 +214,7 @@ func startEnvironment(ctx context.Context, st settings, logf func(string, ...any
 		addr := fmt.Sprintf("127.0.0.1:%d", ports[i])
 		logName := strings.ReplaceAll(b.name, " ", "-") + ".log"
 		args := append([]string{"-serve-bare", addr, "-upstream", env.upstream.url}, b.args...)
-		c, err := e2e.StartProcess(ctx, b.name, filepath.Join(env.stack.Dir, logName), "http://"+addr+"/", self, args...)
+		c, err := testbed.StartProcess(ctx, b.name, filepath.Join(env.stack.Dir, logName), "http://"+addr+"/", self, args...)
 		if err != nil {
 			return nil, err
 		}
@@ -223,11 +226,11 @@ func startEnvironment(ctx context.Context, st settings, logf func(string, ...any
 	extra := map[string]any{"upstream": env.upstream.url, "log": map[string]any{"level": "warn"}}
 	for _, g := range []struct {
 		name  string
-		opts  e2e.GatewayOptions
+		opts  testbed.GatewayOptions
 		redis bool
 	}{
-		{"headgate memory", e2e.GatewayOptions{InProcessStore: true, Extra: extra}, false},
-		{"headgate redis", e2e.GatewayOptions{RedisKeyPrefix: "bench-headgate:", Extra: extra}, true},
+		{"headgate memory", testbed.GatewayOptions{InProcessStore: true, Extra: extra}, false},
+		{"headgate redis", testbed.GatewayOptions{RedisKeyPrefix: "bench-headgate:", Extra: extra}, true},
 	} {
 		gw, err := env.stack.StartGateway(ctx, g.opts)
 		if err != nil {
@@ -238,7 +241,7 @@ func startEnvironment(ctx context.Context, st settings, logf func(string, ...any
 			return nil, fmt.Errorf("find %s: %w", g.name, err)
 		}
 		jar := newJar()
-		page, err := gw.Login(ctx, jar, e2e.Bob.Email, e2e.Bob.Password, "/")
+		page, err := gw.Login(ctx, jar, testbed.Bob.Email, testbed.Bob.Password, "/")
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", g.name, err)
 		}
@@ -260,13 +263,13 @@ func startEnvironment(ctx context.Context, st settings, logf func(string, ...any
 	} {
 		args := append(oauth2ProxyArgs(env.stack.Issuer, client, o.url, env.upstream.url), o.store...)
 		logName := strings.ReplaceAll(o.name, " ", "-") + ".log"
-		c, err := e2e.StartProcess(ctx, o.name, filepath.Join(env.stack.Dir, logName), o.url+"/ping", o2p, args...)
+		c, err := testbed.StartProcess(ctx, o.name, filepath.Join(env.stack.Dir, logName), o.url+"/ping", o2p, args...)
 		if err != nil {
 			return nil, err
 		}
 		env.children = append(env.children, c)
 		jar := newJar()
-		page, err := e2e.BrowserLogin(ctx, jar, o.url+"/oauth2/start?rd=%2F", e2e.Bob.Email, e2e.Bob.Password)
+		page, err := testbed.BrowserLogin(ctx, jar, o.url+"/oauth2/start?rd=%2F", testbed.Bob.Email, testbed.Bob.Password)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w\n%s", o.name, err, c.Tail(20))
 		}
@@ -287,7 +290,7 @@ func startEnvironment(ctx context.Context, st settings, logf func(string, ...any
 
 // oauth2ProxyArgs configure oauth2-proxy as the issue prescribes, against the same Dex and
 // upstream as headgate. Its per-request log line is off, as headgate's is at warn.
-func oauth2ProxyArgs(issuer string, client e2e.DexClient, publicURL, upstreamURL string) []string {
+func oauth2ProxyArgs(issuer string, client testbed.DexClient, publicURL, upstreamURL string) []string {
 	return []string{
 		"--provider=oidc",
 		"--oidc-issuer-url=" + issuer,
@@ -315,7 +318,7 @@ func checkTarget(ctx context.Context, t *target) error {
 	if t.cookie != "" {
 		header.Set("Cookie", t.cookie)
 	}
-	page, err := e2e.Fetch(ctx, nil, http.MethodGet, t.url+"/", header)
+	page, err := testbed.Fetch(ctx, nil, http.MethodGet, t.url+"/", header)
 	if err != nil {
 		return fmt.Errorf("%s: %w", t.name, err)
 	}
@@ -325,7 +328,7 @@ func checkTarget(ctx context.Context, t *target) error {
 	if t.cookie == "" {
 		return nil
 	}
-	page, err = e2e.Fetch(ctx, nil, http.MethodGet, t.url+"/", nil)
+	page, err = testbed.Fetch(ctx, nil, http.MethodGet, t.url+"/", nil)
 	if err != nil {
 		return fmt.Errorf("%s: %w", t.name, err)
 	}

@@ -1,10 +1,10 @@
 // Command demo runs headgate on 127.0.0.1 with the shipped gateway.yaml, against a real Dex and
 // Headscale, with the in-process session store. Behind it, the real Headplane serves /admin/
-// (when a Headplane build is found, see e2e.StartHeadplane) and an upstream that shows the
+// (when a Headplane build is found, see testbed.Stack.StartHeadplane) and an upstream that shows the
 // headers it receives serves every other path. It creates the demo people's Headscale users,
 // makes Bob Headplane's owner, prints where to sign in and as whom, and runs until interrupted.
 //
-//	go run ./e2e/demo
+//	go run ./internal/demo
 package main
 
 import (
@@ -20,7 +20,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"headgate/e2e"
+	"headgate/internal/testbed"
 )
 
 func main() {
@@ -44,7 +44,7 @@ func run(ctx context.Context, stdout, stderr io.Writer) error {
 	if _, err := os.Stat(config); err != nil {
 		return fmt.Errorf("run the demo from the repository root: %w", err)
 	}
-	s, err := e2e.Start(ctx, e2e.Options{Gateway: &e2e.GatewayOptions{ConfigFile: config}, ShippedPorts: true, Logf: logf})
+	s, err := testbed.Start(ctx, testbed.Options{Gateway: &testbed.GatewayOptions{ConfigFile: config}, ShippedPorts: true, Logf: logf})
 	if err != nil {
 		return err
 	}
@@ -73,14 +73,14 @@ func run(ctx context.Context, stdout, stderr io.Writer) error {
 		return "; in Headplane: " + r
 	}
 	for _, p := range []struct {
-		u    e2e.User
+		u    testbed.User
 		what string
 	}{
-		{e2e.Bob, "let in as Headscale user \"bob\" (a CLI user, linked by verified email)" + role("the owner")},
-		{e2e.Alice, "let in as Headscale user \"alice\" (an OIDC user, linked by provider ID)" + role("a member")},
-		{e2e.Dave, "let in as Headscale user \"dave\" (a CLI user, linked by verified email)" + role("a member")},
-		{e2e.Carol, "refused: no Headscale user"},
-		{e2e.Erin, "refused: her Headscale user has her email, but Dex does not vouch for it"},
+		{testbed.Bob, "let in as Headscale user \"bob\" (a CLI user, linked by verified email)" + role("the owner")},
+		{testbed.Alice, "let in as Headscale user \"alice\" (an OIDC user, linked by provider ID)" + role("a member")},
+		{testbed.Dave, "let in as Headscale user \"dave\" (a CLI user, linked by verified email)" + role("a member")},
+		{testbed.Carol, "refused: no Headscale user"},
+		{testbed.Erin, "refused: her Headscale user has her email, but Dex does not vouch for it"},
 	} {
 		fmt.Fprintf(w, "  %s\t%s\t%s\n", p.u.Email, p.u.Password, p.what)
 	}
@@ -100,8 +100,8 @@ func run(ctx context.Context, stdout, stderr io.Writer) error {
 // startHeadplane starts the real Headplane with the recipe of the README, routes the upstream's
 // /admin/ to it, and signs Bob in once so that he is its owner (the first person Headplane
 // sees).
-func startHeadplane(ctx context.Context, s *e2e.Stack) (*e2e.Headplane, error) {
-	hp, err := s.StartHeadplane(ctx, e2e.HeadplaneOptions{})
+func startHeadplane(ctx context.Context, s *testbed.Stack) (*testbed.Headplane, error) {
+	hp, err := s.StartHeadplane(ctx, testbed.HeadplaneOptions{})
 	if err != nil {
 		return nil, err
 	}
@@ -112,7 +112,7 @@ func startHeadplane(ctx context.Context, s *e2e.Stack) (*e2e.Headplane, error) {
 	if err != nil {
 		return nil, err
 	}
-	page, err := e2e.BrowserLogin(ctx, jar, s.Gateway.URL+"/admin/", e2e.Bob.Email, e2e.Bob.Password)
+	page, err := testbed.BrowserLogin(ctx, jar, s.Gateway.URL+"/admin/", testbed.Bob.Email, testbed.Bob.Password)
 	if err != nil {
 		return nil, fmt.Errorf("sign Bob in to make him the owner: %w", err)
 	}

@@ -1,4 +1,4 @@
-package e2e
+package testbed
 
 import (
 	"context"
@@ -26,9 +26,9 @@ type Page struct {
 	Hops []string
 }
 
-// noRedirectClient returns a client with jar (which may be nil) that hands back redirects
+// NoRedirectClient returns a client with jar (which may be nil) that hands back redirects
 // instead of following them, so that each hop can be seen.
-func noRedirectClient(jar http.CookieJar, timeout time.Duration) *http.Client {
+func NoRedirectClient(jar http.CookieJar, timeout time.Duration) *http.Client {
 	return &http.Client{
 		Jar:           jar,
 		Timeout:       timeout,
@@ -36,8 +36,8 @@ func noRedirectClient(jar http.CookieJar, timeout time.Duration) *http.Client {
 	}
 }
 
-// browserAccept is what a browser sends when it navigates to a page.
-const browserAccept = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+// BrowserAccept is the Accept header a browser sends when it navigates to a page.
+const BrowserAccept = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 
 // Fetch sends one request with jar's cookies and returns the response without following a
 // redirect. header may be nil.
@@ -53,7 +53,7 @@ func Fetch(ctx context.Context, jar http.CookieJar, method, rawURL string, heade
 	if host := header.Get("Host"); host != "" {
 		req.Host = host
 	}
-	resp, err := noRedirectClient(jar, 30*time.Second).Do(req)
+	resp, err := NoRedirectClient(jar, 30*time.Second).Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", method, stripQuery(req.URL), withoutURL(err))
 	}
@@ -66,22 +66,22 @@ func Fetch(ctx context.Context, jar http.CookieJar, method, rawURL string, heade
 		Hops: []string{fmt.Sprintf("%d %s %s", resp.StatusCode, method, stripQuery(req.URL))}}, nil
 }
 
-// browse loads rawURL like a browser navigating to it (or submitting form, when not nil) and
+// Browse loads rawURL like a browser navigating to it (or submitting form, when not nil) and
 // follows redirects, except one to a URL that starts with stopAt (when not empty): that
 // redirect is returned.
-func browse(ctx context.Context, jar http.CookieJar, rawURL string, form url.Values, stopAt string) (*Page, error) {
+func Browse(ctx context.Context, jar http.CookieJar, rawURL string, form url.Values, stopAt string) (*Page, error) {
 	method, body := http.MethodGet, ""
 	if form != nil {
 		method, body = http.MethodPost, form.Encode()
 	}
-	client := noRedirectClient(jar, 30*time.Second)
+	client := NoRedirectClient(jar, 30*time.Second)
 	var hops []string
 	for range 20 {
 		req, err := http.NewRequestWithContext(ctx, method, rawURL, strings.NewReader(body))
 		if err != nil {
 			return nil, err
 		}
-		req.Header.Set("Accept", browserAccept)
+		req.Header.Set("Accept", BrowserAccept)
 		req.Header.Set("User-Agent", "headgate-e2e")
 		if method == http.MethodPost {
 			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
@@ -116,11 +116,13 @@ func browse(ctx context.Context, jar http.CookieJar, rawURL string, form url.Val
 
 var formAction = regexp.MustCompile(`<form[^>]*action="([^"]*)"`)
 
-// browserLogin navigates to start, signs in at Dex's password form with email and password
-// when the redirects lead there, and returns the page the flow ends on. It fails when the
-// flow never reaches Dex's form or Dex refuses the password.
-func browserLogin(ctx context.Context, jar http.CookieJar, start, email, password, stopAt string) (*Page, error) {
-	page, err := browse(ctx, jar, start, nil, stopAt)
+// BrowserLoginUntil navigates to start, signs in at Dex's password form with email and password
+// when the redirects lead there, and returns the page the flow ends on. A redirect to a URL
+// that starts with stopAt (when not empty) is not followed but returned, so that the caller
+// chooses when the client gets its code. It fails when the flow never reaches Dex's form or
+// Dex refuses the password.
+func BrowserLoginUntil(ctx context.Context, jar http.CookieJar, start, email, password, stopAt string) (*Page, error) {
+	page, err := Browse(ctx, jar, start, nil, stopAt)
 	if err != nil {
 		return nil, err
 	}
@@ -134,7 +136,7 @@ func browserLogin(ctx context.Context, jar http.CookieJar, start, email, passwor
 		}
 	}
 	hops := page.Hops
-	page, err = browse(ctx, jar, action.String(), url.Values{"login": {email}, "password": {password}}, stopAt)
+	page, err = Browse(ctx, jar, action.String(), url.Values{"login": {email}, "password": {password}}, stopAt)
 	if err != nil {
 		return nil, err
 	}
@@ -168,17 +170,17 @@ func stripQuery(u *url.URL) string {
 	return c.String()
 }
 
-// dexLogin signs u in at Dex directly as headgate's client would, and returns the
+// DexAuthCode signs u in at Dex directly as headgate's client would, and returns the
 // authorization code Dex redirects to the first reserved gateway callback with. It checks the
 // peers without a headgate binary.
-func (s *Stack) dexLogin(ctx context.Context, jar http.CookieJar, u User) (code, redirectURI string, err error) {
-	redirectURI = "http://" + hostPort(s.gatewayPorts[0]) + "/oauth2/callback"
+func (s *Stack) DexAuthCode(ctx context.Context, jar http.CookieJar, u User) (code, redirectURI string, err error) {
+	redirectURI = "http://" + HostPort(s.gatewayPorts[0]) + "/oauth2/callback"
 	state := rand.Text()
 	start := s.Issuer + "/auth?" + url.Values{
-		"client_id": {dexClientGateway}, "redirect_uri": {redirectURI}, "response_type": {"code"},
+		"client_id": {GatewayClientID}, "redirect_uri": {redirectURI}, "response_type": {"code"},
 		"scope": {"openid email profile"}, "state": {state}, "connector_id": {dexConnector},
 	}.Encode()
-	page, err := browserLogin(ctx, jar, start, u.Email, u.Password, redirectURI)
+	page, err := BrowserLoginUntil(ctx, jar, start, u.Email, u.Password, redirectURI)
 	if err != nil {
 		return "", "", fmt.Errorf("dex login of %s: %w", u.Email, err)
 	}

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/url"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"time"
 )
@@ -41,7 +40,7 @@ func timeUserListing(ctx context.Context, env *environment, upTo int, logf func(
 	if err != nil {
 		return nil, fmt.Errorf("time headscale's user listing: the sqlite3 command is not installed (apt-get install -y sqlite3)")
 	}
-	db := filepath.Join(env.stack.Dir, "headscale.sqlite")
+	db := env.stack.HeadscaleDB()
 	var timings []listTiming
 	have := 0
 	for _, size := range []int{1000, 10_000, 20_000, 50_000, 100_000, upTo} {

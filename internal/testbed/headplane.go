@@ -1,4 +1,4 @@
-package e2e
+package testbed
 
 import (
 	"context"
@@ -17,7 +17,8 @@ import (
 )
 
 // headplaneCommit is the Headplane commit the suite runs: main at 0.7.0-beta.4, the first with
-// server.proxy_auth. ../shared/headplane is a build of it; e2e/headplane-build.sh makes one.
+// server.proxy_auth. ../shared/headplane is a build of it; headplane-build.sh, beside this
+// file, makes one.
 const headplaneCommit = "990e1e9ff54d5d6975336c5df358007019a04ab6"
 
 // errNoHeadplane is what a run without a Headplane build is told to do.
@@ -25,7 +26,7 @@ const errNoHeadplane = "set HEADPLANE_DIR, or run `make headplane` on a machine 
 
 // headplaneDir returns a directory holding a Headplane build (build/server/index.js, drizzle/
 // and the runtime node_modules): $HEADPLANE_DIR when set; else root/../shared/headplane when
-// it holds one; else root/e2e/.bin/headplane-COMMIT, built with e2e/headplane-build.sh when
+// it holds one; else root/BinDir/headplane-COMMIT, built with headplane-build.sh when
 // missing (which needs Git access to GitHub, pnpm from npm, and several minutes).
 func headplaneDir(ctx context.Context, root string, logf func(string, ...any)) (string, error) {
 	if dir := os.Getenv("HEADPLANE_DIR"); dir != "" {
@@ -37,7 +38,7 @@ func headplaneDir(ctx context.Context, root string, logf func(string, ...any)) (
 	if dir := filepath.Join(root, "..", "shared", "headplane"); isHeadplaneBuild(dir) {
 		return dir, nil
 	}
-	dir := filepath.Join(root, "e2e", ".bin", "headplane-"+headplaneCommit)
+	dir := filepath.Join(root, BinDir, "headplane-"+headplaneCommit)
 	if isHeadplaneBuild(dir) {
 		return dir, nil
 	}
@@ -52,7 +53,7 @@ func isHeadplaneBuild(dir string) bool {
 	return err == nil
 }
 
-// buildHeadplane runs e2e/headplane-build.sh into a temporary directory beside dir and renames
+// buildHeadplane runs headplane-build.sh into a temporary directory beside dir and renames
 // it to dir, so that an interrupted build is never taken as done.
 func buildHeadplane(ctx context.Context, root, dir string, logf func(string, ...any)) error {
 	logf("building Headplane %s (clone, pnpm install, build: several minutes)", headplaneCommit[:12])
@@ -67,7 +68,7 @@ func buildHeadplane(ctx context.Context, root, dir string, logf func(string, ...
 	defer os.RemoveAll(tmp)
 	logPath := tmp + ".log"
 	defer os.Remove(logPath)
-	script := filepath.Join(root, "e2e", "headplane-build.sh")
+	script := filepath.Join(root, "internal", "testbed", "headplane-build.sh")
 	if err := runLogged(ctx, root, logPath, script, tmp); err != nil {
 		return fmt.Errorf("no Headplane build found, and building one failed (%w): %s\n--- last lines of the build ---\n%s\n---",
 			err, errNoHeadplane, tailFile(logPath, 20))
@@ -199,7 +200,7 @@ func (s *Stack) StartHeadplane(ctx context.Context, opts HeadplaneOptions) (*Hea
 	s.mu.Lock()
 	n := len(s.headplanes) + 1
 	hp := &Headplane{
-		URL:        "http://" + hostPort(ports[0]),
+		URL:        "http://" + HostPort(ports[0]),
 		ConfigPath: filepath.Join(s.Dir, fmt.Sprintf("headplane%d.yaml", n)),
 		LogPath:    filepath.Join(s.Dir, fmt.Sprintf("headplane%d.log", n)),
 		DataDir:    filepath.Join(s.Dir, fmt.Sprintf("headplane%d-data", n)),
@@ -251,7 +252,7 @@ func (s *Stack) writeHeadplaneConfig(hp *Headplane, port int, apiKey string, opt
 	}
 	// Headplane wants exactly 32 characters; rand.Text gives 26 of base32.
 	secret := (rand.Text() + rand.Text())[:32]
-	mergeConfig(cfg, map[string]any{
+	MergeConfig(cfg, map[string]any{
 		"server": map[string]any{
 			"host":          "127.0.0.1",
 			"port":          port,
@@ -261,7 +262,7 @@ func (s *Stack) writeHeadplaneConfig(hp *Headplane, port int, apiKey string, opt
 		},
 		"headscale": map[string]any{"url": s.HeadscaleURL, "api_key": apiKey},
 	})
-	mergeConfig(cfg, opts.Overrides)
+	MergeConfig(cfg, opts.Overrides)
 	data, err := yaml.Marshal(cfg)
 	if err != nil {
 		return fmt.Errorf("encode headplane config: %w", err)
@@ -269,9 +270,9 @@ func (s *Stack) writeHeadplaneConfig(hp *Headplane, port int, apiKey string, opt
 	return os.WriteFile(hp.ConfigPath, data, 0o600)
 }
 
-// mergeConfig merges src into dst key by key: a map merges into a map of the same key, nil
+// MergeConfig merges src into dst key by key: a map merges into a map of the same key, nil
 // deletes the key, any other value replaces it. Maps of src are copied into dst, not shared.
-func mergeConfig(dst, src map[string]any) {
+func MergeConfig(dst, src map[string]any) {
 	for key, v := range src {
 		if v == nil {
 			delete(dst, key)
@@ -287,7 +288,7 @@ func mergeConfig(dst, src map[string]any) {
 			dstMap = map[string]any{}
 			dst[key] = dstMap
 		}
-		mergeConfig(dstMap, srcMap)
+		MergeConfig(dstMap, srcMap)
 	}
 }
 

@@ -1,4 +1,4 @@
-package e2e
+package testbed
 
 import (
 	"context"
@@ -80,7 +80,8 @@ func People() []User {
 
 // Client IDs registered at the stack's Dex.
 const (
-	dexClientGateway   = "headgate"
+	// GatewayClientID is headgate's client, with the stack's GatewayClientSecret.
+	GatewayClientID    = "headgate"
 	dexClientHeadscale = "headscale"
 )
 
@@ -110,12 +111,12 @@ func (s *Stack) writeDexConfig(path string) error {
 	}
 	var gatewayRedirects []string
 	for _, port := range s.gatewayPorts {
-		gatewayRedirects = append(gatewayRedirects, "http://"+hostPort(port)+"/oauth2/callback")
+		gatewayRedirects = append(gatewayRedirects, "http://"+HostPort(port)+"/oauth2/callback")
 	}
 	cfg := map[string]any{
 		"issuer":  s.Issuer,
 		"storage": map[string]any{"type": "memory"},
-		"web":     map[string]any{"http": hostPort(s.dexPort)},
+		"web":     map[string]any{"http": HostPort(s.dexPort)},
 		"logger":  map[string]any{"level": "info", "format": "text"},
 		"oauth2": map[string]any{
 			"skipApprovalScreen": true,
@@ -124,7 +125,7 @@ func (s *Stack) writeDexConfig(path string) error {
 		"enablePasswordDB": true,
 		"staticPasswords":  passwords,
 		"staticClients": []staticClient{
-			{ID: dexClientGateway, Secret: s.gatewayClientSecret, Name: "headgate", RedirectURIs: gatewayRedirects},
+			{ID: GatewayClientID, Secret: s.GatewayClientSecret, Name: "headgate", RedirectURIs: gatewayRedirects},
 			{ID: dexClientHeadscale, Secret: s.headscaleClientSecret, Name: "Headscale",
 				RedirectURIs: []string{s.HeadscaleURL + "/oidc/callback"}},
 		},
@@ -203,7 +204,7 @@ func (s *Stack) runDex(ctx context.Context, cfgPath string) error {
 // to Dex's password form, submits email and password, and follows the redirects back. It
 // returns the page the flow ends on; jar keeps the client's cookies.
 func BrowserLogin(ctx context.Context, jar http.CookieJar, startURL, email, password string) (*Page, error) {
-	page, err := browserLogin(ctx, jar, startURL, email, password, "")
+	page, err := BrowserLoginUntil(ctx, jar, startURL, email, password, "")
 	if err != nil {
 		return nil, fmt.Errorf("sign in %s: %w", email, err)
 	}

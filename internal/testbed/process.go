@@ -1,4 +1,4 @@
-package e2e
+package testbed
 
 import (
 	"bytes"
@@ -216,7 +216,8 @@ func FreePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-func hostPort(port int) string {
+// HostPort returns 127.0.0.1:port, the address of every program of a stack.
+func HostPort(port int) string {
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 }
 

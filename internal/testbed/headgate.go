@@ -1,4 +1,4 @@
-package e2e
+package testbed
 
 import (
 	"context"
@@ -78,7 +78,7 @@ func (s *Stack) StartGateway(ctx context.Context, opts GatewayOptions) (*Gateway
 	}
 	port := s.gatewayPorts[n]
 	g := &Gateway{
-		URL:        "http://" + hostPort(port),
+		URL:        "http://" + HostPort(port),
 		ConfigPath: filepath.Join(s.Dir, fmt.Sprintf("gateway%d.yaml", n+1)),
 		LogPath:    filepath.Join(s.Dir, fmt.Sprintf("headgate%d.log", n+1)),
 		name:       fmt.Sprintf("headgate%d", n+1),
@@ -95,9 +95,9 @@ func (s *Stack) StartGateway(ctx context.Context, opts GatewayOptions) (*Gateway
 			redisURL = ""
 		}
 		g.env = []string{
-			"OIDC_CLIENT_SECRET=" + s.gatewayClientSecret,
+			"OIDC_CLIENT_SECRET=" + s.GatewayClientSecret,
 			"HEADSCALE_API_KEY=" + s.APIKey,
-			"HEADGATE_SESSION_SECRET=" + s.sessionSecret,
+			"HEADGATE_SESSION_SECRET=" + s.SessionSecret,
 			"HEADGATE_REDIS_URL=" + redisURL,
 		}
 	} else if err := s.writeGatewayConfig(g, port, opts); err != nil {
@@ -154,13 +154,13 @@ func (s *Stack) writeGatewayConfig(g *Gateway, port int, opts GatewayOptions) er
 		skip = []string{"/admin/healthz"}
 	}
 	cfg := map[string]any{
-		"listen":     hostPort(port),
+		"listen":     HostPort(port),
 		"public_url": g.URL,
 		"upstream":   s.Upstream.URL,
 		"oidc": map[string]any{
 			"issuer":        s.Issuer,
-			"client_id":     dexClientGateway,
-			"client_secret": s.gatewayClientSecret,
+			"client_id":     GatewayClientID,
+			"client_secret": s.GatewayClientSecret,
 			"scopes":        []string{"openid", "email", "profile"},
 		},
 		"headscale": map[string]any{"url": s.HeadscaleURL, "api_key": s.APIKey},
@@ -170,7 +170,7 @@ func (s *Stack) writeGatewayConfig(g *Gateway, port int, opts GatewayOptions) er
 			"ttl":          ttl.String(),
 			"negative_ttl": negativeTTL.String(),
 		},
-		"session":   map[string]any{"secret": s.sessionSecret, "lifetime": "12h"},
+		"session":   map[string]any{"secret": s.SessionSecret, "lifetime": "12h"},
 		"skip_auth": skip,
 		"log":       map[string]any{"level": "debug"},
 	}
@@ -203,7 +203,7 @@ func (s *Stack) writeGatewayConfig(g *Gateway, port int, opts GatewayOptions) er
 // returns the page the flow ends on: the upstream's answer, or headgate's own page (such as
 // 403 for a person without a Headscale user). jar keeps the session cookie.
 func (g *Gateway) Login(ctx context.Context, jar http.CookieJar, email, password, startPath string) (*Page, error) {
-	page, err := browserLogin(ctx, jar, g.URL+startPath, email, password, "")
+	page, err := BrowserLoginUntil(ctx, jar, g.URL+startPath, email, password, "")
 	if err != nil {
 		return nil, fmt.Errorf("sign in %s at headgate: %w", email, err)
 	}

@@ -2,7 +2,7 @@
 // of any Go proxy (a bare httputil.ReverseProxy) and with oauth2-proxy, all in one run on
 // 127.0.0.1 in front of the same small upstream and signed in through the same Dex:
 //
-//	go run ./e2e/bench [-rounds 4] [-duration 5s] [-conns 32,128] [-headscale-users 100000]
+//	cd tools/bench && go run . [-rounds 4] [-duration 5s] [-conns 32,128] [-headscale-users 100000]
 //
 // A second bare proxy pools the buffers it copies response bodies through, as headgate does:
 // the floor for a Go proxy tuned that far.

@@ -1,8 +1,11 @@
-// Package e2e runs headgate against its real peers: Dex as the identity provider, Headscale
-// (both built from the Go module proxy through the tools module in e2e/tools), a real Redis,
-// and an upstream that records the headers it receives. The suite in this package and the
-// demo in e2e/demo share the Stack that starts them, all on 127.0.0.1.
-package e2e
+// Package testbed runs headgate against its real peers for the end-to-end tests in e2e/, the
+// demo and the benchmark: Dex as the identity provider and Headscale (both built from the Go
+// module proxy through the tools module in tools/peers), a real Redis, an upstream that
+// records the headers it receives, and on request the real Headplane, nginx or Caddy in front,
+// and a headless Chromium. Every program listens on 127.0.0.1 and runs in a process group of
+// its own, logging to a file. It is harness code, not a test: it asserts nothing, and reports
+// failures as errors naming what failed, with the tail of its log.
+package testbed
 
 import (
 	"context"
@@ -10,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 )
 
@@ -62,6 +66,11 @@ type Stack struct {
 	RedisURL string
 	// Upstream is the app behind every headgate instance.
 	Upstream *Upstream
+	// GatewayClientSecret is the secret of headgate's client (GatewayClientID) at Dex.
+	GatewayClientSecret string
+	// SessionSecret is session.secret of every headgate instance the stack writes a
+	// configuration for.
+	SessionSecret string
 	// Gateway is the instance started by Start when Options.Gateway was set.
 	Gateway *Gateway
 	// Keep, when set before Close, leaves Dir on disk for a look at the logs.
@@ -76,8 +85,8 @@ type Stack struct {
 	dexPort, headscalePort, headscaleMetricsPort, headscaleGRPCPort, redisPort int
 	gatewayPorts                                                               []int
 
-	gatewayClientSecret, headscaleClientSecret, sessionSecret string
-	headscaleConfig, headscaleSocket                          string
+	headscaleClientSecret            string
+	headscaleConfig, headscaleSocket string
 
 	headgateBuilt chan struct{} // closed when the headgate build has finished
 	headgateErr   error         // the build's error; read after headgateBuilt is closed
@@ -120,7 +129,7 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 }
 
 func (s *Stack) start(ctx context.Context, opts Options) error {
-	root, err := repoRoot(ctx)
+	root, err := RepoRoot()
 	if err != nil {
 		close(s.headgateBuilt)
 		return err
@@ -169,20 +178,20 @@ func (s *Stack) start(ctx context.Context, opts Options) error {
 	upstreamAddr := "127.0.0.1:0"
 	if opts.ShippedPorts {
 		s.dexPort, s.headscalePort, s.gatewayPorts[0] = shippedDexPort, shippedHeadscalePort, shippedGatewayPort
-		upstreamAddr = hostPort(shippedUpstreamPort)
+		upstreamAddr = HostPort(shippedUpstreamPort)
 	}
-	s.Issuer = "http://" + hostPort(s.dexPort) + "/dex"
-	s.HeadscaleURL = "http://" + hostPort(s.headscalePort)
-	s.gatewayClientSecret = rand.Text()
+	s.Issuer = "http://" + HostPort(s.dexPort) + "/dex"
+	s.HeadscaleURL = "http://" + HostPort(s.headscalePort)
+	s.GatewayClientSecret = rand.Text()
 	s.headscaleClientSecret = rand.Text()
-	s.sessionSecret = (rand.Text() + rand.Text())[:48]
+	s.SessionSecret = (rand.Text() + rand.Text())[:48]
 
 	if s.Upstream, err = startUpstream(upstreamAddr); err != nil {
 		return err
 	}
 	s.redisPersist = opts.RedisPersistence
 	if opts.Redis {
-		s.RedisURL = fmt.Sprintf("redis://%s/0", hostPort(s.redisPort))
+		s.RedisURL = fmt.Sprintf("redis://%s/0", HostPort(s.redisPort))
 		if err := s.startRedis(ctx); err != nil {
 			return err
 		}
@@ -199,6 +208,14 @@ func (s *Stack) start(ctx context.Context, opts Options) error {
 		}
 	}
 	return nil
+}
+
+// InsertedUsers returns the emails of the OIDC users CreateOIDCUser had to insert into
+// Headscale's database because Headscale's own login did not create them.
+func (s *Stack) InsertedUsers() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.inserted)
 }
 
 // waitHeadgateBuild waits for the background build of headgate.

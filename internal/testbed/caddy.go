@@ -1,4 +1,4 @@
-package e2e
+package testbed
 
 import (
 	"context"
@@ -6,14 +6,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 )
 
-// StartCaddy runs bin (Caddy logs to its output) (the suite's Caddy, Stack's e2e/.bin/caddy) with a Caddyfile made of a
-// global options block (no admin endpoint, no automatic HTTPS, storage in its directory) and
-// site, from a new temporary directory. It checks the Caddyfile with caddy validate first, and
-// waits until Caddy accepts connections on 127.0.0.1:port, which site must listen on.
-func StartCaddy(ctx context.Context, bin string, port int, site string) (*FrontProxy, error) {
+// StartCaddy runs the stack's Caddy (BinDir/caddy, built from tools/peers) with a Caddyfile
+// made of a global options block (no admin endpoint, no automatic HTTPS, storage in its
+// directory) and site, from a new temporary directory; Caddy logs to its output. It checks the
+// Caddyfile with caddy validate first, and waits until Caddy accepts connections on
+// 127.0.0.1:port, which site must listen on.
+func (s *Stack) StartCaddy(ctx context.Context, port int, site string) (*FrontProxy, error) {
+	bin := s.bin.caddy
 	dir, err := os.MkdirTemp("", "headgate-caddy-")
 	if err != nil {
 		return nil, fmt.Errorf("start caddy: %w", err)
@@ -39,12 +40,4 @@ func StartCaddy(ctx context.Context, bin string, port int, site string) (*FrontP
 		return nil, fmt.Errorf("caddy validate: %w\n%s", err, out)
 	}
 	return startFrontProxy(ctx, "caddy", dir, port, "output.log", env, bin, append([]string{"run"}, args...)...)
-}
-
-// caddySite turns the README's caddyfile block into a site for StartCaddy: its site address
-// (app.example.com) becomes http://ADDR, and the addresses of headgate (127.0.0.1:4180) and of
-// the upstream (127.0.0.1:3000) become gatewayAddr and upstreamAddr. Nothing else changes.
-func caddySite(block, addr, gatewayAddr, upstreamAddr string) string {
-	return strings.NewReplacer("app.example.com {", "http://"+addr+" {",
-		"127.0.0.1:4180", gatewayAddr, "127.0.0.1:3000", upstreamAddr).Replace(block)
 }

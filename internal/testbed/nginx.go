@@ -1,4 +1,4 @@
-package e2e
+package testbed
 
 import (
 	"context"
@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 )
 
 // ReservePort takes the next of the stack's reserved gateway ports for a program other than
@@ -22,7 +21,7 @@ func (s *Stack) ReservePort() (int, error) {
 		return 0, fmt.Errorf("reserve a port: all %d reserved gateway ports are in use (raise Options.MaxGateways)", n)
 	}
 	// A gateway that never runs holds the port: Close's Stop of it does nothing.
-	s.gateways = append(s.gateways, &Gateway{URL: "http://" + hostPort(s.gatewayPorts[n]), name: fmt.Sprintf("reserved%d", n+1)})
+	s.gateways = append(s.gateways, &Gateway{URL: "http://" + HostPort(s.gatewayPorts[n]), name: fmt.Sprintf("reserved%d", n+1)})
 	return s.gatewayPorts[n], nil
 }
 
@@ -63,7 +62,7 @@ http {
 %[4]s
     }
 }
-`, dir, temp, hostPort(port), server)
+`, dir, temp, HostPort(port), server)
 	confPath := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		return nil, fmt.Errorf("start nginx: %w", err)
@@ -88,11 +87,4 @@ func nginxBinary() (string, error) {
 		return "/usr/sbin/nginx", nil
 	}
 	return "", fmt.Errorf("no nginx: install Debian's nginx package (.ci/run does) or set NGINX_BIN")
-}
-
-// nginxServer turns the README's nginx block into a server body for StartNginx: the
-// addresses of headgate (127.0.0.1:4180) and of the upstream (127.0.0.1:3000) become
-// gatewayAddr and upstreamAddr. Nothing else changes.
-func nginxServer(block, gatewayAddr, upstreamAddr string) string {
-	return strings.NewReplacer("127.0.0.1:4180", gatewayAddr, "127.0.0.1:3000", upstreamAddr).Replace(block)
 }

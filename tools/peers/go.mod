@@ -1,4 +1,4 @@
-module headgate/e2e/tools
+module headgate/tools/peers
 
 go 1.26.5
 

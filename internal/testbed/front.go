@@ -1,4 +1,4 @@
-package e2e
+package testbed
 
 import (
 	"context"
@@ -15,9 +15,11 @@ type FrontProxy struct {
 	URL string
 	// Dir holds the proxy's configuration and logs.
 	Dir string
+	// Name is the program's, nginx or caddy.
+	Name string
 
-	name, log string // the program's name, and its log file in Dir
-	proc      *process
+	log  string // the log file in Dir that Log reads
+	proc *process
 }
 
 // startFrontProxy runs bin with args and env from dir, its output in dir/output.log, and waits
@@ -28,17 +30,22 @@ func startFrontProxy(ctx context.Context, name, dir string, port int, log string
 	if err != nil {
 		return nil, err
 	}
-	f := &FrontProxy{URL: "http://" + hostPort(port), Dir: dir, name: name, log: log, proc: p}
-	if err := p.waitTCP(ctx, hostPort(port), 10*time.Second, nil); err != nil {
+	f := &FrontProxy{URL: "http://" + HostPort(port), Dir: dir, Name: name, log: log, proc: p}
+	if err := p.waitTCP(ctx, HostPort(port), 10*time.Second, nil); err != nil {
 		p.stop()
-		return nil, fmt.Errorf("start %s: %w\n--- %s ---\n%s", name, err, filepath.Join(dir, log), f.Log(20))
+		return nil, fmt.Errorf("start %s: %w\n--- %s ---\n%s", name, err, f.LogPath(), f.Log(20))
 	}
 	return f, nil
 }
 
+// LogPath is the file of the proxy's log: nginx's error.log, or Caddy's output.
+func (f *FrontProxy) LogPath() string {
+	return filepath.Join(f.Dir, f.log)
+}
+
 // Log returns the last n lines of the proxy's log, for failure messages.
 func (f *FrontProxy) Log(lines int) string {
-	return tailFile(filepath.Join(f.Dir, f.log), lines)
+	return tailFile(f.LogPath(), lines)
 }
 
 // Close ends the proxy (SIGTERM, then SIGKILL after five seconds) and removes its directory

@@ -1,0 +1,127 @@
+package testbed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// Packages of the peers, built from the Go module proxy through the tools module in
+// tools/peers, which pins Headscale v0.29.3, Dex v2.45.1, Caddy v2.11.9 and oauth2-proxy v7.15.6.
+const (
+	headscalePackage = "github.com/juanfont/headscale/cmd/headscale"
+	dexPackage       = "github.com/dexidp/dex/cmd/dex"
+	caddyPackage     = "github.com/caddyserver/caddy/v2/cmd/caddy"
+)
+
+// RepoRoot finds the headgate checkout: the directory whose go.mod is module headgate and
+// that holds tools/peers/go.mod. It looks upwards from this source file's directory first
+// (right for go test and go run in a checkout, whatever the working directory), then from the
+// working directory (for a binary built with -trimpath).
+func RepoRoot() (string, error) {
+	var starts []string
+	if _, file, _, ok := runtime.Caller(0); ok && filepath.IsAbs(file) {
+		starts = append(starts, filepath.Dir(file))
+	}
+	if wd, err := os.Getwd(); err == nil {
+		starts = append(starts, wd)
+	}
+	for _, dir := range starts {
+		for {
+			if isRepoRoot(dir) {
+				return dir, nil
+			}
+			parent := filepath.Dir(dir)
+			if parent == dir {
+				break
+			}
+			dir = parent
+		}
+	}
+	return "", errors.New("find the headgate checkout: run from inside it (no go.mod of module headgate beside tools/peers/go.mod found)")
+}
+
+func isRepoRoot(dir string) bool {
+	data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+	if err != nil || !strings.HasPrefix(string(data), "module headgate\n") {
+		return false
+	}
+	_, err = os.Stat(filepath.Join(dir, "tools", "peers", "go.mod"))
+	return err == nil
+}
+
+// BinDir is where a checkout keeps the binaries its stacks run, relative to RepoRoot.
+const BinDir = "e2e/.bin"
+
+// binaries are the paths of the executables a stack runs.
+type binaries struct {
+	headscale, dex, caddy, headgate string
+}
+
+// peerBinaries returns the Headscale, Dex and Caddy binaries in root/BinDir, building each
+// one that is missing (about 4 minutes with an empty module and build cache, under 20 seconds
+// with a warm one).
+func peerBinaries(ctx context.Context, root string, logf func(string, ...any)) (binaries, error) {
+	b := binaries{headgate: filepath.Join(root, BinDir, "headgate")}
+	for _, p := range []struct {
+		path      *string
+		name, pkg string
+	}{{&b.headscale, "headscale", headscalePackage}, {&b.dex, "dex", dexPackage}, {&b.caddy, "caddy", caddyPackage}} {
+		var err error
+		if *p.path, err = PeerBinary(ctx, root, p.name, p.pkg, logf); err != nil {
+			return b, err
+		}
+	}
+	return b, nil
+}
+
+// PeerBinary returns root/BinDir/name, building it from pkg (a package the tools module in
+// tools/peers pins, such as oauth2-proxy's) when it is missing.
+func PeerBinary(ctx context.Context, root, name, pkg string, logf func(string, ...any)) (string, error) {
+	out := filepath.Join(root, BinDir, name)
+	if _, err := os.Stat(out); err == nil {
+		return out, nil
+	}
+	logf("building %s (the first build takes a few minutes)", name)
+	start := time.Now()
+	if err := goBuild(ctx, filepath.Join(root, "tools", "peers"), out, pkg); err != nil {
+		return "", fmt.Errorf("build %s from the tools module (cd tools/peers && go build -o ../../%s/%s %s): %w",
+			name, BinDir, name, pkg, err)
+	}
+	logf("built %s in %s", name, time.Since(start).Round(time.Second))
+	return out, nil
+}
+
+// buildHeadgate builds the headgate binary from the checkout, always: the suite tests the code
+// as it is now.
+func buildHeadgate(ctx context.Context, root, out string) error {
+	if err := goBuild(ctx, root, out, "."); err != nil {
+		return fmt.Errorf("build headgate (go build -o "+BinDir+"/headgate .): %w", err)
+	}
+	return nil
+}
+
+// goBuild builds pkg in dir into out. It writes to a temporary name of its own first, so that
+// an interrupted build never leaves a truncated binary that a later run would take as built,
+// and builds of the same binary at once (stacks starting in parallel) never share one.
+func goBuild(ctx context.Context, dir, out, pkg string) error {
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(out), filepath.Base(out)+".tmp*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	f.Close()
+	if _, err := runCommand(ctx, dir, "go", "build", "-o", tmp, pkg); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return os.Rename(tmp, out)
+}
