@@ -15,7 +15,9 @@ import (
 // sealWith seals s with secrets as headgate would, and returns it as a Cookie header value.
 func sealWith(t *testing.T, secrets []string, s *session.Session) string {
 	t.Helper()
-	c, err := session.NewCookies(session.Config{Secret: secrets}, false)
+	cfg := session.Config{Secret: secrets}
+	cfg.SetDefaults()
+	c, err := session.NewCookies(cfg, false)
 	if err != nil {
 		t.Fatal(err)
 	}

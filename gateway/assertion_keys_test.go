@@ -43,7 +43,7 @@ func TestStoredKeysRotate(t *testing.T) {
 			client.Del(context.Background(), keys...)
 		}
 	})
-	cookies, err := session.NewCookies(session.Config{Secret: session.Secrets{strings.Repeat("s", 32)}}, true)
+	cookies, err := session.NewCookies(defaulted(session.Config{Secret: session.Secrets{strings.Repeat("s", 32)}}), true)
 	if err != nil {
 		t.Fatal(err)
 	}

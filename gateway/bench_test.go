@@ -58,7 +58,7 @@ func BenchmarkSetIdentityHeaders(b *testing.B) {
 // strip owned headers and cookies, set the identity.
 func BenchmarkRewrite(b *testing.B) {
 	b.ReportAllocs()
-	cookies, err := session.NewCookies(session.Config{Secret: session.Secrets{"0123456789abcdef0123456789abcdef"}}, false)
+	cookies, err := session.NewCookies(defaulted(session.Config{Secret: session.Secrets{"0123456789abcdef0123456789abcdef"}}), false)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -83,16 +83,16 @@ func benchGateway(b *testing.B) (*Gateway, string, *httptest.Server) {
 	b.Cleanup(upstream.Close)
 	hs := newHeadscaleDouble(b)
 	hs.addUser("1", "alice", "alice@example.com", "https://idp.example.com/alice-sub")
-	cookies, err := session.NewCookies(session.Config{Secret: session.Secrets{"0123456789abcdef0123456789abcdef"}}, false)
+	cookies, err := session.NewCookies(defaulted(session.Config{Secret: session.Secrets{"0123456789abcdef0123456789abcdef"}}), false)
 	if err != nil {
 		b.Fatal(err)
 	}
 	store := session.NewMemoryStore(session.DefaultTiming())
-	links := linker.New(linker.Config{}, linker.NewHeadscale(linker.HeadscaleConfig{URL: hs.srv.URL, APIKey: hs.key}, nil), linker.NewMemoryCache(linker.Timing{}), linker.Timing{})
-	g, err := New(Config{
+	links := linker.New(defaulted(linker.Config{}), linker.NewHeadscale(defaulted(linker.HeadscaleConfig{URL: hs.srv.URL, APIKey: hs.key}), nil), linker.NewMemoryCache(linker.Timing{}), linker.Timing{})
+	g, err := New(defaulted(Config{
 		PublicURL: "http://gate.example.com", Upstream: upstream.URL,
 		OIDC: OIDCConfig{Issuer: "https://idp.example.com", ClientID: "c", ClientSecret: "s"},
-	}, cookies, store, links, DefaultTiming(), slog.New(slog.DiscardHandler), nil)
+	}), cookies, store, links, DefaultTiming(), slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -88,9 +88,9 @@ func newTestEnv(t *testing.T, opts ...func(*envOptions)) *testEnv {
 	}
 	e.srv = httptest.NewUnstartedServer(nil)
 	public := "http://" + e.srv.Listener.Addr().String()
-	cookies, err := session.NewCookies(session.Config{
+	cookies, err := session.NewCookies(defaulted(session.Config{
 		Secret: session.Secrets{strings.Repeat("0123456789abcdef", 3)},
-	}, false)
+	}), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,8 +98,8 @@ func newTestEnv(t *testing.T, opts ...func(*envOptions)) *testEnv {
 	if hsTimeout == 0 {
 		hsTimeout = 2 * time.Second
 	}
-	links := linker.New(linker.Config{Match: o.match, Unlinked: o.unlinked, TTL: o.ttl, NegativeTTL: time.Minute},
-		linker.NewHeadscale(linker.HeadscaleConfig{URL: e.headscale.srv.URL, APIKey: e.headscale.key, Timeout: hsTimeout, ListMaxAge: time.Millisecond}, nil), cache, linker.Timing{})
+	links := linker.New(defaulted(linker.Config{Match: o.match, Unlinked: o.unlinked, TTL: o.ttl, NegativeTTL: time.Minute}),
+		linker.NewHeadscale(defaulted(linker.HeadscaleConfig{URL: e.headscale.srv.URL, APIKey: e.headscale.key, Timeout: hsTimeout, ListMaxAge: time.Millisecond}), nil), cache, linker.Timing{})
 	cfg := Config{
 		PublicURL:       public,
 		Upstream:        e.upstream.srv.URL,
@@ -123,7 +123,7 @@ func newTestEnv(t *testing.T, opts ...func(*envOptions)) *testEnv {
 		cfg.Headplane.LinkAtSignIn = &no
 	}
 	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	e.gw, err = New(cfg, cookies, e.store, links, e.clock.timing(), log, nil)
+	e.gw, err = New(defaulted(cfg), cookies, e.store, links, e.clock.timing(), log, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -353,4 +353,14 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// defaulted returns c with its defaults applied, as loading gateway.yaml applies them before
+// anything is built from it.
+func defaulted[C any, P interface {
+	*C
+	SetDefaults()
+}](c C) C {
+	P(&c).SetDefaults()
+	return c
 }

@@ -124,9 +124,9 @@ const (
 	defaultOIDCTimeout     = 10 * time.Second
 )
 
-// SetDefaults sets every zero field to the default its comment names. Loading gateway.yaml
-// calls it once, before Validate; New calls it on its own copy, so that a Config built in code
-// works as written.
+// SetDefaults sets every zero field to the default its comment names. It is the one place
+// defaults are applied: loading gateway.yaml calls it once, before Validate, and whatever
+// builds a config in code calls it the same way; constructors take the config as it is.
 func (c *Config) SetDefaults() {
 	if c.UpstreamTimeout == 0 {
 		c.UpstreamTimeout = defaultUpstreamTimeout
@@ -204,9 +204,8 @@ type Gateway struct {
 // New builds the gateway, which keeps time and waits as timing says. It does not contact the
 // identity provider: discovery happens on the first sign-in and is retried while the provider
 // is unreachable, so headgate starts (and serves existing sessions) while the provider is down.
-// Zero fields of cfg take their defaults (SetDefaults).
+// cfg must have its defaults applied (SetDefaults).
 func New(cfg Config, cookies *session.Cookies, store Store, links *linker.Linker, timing Timing, log *slog.Logger, reg prometheus.Registerer) (*Gateway, error) {
-	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

@@ -74,7 +74,7 @@ func BenchmarkResolveCold(b *testing.B) {
 	b.Run("resolve", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			l := New(Config{}, f.client(30*time.Second, 0), nil, Timing{})
+			l := New(defaulted(Config{}), f.client(30*time.Second, 0), nil, Timing{})
 			link, err := l.Resolve(ctx, id)
 			if err != nil {
 				b.Fatal(err)

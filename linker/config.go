@@ -138,9 +138,9 @@ func validateURL(raw string) error {
 	return nil
 }
 
-// SetDefaults sets every zero field to the default its comment names. Loading gateway.yaml
-// calls it once, before Validate; New calls it on its own copy, so that a Config built in code
-// works as written.
+// SetDefaults sets every zero field to the default its comment names. It is the one place
+// defaults are applied: loading gateway.yaml calls it once, before Validate, and whatever
+// builds a config in code calls it the same way; constructors take the config as it is.
 func (c *Config) SetDefaults() {
 	if len(c.Match) == 0 {
 		c.Match = []string{matchProviderID}
@@ -156,9 +156,9 @@ func (c *Config) SetDefaults() {
 	}
 }
 
-// SetDefaults sets every zero field to the default its comment names. Loading gateway.yaml
-// calls it once, before Validate; NewHeadscale calls it on its own copy, so that a
-// HeadscaleConfig built in code works as written.
+// SetDefaults sets every zero field to the default its comment names. It is the one place
+// defaults are applied: loading gateway.yaml calls it once, before Validate, and whatever
+// builds a config in code calls it the same way; constructors take the config as it is.
 func (c *HeadscaleConfig) SetDefaults() {
 	if c.Timeout == 0 {
 		c.Timeout = defaultTimeout

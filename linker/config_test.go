@@ -80,10 +80,10 @@ func TestConfigDefaults(t *testing.T) {
 	if h.Timeout != 5*time.Second || h.ListMaxAge != 5*time.Second {
 		t.Errorf("defaults: got timeout %v and list_max_age %v, want 5s and 5s", h.Timeout, h.ListMaxAge)
 	}
-	if New(Config{}, NewHeadscale(h, nil), nil, Timing{}).AllowUnlinked() {
+	if New(defaulted(Config{}), NewHeadscale(defaulted(h), nil), nil, Timing{}).AllowUnlinked() {
 		t.Error("AllowUnlinked by default: got true, want false")
 	}
-	if !New(Config{Unlinked: "allow"}, NewHeadscale(h, nil), nil, Timing{}).AllowUnlinked() {
+	if !New(Config{Unlinked: "allow"}, NewHeadscale(defaulted(h), nil), nil, Timing{}).AllowUnlinked() {
 		t.Error("AllowUnlinked with unlinked: allow: got false, want true")
 	}
 }

@@ -46,10 +46,9 @@ type Headscale struct {
 }
 
 // NewHeadscale returns a client for the Headscale API described by cfg, which should have passed
-// Validate with its api_key_file already read into APIKey. Zero fields take their defaults. A nil
+// SetDefaults and Validate with its api_key_file already read into APIKey. A nil
 // client means a client of its own; either way each call is bounded by cfg.Timeout.
 func NewHeadscale(cfg HeadscaleConfig, client *http.Client) *Headscale {
-	cfg.SetDefaults()
 	if client == nil {
 		client = &http.Client{Timeout: cfg.Timeout}
 	}

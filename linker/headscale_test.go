@@ -38,7 +38,7 @@ func TestListUsersBadKey(t *testing.T) {
 	t.Parallel()
 	f := newFakeHeadscale(t)
 	const wrong = "hskey-api-wrong-key-do-not-print"
-	hs := NewHeadscale(HeadscaleConfig{URL: f.srv.URL, APIKey: wrong}, nil)
+	hs := NewHeadscale(defaulted(HeadscaleConfig{URL: f.srv.URL, APIKey: wrong}), nil)
 	_, err := hs.ListUsers(context.Background())
 	if err == nil {
 		t.Fatal("list with a wrong key: got nil error")
@@ -59,7 +59,7 @@ func TestListUsersErrorNeverEchoesKey(t *testing.T) {
 	}))
 	t.Cleanup(srv.Close)
 	const key = "hskey-api-secret-value"
-	_, err := NewHeadscale(HeadscaleConfig{URL: srv.URL, APIKey: key}, nil).ListUsers(context.Background())
+	_, err := NewHeadscale(defaulted(HeadscaleConfig{URL: srv.URL, APIKey: key}), nil).ListUsers(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "502") {
 		t.Fatalf("error: got %v, want one with status 502", err)
 	}
@@ -159,7 +159,7 @@ func TestListUsersBodyBoundByTimeout(t *testing.T) {
 	}))
 	t.Cleanup(srv.Close)
 	start := time.Now()
-	_, err := NewHeadscale(HeadscaleConfig{URL: srv.URL, APIKey: "k", Timeout: 100 * time.Millisecond}, nil).ListUsers(context.Background())
+	_, err := NewHeadscale(defaulted(HeadscaleConfig{URL: srv.URL, APIKey: "k", Timeout: 100 * time.Millisecond}), nil).ListUsers(context.Background())
 	if err == nil {
 		t.Fatal("stalled body: got nil error")
 	}
@@ -176,7 +176,7 @@ func TestHeadscaleURLWithPath(t *testing.T) {
 		w.Write([]byte(`{"users":[]}`))
 	}))
 	t.Cleanup(srv.Close)
-	if _, err := NewHeadscale(HeadscaleConfig{URL: srv.URL + "/headscale/", APIKey: "k"}, nil).ListUsers(context.Background()); err != nil {
+	if _, err := NewHeadscale(defaulted(HeadscaleConfig{URL: srv.URL + "/headscale/", APIKey: "k"}), nil).ListUsers(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if got := <-paths; got != "/headscale/api/v1/user" {

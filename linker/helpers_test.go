@@ -172,18 +172,18 @@ func wantCalls(t *testing.T, f *fakeHeadscale, want int64, what string) {
 
 // client returns a Headscale client of this server with the right key.
 func (f *fakeHeadscale) client(timeout, listMaxAge time.Duration) *Headscale {
-	return NewHeadscale(HeadscaleConfig{URL: f.srv.URL, APIKey: f.key, Timeout: timeout, ListMaxAge: listMaxAge}, nil)
+	return NewHeadscale(defaulted(HeadscaleConfig{URL: f.srv.URL, APIKey: f.key, Timeout: timeout, ListMaxAge: listMaxAge}), nil)
 }
 
 // newTestLinker returns a Linker on f and the system clock, with a MemoryCache unless cache is
 // given.
 func newTestLinker(f *fakeHeadscale, cfg Config, cache Cache) *Linker {
-	return New(cfg, f.client(2*time.Second, 0), cache, Timing{})
+	return New(defaulted(cfg), f.client(2*time.Second, 0), cache, Timing{})
 }
 
 // newClockedLinker is newTestLinker on the times t gives, clock and intervals.
 func newClockedLinker(f *fakeHeadscale, cfg Config, cache Cache, t Timing) *Linker {
-	return New(cfg, f.client(2*time.Second, 0), cache, t)
+	return New(defaulted(cfg), f.client(2*time.Second, 0), cache, t)
 }
 
 // identity returns a verified identity of testIssuer.
@@ -243,4 +243,14 @@ func waitFor(cond func() bool) bool {
 // so that the next call asks Headscale anew.
 func waitListing(l *Linker) {
 	l.users.listing.flight.Do(listingFlight, func() (any, error) { return nil, nil })
+}
+
+// defaulted returns c with its defaults applied, as loading gateway.yaml applies them before
+// anything is built from it.
+func defaulted[C any, P interface {
+	*C
+	SetDefaults()
+}](c C) C {
+	P(&c).SetDefaults()
+	return c
 }

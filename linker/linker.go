@@ -84,8 +84,8 @@ type Linker struct {
 	resolving singleflight.Group // one resolution per identity at a time
 }
 
-// New returns a Linker that matches identities as cfg says (it should have passed Validate;
-// zero fields take their defaults), asks hs, shares links through cache and tells time by t (the
+// New returns a Linker that matches identities as cfg says (its defaults applied, see
+// SetDefaults, and validated), asks hs, shares links through cache and tells time by t (the
 // zero Timing: the system clock and the default intervals). A nil cache means a MemoryCache on
 // t's clock.
 func New(cfg Config, hs *Headscale, cache Cache, t Timing) *Linker {
@@ -93,7 +93,6 @@ func New(cfg Config, hs *Headscale, cache Cache, t Timing) *Linker {
 	if cache == nil {
 		cache = NewMemoryCache(t)
 	}
-	cfg.SetDefaults()
 	tag := cacheVersion
 	if len(cfg.Match) != 1 || cfg.Match[0] != "provider_id" {
 		tag += strings.Join(cfg.Match, "+") + ":"

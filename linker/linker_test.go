@@ -112,7 +112,7 @@ func TestResolveListingReusedForOthers(t *testing.T) {
 	f.add("a", "", oidcID("a"))
 	f.add("b", "", oidcID("b"))
 	clock := newFakeClock()
-	l := New(Config{}, f.client(time.Second, 100*time.Millisecond), nil, clock.timing())
+	l := New(defaulted(Config{}), f.client(time.Second, 100*time.Millisecond), nil, clock.timing())
 	mustResolve(t, l, identity("a", ""))
 	mustResolve(t, l, identity("b", ""))
 	wantCalls(t, f, 1, "listings within list_max_age")
@@ -161,7 +161,7 @@ func TestResolveDownWithoutLinkFailsWithinTimeout(t *testing.T) {
 	f := newFakeHeadscale(t)
 	f.add("alice", "alice@example.com", oidcID("alice-sub"))
 	f.change(func(f *fakeHeadscale) { f.delay = 3 * time.Second })
-	l := New(Config{}, f.client(100*time.Millisecond, 0), nil, Timing{})
+	l := New(defaulted(Config{}), f.client(100*time.Millisecond, 0), nil, Timing{})
 	start := time.Now()
 	_, err := l.Resolve(context.Background(), identity("alice-sub", ""))
 	took := time.Since(start)
@@ -222,7 +222,7 @@ func TestResolveBadKey(t *testing.T) {
 	t.Parallel()
 	f := newFakeHeadscale(t)
 	const wrong = "hskey-api-not-the-key"
-	l := New(Config{}, NewHeadscale(HeadscaleConfig{URL: f.srv.URL, APIKey: wrong}, nil), nil, Timing{})
+	l := New(defaulted(Config{}), NewHeadscale(defaulted(HeadscaleConfig{URL: f.srv.URL, APIKey: wrong}), nil), nil, Timing{})
 	_, err := l.Resolve(context.Background(), identity("alice-sub", ""))
 	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "401") {
 		t.Errorf("error: got %v, want ErrUnavailable with status 401", err)

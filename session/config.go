@@ -134,9 +134,9 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// SetDefaults sets every zero field to the default its comment names. Loading gateway.yaml
-// calls it once, before Validate; NewCookies calls it on its own copy, so that a Config built in
-// code works as written.
+// SetDefaults sets every zero field to the default its comment names. It is the one place
+// defaults are applied: loading gateway.yaml calls it once, before Validate, and whatever
+// builds a config in code calls it the same way; constructors take the config as it is.
 func (c *Config) SetDefaults() {
 	if c.Lifetime == 0 {
 		c.Lifetime = defaultLifetime

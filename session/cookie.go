@@ -102,7 +102,8 @@ const (
 	hostPrefix = "__Host-"
 )
 
-// NewCookies validates cfg, applies its defaults and derives the cookie keys from each secret.
+// NewCookies validates cfg (its defaults applied, see SetDefaults) and derives the cookie keys
+// from each secret.
 // secure sets the Secure attribute, which is right whenever the public URL is https. The
 // secrets must already be read: a config with only secret_file set is an error here.
 //
@@ -126,7 +127,6 @@ func NewCookies(cfg Config, secure bool) (*Cookies, error) {
 	if strings.HasPrefix(cfg.CookieName, hostPrefix) && !secure {
 		return nil, errors.New("session config: cookie_name: a __Host- name needs an https public_url")
 	}
-	cfg.SetDefaults()
 	base := strings.TrimPrefix(cfg.CookieName, hostPrefix)
 	name, legacy := cfg.CookieName, ""
 	if secure && cfg.CookieDomain == "" && name == base {

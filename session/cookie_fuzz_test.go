@@ -10,7 +10,7 @@ import (
 // FuzzOpenCookie feeds arbitrary cookie values to Open: it must never panic, and nothing but a
 // cookie this package sealed may open.
 func FuzzOpenCookie(f *testing.F) {
-	c, err := NewCookies(Config{Secret: Secrets{strings.Repeat("f", 32)}}, false)
+	c, err := NewCookies(defaulted(Config{Secret: Secrets{strings.Repeat("f", 32)}}), false)
 	if err != nil {
 		f.Fatal(err)
 	}

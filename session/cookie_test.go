@@ -12,7 +12,7 @@ import (
 
 func newTestCookies(t testing.TB, secure bool, secrets ...string) *Cookies {
 	t.Helper()
-	c, err := NewCookies(Config{Secret: secrets, CookieDomain: "example.com"}, secure)
+	c, err := NewCookies(defaulted(Config{Secret: secrets, CookieDomain: "example.com"}), secure)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -319,7 +319,7 @@ func TestIsOwn(t *testing.T) {
 		{"https with cookie_domain", "example.com", true},
 		{"https host-only", "", true},
 	} {
-		c, err := NewCookies(Config{Secret: Secrets{secretA}, CookieDomain: cfg.domain}, cfg.secure)
+		c, err := NewCookies(defaulted(Config{Secret: Secrets{secretA}, CookieDomain: cfg.domain}), cfg.secure)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -336,11 +336,11 @@ func TestNewCookiesErrors(t *testing.T) {
 		"secret file not read": {SecretFile: "secret.txt"},
 		"invalid":              {Secret: Secrets{"short"}},
 	} {
-		if _, err := NewCookies(cfg, true); err == nil {
+		if _, err := NewCookies(defaulted(cfg), true); err == nil {
 			t.Errorf("%s: got nil, want an error", name)
 		}
 	}
-	c, err := NewCookies(Config{Secret: Secrets{secretA}}, true)
+	c, err := NewCookies(defaulted(Config{Secret: Secrets{secretA}}), true)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -46,7 +46,7 @@ func TestCookieValues(t *testing.T) {
 
 func TestStripOwn(t *testing.T) {
 	for _, secure := range []bool{false, true} {
-		c, err := NewCookies(Config{Secret: Secrets{strings.Repeat("s", 32)}}, secure)
+		c, err := NewCookies(defaulted(Config{Secret: Secrets{strings.Repeat("s", 32)}}), secure)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -262,3 +262,13 @@ func (p *tcpProxy) stop() {
 	p.mu.Unlock()
 	p.wg.Wait()
 }
+
+// defaulted returns c with its defaults applied, as loading gateway.yaml applies them before
+// anything is built from it.
+func defaulted[C any, P interface {
+	*C
+	SetDefaults()
+}](c C) C {
+	P(&c).SetDefaults()
+	return c
+}

@@ -73,7 +73,7 @@ func TestLoginCookie(t *testing.T) {
 }
 
 func TestClearStaleLogins(t *testing.T) {
-	c, err := NewCookies(Config{Secret: Secrets{strings.Repeat("s", 32)}}, false)
+	c, err := NewCookies(defaulted(Config{Secret: Secrets{strings.Repeat("s", 32)}}), false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -35,7 +35,7 @@ func TestCookieNames(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.cfg.Secret = Secrets{secretA}
-			c, err := NewCookies(tt.cfg, tt.secure)
+			c, err := NewCookies(defaulted(tt.cfg), tt.secure)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -114,7 +114,7 @@ func checkPrefixRules(t *testing.T, h http.Header) {
 }
 
 func TestCookieUnprefixedRefused(t *testing.T) {
-	c, err := NewCookies(Config{Secret: Secrets{secretA}}, true)
+	c, err := NewCookies(defaulted(Config{Secret: Secrets{secretA}}), true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +124,7 @@ func TestCookieUnprefixedRefused(t *testing.T) {
 	// A value this very configuration sealed, under the name it used before the switch.
 	old := &http.Cookie{Name: "_headgate", Value: sealed(t, c, &Session{ID: NewID(), ExpiresAt: now.Add(time.Hour)}).Value}
 
-	plain, err := NewCookies(Config{Secret: Secrets{secretA}}, false)
+	plain, err := NewCookies(defaulted(Config{Secret: Secrets{secretA}}), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,10 +160,10 @@ func TestCookieUnprefixedRefused(t *testing.T) {
 }
 
 func TestHostPrefixNeedsHTTPS(t *testing.T) {
-	if _, err := NewCookies(Config{Secret: Secrets{secretA}, CookieName: "__Host-x"}, false); err == nil {
+	if _, err := NewCookies(defaulted(Config{Secret: Secrets{secretA}, CookieName: "__Host-x"}), false); err == nil {
 		t.Error("a __Host- cookie_name on http: got nil, want an error")
 	}
-	if _, err := NewCookies(Config{Secret: Secrets{secretA}, CookieName: "__Host-x", CookieDomain: "example.com"}, true); err == nil {
+	if _, err := NewCookies(defaulted(Config{Secret: Secrets{secretA}, CookieName: "__Host-x", CookieDomain: "example.com"}), true); err == nil {
 		t.Error("a __Host- cookie_name with cookie_domain: got nil, want an error")
 	}
 }

@@ -221,7 +221,9 @@ func (s *Stack) insertOIDCUser(ctx context.Context, u User, providerID string) e
 // ListUsers lists every Headscale user through the API, as headgate sees them: with headgate's
 // own Headscale client.
 func (s *Stack) ListUsers(ctx context.Context) ([]HeadscaleUser, error) {
-	return linker.NewHeadscale(linker.HeadscaleConfig{URL: s.HeadscaleURL, APIKey: s.APIKey}, nil).ListUsers(ctx)
+	cfg := linker.HeadscaleConfig{URL: s.HeadscaleURL, APIKey: s.APIKey}
+	cfg.SetDefaults()
+	return linker.NewHeadscale(cfg, nil).ListUsers(ctx)
 }
 
 // FindUser returns the one Headscale user that match accepts.
