@@ -38,8 +38,7 @@ type HeadscaleConfig struct {
 	URL string `yaml:"url"`
 
 	// APIKey is a Headscale API key (`headscale apikeys create`). It only needs to list users and
-	// read the policy.
-	// Either api_key or api_key_file is required.
+	// read the policy. Either api_key or api_key_file is required.
 	APIKey string `yaml:"api_key"`
 
 	// APIKeyFile names a file holding the API key instead; surrounding whitespace is ignored.
