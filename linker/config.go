@@ -37,8 +37,8 @@ type HeadscaleConfig struct {
 	// Required. A path is kept: the API is expected under URL + "/api/v1".
 	URL string `yaml:"url"`
 
-	// APIKey is a Headscale API key (`headscale apikeys create`). It only needs to list users.
-	// Either api_key or api_key_file is required.
+	// APIKey is a Headscale API key (`headscale apikeys create`). It only needs to list users and
+	// read the policy. Either api_key or api_key_file is required.
 	APIKey string `yaml:"api_key"`
 
 	// APIKeyFile names a file holding the API key instead; surrounding whitespace is ignored.
@@ -51,6 +51,12 @@ type HeadscaleConfig struct {
 	// linked, so a burst of sign-ins costs Headscale one listing. A link that is being re-checked
 	// after its TTL always gets a listing newer than itself. Default 5s; zero means the default.
 	ListMaxAge time.Duration `yaml:"list_max_age"`
+
+	// PolicyRefresh is how often the groups of Headscale's ACL policy are read again (with the
+	// user list they name); a change to the policy or to its users shows up after at most this
+	// long. While Headscale cannot answer, the groups last read stay in force. Default 1m; zero
+	// means the default.
+	PolicyRefresh time.Duration `yaml:"policy_refresh"`
 }
 
 // The strategy names accepted in Config.Match.
@@ -61,10 +67,11 @@ const (
 
 // Defaults that SetDefaults applies to zero fields.
 const (
-	defaultTTL         = time.Hour
-	defaultNegativeTTL = time.Minute
-	defaultTimeout     = 5 * time.Second
-	defaultListMaxAge  = 5 * time.Second
+	defaultTTL           = time.Hour
+	defaultNegativeTTL   = time.Minute
+	defaultTimeout       = 5 * time.Second
+	defaultListMaxAge    = 5 * time.Second
+	defaultPolicyRefresh = time.Minute
 )
 
 // Validate reports every problem of the configuration at once. It does no I/O.
@@ -116,6 +123,9 @@ func (c HeadscaleConfig) Validate() error {
 	if c.ListMaxAge < 0 {
 		errs = append(errs, errors.New("list_max_age: must not be negative"))
 	}
+	if c.PolicyRefresh < 0 {
+		errs = append(errs, errors.New("policy_refresh: must not be negative"))
+	}
 	return errors.Join(errs...)
 }
 
@@ -165,5 +175,8 @@ func (c *HeadscaleConfig) SetDefaults() {
 	}
 	if c.ListMaxAge == 0 {
 		c.ListMaxAge = defaultListMaxAge
+	}
+	if c.PolicyRefresh == 0 {
+		c.PolicyRefresh = defaultPolicyRefresh
 	}
 }

@@ -61,6 +61,8 @@ func TestHeadscaleConfigValidate(t *testing.T) {
 			[]string{`url: must be an absolute http or https URL (got "ftp://u:xxxxx@headscale")`}},
 		{"negative durations", HeadscaleConfig{URL: url, APIKey: "k", Timeout: -1, ListMaxAge: -1},
 			[]string{"timeout: must not be negative", "list_max_age: must not be negative"}},
+		{"negative policy refresh", HeadscaleConfig{URL: url, APIKey: "k", PolicyRefresh: -time.Second},
+			[]string{"policy_refresh: must not be negative"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -79,6 +81,9 @@ func TestConfigDefaults(t *testing.T) {
 	h.SetDefaults()
 	if h.Timeout != 5*time.Second || h.ListMaxAge != 5*time.Second {
 		t.Errorf("defaults: got timeout %v and list_max_age %v, want 5s and 5s", h.Timeout, h.ListMaxAge)
+	}
+	if h.PolicyRefresh != time.Minute {
+		t.Errorf("policy_refresh default: got %v, want 1m", h.PolicyRefresh)
 	}
 	if New(defaulted(Config{}), NewHeadscale(defaulted(h), nil), nil, Timing{}).AllowUnlinked() {
 		t.Error("AllowUnlinked by default: got true, want false")

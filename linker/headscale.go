@@ -38,11 +38,13 @@ var errTooLarge = fmt.Errorf("user list exceeds %d MiB", maxListBytes>>20)
 // It speaks plain HTTP and JSON so it keeps working across Headscale versions whose Go packages
 // and gRPC surface change. It is safe for concurrent use.
 type Headscale struct {
-	usersURL   string
-	key        string // the API key; never put into an error
-	timeout    time.Duration
-	listMaxAge time.Duration
-	client     *http.Client
+	usersURL      string
+	policyURL     string
+	key           string // the API key; never put into an error
+	timeout       time.Duration
+	listMaxAge    time.Duration
+	policyRefresh time.Duration
+	client        *http.Client
 }
 
 // NewHeadscale returns a client for the Headscale API described by cfg, which should have passed
@@ -54,11 +56,13 @@ func NewHeadscale(cfg HeadscaleConfig, client *http.Client) *Headscale {
 	}
 	base := strings.TrimSuffix(cfg.URL, "/")
 	return &Headscale{
-		usersURL:   base + "/api/v1/user",
-		key:        cfg.APIKey,
-		timeout:    cfg.Timeout,
-		listMaxAge: cfg.ListMaxAge,
-		client:     client,
+		usersURL:      base + "/api/v1/user",
+		policyURL:     base + "/api/v1/policy",
+		key:           cfg.APIKey,
+		timeout:       cfg.Timeout,
+		listMaxAge:    cfg.ListMaxAge,
+		policyRefresh: cfg.PolicyRefresh,
+		client:        client,
 	}
 }
 
@@ -96,19 +100,13 @@ func (h *Headscale) getUsers(ctx context.Context, query string) ([]User, error) 
 	if query != "" {
 		u += "?" + query
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+h.key)
-	req.Header.Set("Accept", "application/json")
-	resp, err := h.client.Do(req)
+	resp, err := h.get(ctx, u)
 	if err != nil {
 		return nil, err
 	}
 	defer drainClose(resp.Body)
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		err := h.statusError(resp)
+		err := h.statusError(resp, errorBody(resp))
 		if resp.StatusCode == http.StatusTooManyRequests && strings.Contains(err.Error(), "larger than max") {
 			return nil, fmt.Errorf("%w: %w", ErrListingTooLarge, err)
 		}
@@ -119,6 +117,92 @@ func (h *Headscale) getUsers(ctx context.Context, query string) ([]User, error) 
 		return nil, fmt.Errorf("%w: %w", ErrListingTooLarge, err)
 	}
 	return users, err
+}
+
+// maxPolicyBytes caps the policy answer read from Headscale. Its REST gateway relays the answer
+// of its gRPC server, which sends at most 4 MiB; twice that leaves room for the policy text's
+// escaping in JSON.
+const maxPolicyBytes = 8 << 20
+
+// Headscale's messages for "there is no policy", which it answers with status 500: in database
+// mode before a policy was ever set, and in file mode without a policy path, where it tries to
+// open "". Headscale itself runs with no policy in both cases.
+const (
+	noPolicyInDatabase = "acl policy not found"
+	noPolicyFile       = `reading policy from path "": `
+)
+
+// Policy returns Headscale's ACL policy as Headscale holds it: HuJSON text, in database mode the
+// latest one set, in file mode the file's contents. When Headscale has no policy, Policy returns
+// an empty one and no error. Any other non-2xx answer is an error carrying the status, as is a
+// body over 8 MiB or without a policy, and the whole call takes at most the configured timeout.
+// Errors never contain the API key.
+func (h *Headscale) Policy(ctx context.Context) ([]byte, error) {
+	policy, err := h.getPolicy(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("get headscale policy: %w", err)
+	}
+	return policy, nil
+}
+
+func (h *Headscale) getPolicy(ctx context.Context) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, h.timeout)
+	defer cancel()
+	resp, err := h.get(ctx, h.policyURL)
+	if err != nil {
+		return nil, err
+	}
+	defer drainClose(resp.Body)
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		body := errorBody(resp)
+		if resp.StatusCode == http.StatusInternalServerError && saysNoPolicy(body) {
+			return nil, nil
+		}
+		return nil, h.statusError(resp, body)
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxPolicyBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxPolicyBytes {
+		return nil, fmt.Errorf("policy exceeds %d MiB", maxPolicyBytes>>20)
+	}
+	// Headscale always sends the "policy" string, empty when the policy set is empty, so a body
+	// without one (another service behind the URL, say) is an error rather than no policy.
+	var body struct {
+		Policy *string `json:"policy"`
+	}
+	if err := json.Unmarshal(b, &body); err != nil {
+		return nil, fmt.Errorf("decode policy: %w", err)
+	}
+	if body.Policy == nil {
+		return nil, errors.New("decode policy: no \"policy\" string")
+	}
+	return []byte(*body.Policy), nil
+}
+
+// saysNoPolicy reports whether body, the start of an error answer of Headscale's, is its JSON
+// error saying that it has no policy.
+func saysNoPolicy(body []byte) bool {
+	var e struct {
+		Message string `json:"message"`
+	}
+	if json.Unmarshal(body, &e) != nil {
+		return false
+	}
+	return strings.HasSuffix(e.Message, noPolicyInDatabase) || strings.HasPrefix(e.Message, noPolicyFile)
+}
+
+// get asks Headscale's API for u with the API key, answer in JSON. The caller closes the body
+// with drainClose, and reads it before ctx ends.
+func (h *Headscale) get(ctx context.Context, u string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+h.key)
+	req.Header.Set("Accept", "application/json")
+	return h.client.Do(req)
 }
 
 // decodeUsers reads the body of GET /api/v1/user. Headscale always sends the "users" array, so
@@ -139,10 +223,18 @@ func decodeUsers(r io.Reader) ([]User, error) {
 	return body.Users, nil
 }
 
-// statusError describes a non-2xx answer by its status and the start of its body: Headscale
-// answers 401 in plain text, and from 0.30 problem+json whose detail says what went wrong.
-func (h *Headscale) statusError(resp *http.Response) error {
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
+// errorBody returns the start of the body of a non-2xx answer, enough for statusError and to
+// tell one error of Headscale's from another.
+func errorBody(resp *http.Response) []byte {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<10))
+	return b
+}
+
+// statusError describes a non-2xx answer by its status and the start of its body (from
+// errorBody): Headscale answers 401 in plain text, and from 0.30 problem+json whose detail says
+// what went wrong.
+func (h *Headscale) statusError(resp *http.Response, body []byte) error {
+	b := body[:min(len(body), 256)]
 	detail := strings.Map(func(r rune) rune {
 		if unicode.IsPrint(r) {
 			return r

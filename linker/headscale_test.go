@@ -183,3 +183,134 @@ func TestHeadscaleURLWithPath(t *testing.T) {
 		t.Errorf("path: got %q, want /headscale/api/v1/user", got)
 	}
 }
+
+func TestPolicy(t *testing.T) {
+	t.Parallel()
+	f := newFakeHeadscale(t)
+	hs := f.client(time.Second, 0)
+	const policy = "// comments and \"quotes\" travel as they are\n{\"groups\": {\"group:admins\": [\"alice@\",],},}\n"
+	f.setPolicy(policy)
+	got, err := hs.Policy(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != policy {
+		t.Errorf("policy: got %q, want %q", got, policy)
+	}
+	f.setPolicy("")
+	if got, err := hs.Policy(context.Background()); err != nil || len(got) != 0 {
+		t.Errorf("empty policy: got %q and %v, want none and nil", got, err)
+	}
+	if got := f.policyCalls.Load(); got != 2 {
+		t.Errorf("policy requests: got %d, want 2", got)
+	}
+	wantCalls(t, f, 0, "user requests")
+}
+
+func TestPolicyNoneSet(t *testing.T) {
+	t.Parallel()
+	// Headscale's answers when it has no policy, in database mode and in file mode without a
+	// path, and answers that look alike but are failures.
+	tests := []struct {
+		name   string
+		status int
+		body   string
+		none   bool
+	}{
+		{"database mode, none set", 500, `{"code":2,"message":"loading ACL from database: acl policy not found","details":[]}`, true},
+		{"file mode, no path", 500, `{"code":2,"message":"reading policy from path \"\": open : no such file or directory","details":[]}`, true},
+		{"file mode, missing file", 500, `{"code":2,"message":"reading policy from path \"/etc/headscale/acl.hujson\": open /etc/headscale/acl.hujson: no such file or directory","details":[]}`, false},
+		{"database down", 500, `{"code":2,"message":"loading ACL from database: database is locked","details":[]}`, false},
+		{"not found from a proxy", 502, `{"code":2,"message":"loading ACL from database: acl policy not found","details":[]}`, false},
+		{"plain text", 500, `acl policy not found`, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(tt.status)
+				w.Write([]byte(tt.body))
+			}))
+			t.Cleanup(srv.Close)
+			got, err := NewHeadscale(defaulted(HeadscaleConfig{URL: srv.URL, APIKey: "k"}), nil).Policy(context.Background())
+			switch {
+			case tt.none && (err != nil || len(got) != 0):
+				t.Errorf("got %q and %v, want no policy and nil", got, err)
+			case !tt.none && err == nil:
+				t.Errorf("got %q and nil error, want an error", got)
+			case !tt.none && !strings.HasPrefix(err.Error(), "get headscale policy: headscale answered "):
+				t.Errorf("error: got %q, want one with the status", err)
+			}
+		})
+	}
+}
+
+func TestPolicyMalformed(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ name, body string }{
+		{"no policy string", `{"updatedAt":"2026-03-01T10:00:00Z"}`},
+		{"null policy", `{"policy":null}`},
+		{"policy not a string", `{"policy":{"groups":{}}}`},
+		{"html", `<html><body>Headplane</body></html>`},
+		{"truncated", `{"policy":"{\"groups\"`},
+		{"too large", `{"policy":"` + strings.Repeat(" ", maxPolicyBytes) + `"}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				w.Write([]byte(tt.body))
+			}))
+			t.Cleanup(srv.Close)
+			got, err := NewHeadscale(defaulted(HeadscaleConfig{URL: srv.URL, APIKey: "k"}), nil).Policy(context.Background())
+			if err == nil || !strings.HasPrefix(err.Error(), "get headscale policy: ") {
+				t.Errorf("got %d bytes and %v, want an error", len(got), err)
+			}
+		})
+	}
+}
+
+func TestPolicyErrorsNeverEchoKey(t *testing.T) {
+	t.Parallel()
+	f := newFakeHeadscale(t)
+	const wrong = "hskey-api-wrong-key-do-not-print"
+	_, err := NewHeadscale(defaulted(HeadscaleConfig{URL: f.srv.URL, APIKey: wrong}), nil).Policy(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("error: got %v, want one with status 401", err)
+	}
+	// A proxy in front of Headscale that repeats the request in its error page.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "bad gateway for "+r.Header.Get("Authorization"), http.StatusBadGateway)
+	}))
+	t.Cleanup(srv.Close)
+	const key = "hskey-api-secret-value"
+	_, err2 := NewHeadscale(defaulted(HeadscaleConfig{URL: srv.URL, APIKey: key}), nil).Policy(context.Background())
+	if err2 == nil || !strings.Contains(err2.Error(), "502") {
+		t.Fatalf("error: got %v, want one with status 502", err2)
+	}
+	for _, e := range []string{err.Error(), err2.Error()} {
+		if strings.Contains(e, wrong) || strings.Contains(e, key) || strings.Contains(e, f.key) {
+			t.Errorf("error: got %q, want no API key in it", e)
+		}
+	}
+}
+
+func TestPolicyTimeout(t *testing.T) {
+	t.Parallel()
+	// Headers at once, then a body that never ends.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"policy":"`))
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	t.Cleanup(srv.Close)
+	start := time.Now()
+	_, err := NewHeadscale(defaulted(HeadscaleConfig{URL: srv.URL, APIKey: "k", Timeout: 100 * time.Millisecond}), nil).Policy(context.Background())
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("error: got %v, want context.DeadlineExceeded", err)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("took: got %v, want about 100ms", took)
+	}
+}

@@ -21,8 +21,9 @@ const redisAddr = "127.0.0.1:6379"
 // testIssuer is the issuer of the identities in these tests.
 const testIssuer = "https://idp.example.com/realms/main"
 
-// fakeHeadscale serves GET /api/v1/user the way Headscale does: users as JSON
-// with string ids and fields the linker does not know, the API key checked, 401 in plain text.
+// fakeHeadscale serves GET /api/v1/user and GET /api/v1/policy the way Headscale does: users as
+// JSON with string ids and fields the linker does not know, the policy as a JSON string, the API
+// key checked, 401 in plain text.
 type fakeHeadscale struct {
 	srv   *httptest.Server
 	key   string
@@ -38,6 +39,11 @@ type fakeHeadscale struct {
 	// filtered lookups (?email=, ?name=) still work, as they do in Headscale.
 	tooLarge bool
 	filtered atomic.Int64 // requests with a filter
+
+	// policy is the ACL policy; nil answers as Headscale does in database mode before a policy
+	// was ever set.
+	policy      *string
+	policyCalls atomic.Int64 // requests to /api/v1/policy
 }
 
 func newFakeHeadscale(t testing.TB) *fakeHeadscale {
@@ -49,6 +55,10 @@ func newFakeHeadscale(t testing.TB) *fakeHeadscale {
 }
 
 func (f *fakeHeadscale) serve(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodGet && r.URL.Path == "/api/v1/policy" {
+		f.servePolicy(w, r)
+		return
+	}
 	if r.Method != http.MethodGet || r.URL.Path != "/api/v1/user" {
 		http.NotFound(w, r)
 		return
@@ -106,6 +116,33 @@ func (f *fakeHeadscale) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Write(body)
+}
+
+func (f *fakeHeadscale) servePolicy(w http.ResponseWriter, r *http.Request) {
+	f.policyCalls.Add(1)
+	f.mu.Lock()
+	policy, status := f.policy, f.status
+	f.mu.Unlock()
+	if r.Header.Get("Authorization") != "Bearer "+f.key {
+		http.Error(w, "Unauthorized", http.StatusUnauthorized)
+		return
+	}
+	if status != 0 {
+		http.Error(w, http.StatusText(status), status)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if policy == nil {
+		w.WriteHeader(http.StatusInternalServerError)
+		fmt.Fprint(w, `{"code":2,"message":"loading ACL from database: acl policy not found","details":[]}`)
+		return
+	}
+	json.NewEncoder(w).Encode(map[string]string{"policy": *policy, "updatedAt": "2026-03-01T10:00:00.123456789Z"})
+}
+
+// setPolicy makes policy the ACL policy f serves.
+func (f *fakeHeadscale) setPolicy(policy string) {
+	f.change(func(f *fakeHeadscale) { f.policy = &policy })
 }
 
 // encodedLocked returns the users as Headscale's API sends them, encoding them once per change.
