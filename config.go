@@ -318,6 +318,12 @@ func readSecretFiles(c *Config, dir string) []error {
 			c.Session.Secret, c.Session.SecretFile = secrets, ""
 		}
 	}
+	for i, f := range c.Gateway.Assertion.KeyFiles {
+		if v, ok := read(fmt.Sprintf("assertion.key_files[%d]", i), f); ok {
+			c.Gateway.Assertion.Keys = append(c.Gateway.Assertion.Keys, v)
+		}
+	}
+	c.Gateway.Assertion.KeyFiles = nil
 	if f := c.Redis.PasswordFile; f != "" {
 		if v, ok := read("redis.password_file", f); ok {
 			c.Redis.password = v

@@ -93,14 +93,16 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		cache = linker.NewMemoryCache(linker.Timing{})
 	}
 
-	links := linker.New(cfg.Link, linker.NewHeadscale(cfg.Headscale, nil), cache, linker.Timing{})
+	hs := linker.NewHeadscale(cfg.Headscale, nil)
+	links := linker.New(cfg.Link, hs, cache, linker.Timing{})
+	groups := linker.NewPolicyGroups(hs, linker.Timing{})
 	cookies, err := session.NewCookies(cfg.Session, strings.HasPrefix(cfg.Gateway.PublicURL, "https://"))
 	if err != nil {
 		return err
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	gw, err := gateway.New(cfg.Gateway, cookies, store, links, gateway.DefaultTiming(), log, reg)
+	gw, err := gateway.New(cfg.Gateway, cookies, store, links, groups, gateway.DefaultTiming(), log, reg)
 	if err != nil {
 		return err
 	}
@@ -122,6 +124,23 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	defer stopStore()
 	storeDone := make(chan error, 1)
 	go func() { storeDone <- store.Run(storeCtx) }()
+	// Headscale's policy groups are read in the background; a failure keeps the groups last
+	// read, and is logged once per change of state, not on every try.
+	groupsDone := make(chan struct{})
+	go func() {
+		defer close(groupsDone)
+		var last string
+		groups.Run(storeCtx, func(err error) {
+			switch {
+			case err == nil && last != "":
+				log.Info("headscale policy groups read again")
+				last = ""
+			case err != nil && err.Error() != last:
+				log.Warn("headscale policy groups not read; the last ones read stay in force", "err", err)
+				last = err.Error()
+			}
+		})
+	}()
 
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- srv.Serve(ln) }()
@@ -163,6 +182,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		metricsSrv.Close()
 	}
 	stopStore()
+	<-groupsDone
 	if serr := <-storeDone; serr != nil {
 		err = errors.Join(err, fmt.Errorf("session store: %w", serr))
 	}

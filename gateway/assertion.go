@@ -21,6 +21,67 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 )
 
+// AssertionConfig adds a signed identity assertion to every authenticated request: a JWT (ES256)
+// that says who the person is, for upstreams that verify it rather than trust the network path
+// alone (as Cloudflare Access's Cf-Access-Jwt-Assertion). Its issuer is PublicURL + "/oauth2";
+// its audience is the route's name; it carries sub, email and email_verified (verified emails
+// only), headscale_user, headscale_user_id, groups and headscale_groups. An upstream finds the
+// keys through PublicURL + "/oauth2/.well-known/openid-configuration", as for any OpenID
+// Connect provider.
+type AssertionConfig struct {
+	// Header names the request header the assertion travels in, such as X-Headgate-Assertion.
+	// Empty: no assertion.
+	Header string `yaml:"header"`
+
+	// Lifetime is how long an assertion is valid. Each is signed at most once per session and
+	// route and reused until a fifth of its life is left. Default 5m.
+	Lifetime time.Duration `yaml:"lifetime"`
+
+	// Keys are ECDSA P-256 private keys in PEM (openssl ecparam -name prime256v1 -genkey
+	// -noout), such as ${HEADGATE_ASSERTION_KEY}; KeyFiles names files holding them. The first
+	// key signs; every key is published, so a new key is added second first and moved to the
+	// front once every instance publishes it, and an old one is kept second until the last
+	// assertion it signed has expired. Empty: headgate generates keys itself and keeps them,
+	// sealed with the session secret, in the session store, one per KeyRotation period, which
+	// every instance sharing the store uses alike.
+	Keys     []string `yaml:"keys"`
+	KeyFiles []string `yaml:"key_files"`
+
+	// KeyRotation is how long a generated key signs before the next one takes over. Default
+	// 168h (a week).
+	KeyRotation time.Duration `yaml:"key_rotation"`
+}
+
+func (c *AssertionConfig) setDefaults() {
+	if c.Lifetime == 0 {
+		c.Lifetime = 5 * time.Minute
+	}
+	if c.KeyRotation == 0 {
+		c.KeyRotation = 7 * 24 * time.Hour
+	}
+}
+
+func (c AssertionConfig) validate() []error {
+	var errs []error
+	if c.Header != "" && (!validHeaderName(c.Header) || slices.Contains(reservedHeaders, canonicalHeader(c.Header))) {
+		errs = append(errs, fmt.Errorf("assertion.header: %q cannot carry an assertion", c.Header))
+	}
+	if c.Lifetime < 0 {
+		errs = append(errs, errors.New("assertion.lifetime: must not be negative"))
+	}
+	if c.KeyRotation < 0 {
+		errs = append(errs, errors.New("assertion.key_rotation: must not be negative"))
+	} else if c.KeyRotation > 0 && c.KeyRotation < 2*c.Lifetime {
+		errs = append(errs, errors.New("assertion.key_rotation: must be at least twice assertion.lifetime"))
+	}
+	for i, k := range c.Keys {
+		if _, err := parseSigningKey([]byte(k)); err != nil {
+			errs = append(errs, fmt.Errorf("assertion.keys[%d]: %v", i, err))
+		}
+	}
+	return errs
+}
+
 // An asserter signs identity assertions: short-lived JWTs (ES256) that tell an upstream who
 // the person is, so that it need not trust the network path alone. Each is signed at most once
 // per session and audience and reused until it nears expiry, so the request path mostly costs
@@ -111,6 +172,9 @@ func (a *asserter) currentKeys(now time.Time) *assertionKeys {
 		a.rotateFailed(err)
 		retry := *ks
 		retry.until = now.Add(time.Minute)
+		if ks.signer == nil {
+			retry.until = now.Add(5 * time.Second) // no key at all yet: try again soon
+		}
 		a.keys.Store(&retry)
 		return &retry
 	}
@@ -211,7 +275,11 @@ func (a *asserter) sign(audience string, c assertionClaims, now time.Time) (stri
 		Groups:          splitJoined(c.Groups),
 		HeadscaleGroups: splitJoined(c.HeadscaleGroups),
 	}
-	token, err := jwt.Signed(a.currentKeys(now).signer).Claims(claims).Serialize()
+	ks := a.currentKeys(now)
+	if ks.signer == nil {
+		return "", errAssertionKeys
+	}
+	token, err := jwt.Signed(ks.signer).Claims(claims).Serialize()
 	if err != nil {
 		return "", fmt.Errorf("sign assertion: %w", err)
 	}
@@ -228,9 +296,15 @@ const (
 
 // serveKeys publishes the verification keys as a JSON Web Key Set.
 func (a *asserter) serveKeys(w http.ResponseWriter, r *http.Request) {
+	ks := a.currentKeys(a.now())
+	if ks.jwks == nil {
+		w.Header().Set("Retry-After", "5")
+		http.Error(w, "assertion keys not loaded yet", http.StatusServiceUnavailable)
+		return
+	}
 	w.Header().Set("Content-Type", "application/jwk-set+json")
 	w.Header().Set("Cache-Control", "public, max-age=300")
-	w.Write(a.currentKeys(a.now()).jwks)
+	w.Write(ks.jwks)
 }
 
 // serveDiscovery answers the discovery document an OpenID Connect library reads to find the
@@ -247,6 +321,24 @@ func (a *asserter) serveDiscovery(w http.ResponseWriter, r *http.Request) {
 		"response_types_supported":              []string{"id_token"},
 	})
 }
+
+// assert returns the identity assertion for p on route rt.
+func (g *Gateway) assert(p principal, rt *route) (string, error) {
+	c := assertionClaims{
+		Subject:         p.session.Subject,
+		HeadscaleUser:   p.link.UserName,
+		HeadscaleUserID: p.link.UserID,
+		Groups:          strings.Join(p.session.Groups, "\x00"),
+		HeadscaleGroups: strings.Join(p.headscaleGroups, "\x00"),
+	}
+	if p.session.EmailVerified {
+		c.Email = p.session.Email
+	}
+	return g.asserter.assertion(p.session.ID, rt.name, c)
+}
+
+// errAssertionKeys reports that no key could be loaded to sign an assertion with.
+var errAssertionKeys = errors.New("no assertion key loaded yet")
 
 // splitJoined undoes the "\x00" join of assertionClaims' lists.
 func splitJoined(s string) []string {

@@ -16,6 +16,37 @@ type sharedStore interface {
 	Shared(ctx context.Context, name string, ttl time.Duration, create func() ([]byte, error)) ([]byte, error)
 }
 
+// newAsserter makes the asserter Assertion describes: with its keys, or with keys generated
+// and kept in the session store. Those are first loaded by the first assertion, not here, so
+// that headgate starts while the store is down.
+func (g *Gateway) newAsserter() (*asserter, error) {
+	c := g.cfg.Assertion
+	issuer := g.origin + assertionIssuerPath
+	if len(c.Keys) > 0 {
+		var keys []*ecdsa.PrivateKey
+		for i, k := range c.Keys {
+			key, err := parseSigningKey([]byte(k))
+			if err != nil {
+				return nil, fmt.Errorf("assertion.keys[%d]: %w", i, err)
+			}
+			keys = append(keys, key)
+		}
+		ks, err := newAssertionKeys(keys, time.Time{})
+		if err != nil {
+			return nil, fmt.Errorf("assertion.keys: %w", err)
+		}
+		return newAsserter(issuer, c.Lifetime, g.timing.Now, ks), nil
+	}
+	src := storedKeys{store: g.store, sealer: g.cookies, period: c.KeyRotation, timeout: storedKeysTimeout}
+	a := newAsserter(issuer, c.Lifetime, g.timing.Now, &assertionKeys{until: time.Unix(0, 1)})
+	a.rotate = src.keys
+	a.rotateFailed = func(err error) { g.log.Error("assertion keys not loaded; the current ones keep signing", "err", err) }
+	return a, nil
+}
+
+// storedKeysTimeout bounds loading the generated keys from the store.
+const storedKeysTimeout = 5 * time.Second
+
 // valueSealer seals what goes into the shared store; session.Cookies implements it with the
 // session secrets.
 type valueSealer interface {

@@ -32,6 +32,7 @@ const (
 	authNameShared             // signed in, but another Headscale user has the same name
 	authBadIdentity            // signed in, but a value of the identity cannot go in a header
 	authUnavailable            // the link cannot be resolved right now
+	authNotAllowed             // signed in and linked, but the route's access rules leave the person out
 
 	authResults // how many there are
 )
@@ -42,9 +43,12 @@ const (
 // the linker from its in-process cache. When the store cannot answer, a session whose cookie
 // verifies is still served: it was proven at sign-in, and availability fails soft.
 //
+// The identity must also satisfy the rules of the route rt and of every route in also (see
+// routeTable.match): whether a person without a Headscale user may pass, and who may.
+//
 // authenticate only decides: it writes nothing. Every caller answers anything but authOK with
 // refuse, which also clears a cookie that is no longer good.
-func (g *Gateway) authenticate(r *http.Request) (principal, authResult, error) {
+func (g *Gateway) authenticate(r *http.Request, rt *route, also []*route) (principal, authResult, error) {
 	s, err := g.cookies.Open(r)
 	if err != nil {
 		return principal{}, authNone, err
@@ -63,15 +67,48 @@ func (g *Gateway) authenticate(r *http.Request) (principal, authResult, error) {
 		return principal{session: s}, authUnavailable, err
 	}
 	p := principal{session: s, link: link}
+	if link.Linked() && g.groups != nil {
+		p.headscaleGroups = g.groups.Groups(link.UserID)
+	}
 	switch {
 	case link.NameShared():
 		return p, authNameShared, nil
 	case unsendable(s, link) != "":
 		return p, authBadIdentity, nil
-	case !link.Linked() && !g.links.AllowUnlinked():
+	case !link.Linked() && !allowUnlinked(rt, also):
 		return p, authUnlinked, nil
+	case !allowed(p, rt, also):
+		return p, authNotAllowed, nil
 	}
 	return p, authOK, nil
+}
+
+// allowUnlinked reports whether rt and every route in also let in a person without a Headscale
+// user.
+func allowUnlinked(rt *route, also []*route) bool {
+	for _, r := range also {
+		if !r.allowUnlinked {
+			return false
+		}
+	}
+	return rt.allowUnlinked
+}
+
+// allowed reports whether the access rules of rt and of every route in also let p in.
+func allowed(p principal, rt *route, also []*route) bool {
+	if rt.access.any && len(also) == 0 {
+		return true
+	}
+	w := who{groups: p.session.Groups, headscaleUser: p.link.UserName, headscaleGroups: p.headscaleGroups}
+	if p.session.EmailVerified {
+		w.email = p.session.Email
+	}
+	for _, r := range also {
+		if !r.access.allows(w) {
+			return false
+		}
+	}
+	return rt.access.allows(w)
 }
 
 // dropBadCookie clears the session cookie of a request that authenticate answered authNone
@@ -106,12 +143,21 @@ func (g *Gateway) denyUnauthenticated(w http.ResponseWriter, r *http.Request) {
 // a proxy to send as the upstream's Cookie (nginx cannot remove one cookie of several by
 // itself). It is absent when no other cookie is left.
 func (g *Gateway) serveAuth(w http.ResponseWriter, r *http.Request) {
-	p, res, err := g.authenticate(r)
+	rt, also := g.forwardedRoute(r)
+	p, res, err := g.authenticate(r, rt, also)
 	if res != authOK {
-		g.refuse(w, r, p, res, err, false)
+		g.refuse(w, r, p, res, err, rt, false)
 		return
 	}
-	setIdentityHeaders(w.Header(), p, true)
+	setIdentityHeaders(w.Header(), p, rt, true)
+	if g.asserter != nil {
+		a, err := g.assert(p, rt)
+		if err != nil {
+			g.fail(w, r, pageAssertionDown, err)
+			return
+		}
+		w.Header()[g.assertionHeader] = []string{a}
+	}
 	if c := g.cookiesForUpstream(r.Header); c != "" {
 		w.Header().Set(headerAuthRequestCookie, c)
 		// Under its own name too, for Traefik, whose forwardAuth copies headers by name only.
@@ -142,7 +188,7 @@ func (g *Gateway) cookiesForUpstream(h http.Header) string {
 // counts it. It is the one deny decision of the proxy, forward auth and /oauth2/userinfo.
 // Without a session, a browser loading a page is sent to sign in when signIn is set;
 // everything else gets 401.
-func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, p principal, res authResult, err error, signIn bool) {
+func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, p principal, res authResult, err error, rt *route, signIn bool) {
 	g.metrics.denied[res].Inc()
 	switch res {
 	case authNone:
@@ -160,6 +206,9 @@ func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, p principal, re
 		g.fail(w, r, pageBadIdentity, errBadIdentity(p.session, p.link))
 	case authUnavailable:
 		g.fail(w, r, pageHeadscaleDown, err)
+	case authNotAllowed:
+		g.fail(w, r, notAllowedPage(p.session.Email, rt.access.lacks()),
+			fmt.Errorf("not allowed on route %s: sub %s, headscale user %q", rt.name, p.session.Subject, p.link.UserName))
 	}
 }
 
@@ -176,9 +225,13 @@ type userInfo struct {
 // serveUserInfo describes the signed-in person as JSON. It refuses whom /oauth2/auth refuses,
 // with the same status: 401 without a session, 403 for a person headgate does not let through.
 func (g *Gateway) serveUserInfo(w http.ResponseWriter, r *http.Request) {
-	p, res, err := g.authenticate(r)
+	rt, also := g.table.match(r.Host, r.URL.Path, r.URL.EscapedPath())
+	if rt == nil {
+		rt = g.base
+	}
+	p, res, err := g.authenticate(r, rt, also)
 	if res != authOK {
-		g.refuse(w, r, p, res, err, false)
+		g.refuse(w, r, p, res, err, rt, false)
 		return
 	}
 	info := userInfo{

@@ -15,6 +15,9 @@ import (
 )
 
 // benchPrincipal is a typical signed-in, linked person.
+// benchRoute is a default route without further headers.
+var benchRoute = &route{name: "default", access: newAccess(AccessConfig{})}
+
 var benchPrincipal = principal{
 	session: &session.Session{
 		ID: "0123456789abcdef", Issuer: "https://idp.example.com", Subject: "CiRjMGExNmU4Ni1hYmNkLTRlZjAtYjEyMy0xMjM0NTY3ODkwYWISBWxvY2Fs",
@@ -50,7 +53,7 @@ func BenchmarkSetIdentityHeaders(b *testing.B) {
 	b.ReportAllocs()
 	h := http.Header{}
 	for b.Loop() {
-		setIdentityHeaders(h, benchPrincipal, false)
+		setIdentityHeaders(h, benchPrincipal, benchRoute, false)
 	}
 }
 
@@ -62,10 +65,11 @@ func BenchmarkRewrite(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	g := &Gateway{cookies: cookies, cfg: Config{Upstream: "http://127.0.0.1:3000"}, upstream: &url.URL{Scheme: "http", Host: "127.0.0.1:3000"}}
+	g := &Gateway{cookies: cookies, cfg: Config{Upstream: "http://127.0.0.1:3000"}}
 	rewrite := g.newProxy().Rewrite
 	in := httptest.NewRequest(http.MethodGet, "http://gate.example.com/admin/machines", nil)
-	in = in.WithContext(context.WithValue(in.Context(), principalKey{}, benchPrincipal))
+	rt := &route{name: "default", upstream: &url.URL{Scheme: "http", Host: "127.0.0.1:3000"}, preserveHost: true}
+	in = in.WithContext(context.WithValue(in.Context(), proxyKey{}, &proxied{route: rt, principal: &benchPrincipal}))
 	for b.Loop() {
 		in.Header = browserHeader()
 		out := in.Clone(in.Context())
@@ -92,7 +96,7 @@ func benchGateway(b *testing.B) (*Gateway, string, *httptest.Server) {
 	g, err := New(defaulted(Config{
 		PublicURL: "http://gate.example.com", Upstream: upstream.URL,
 		OIDC: OIDCConfig{Issuer: "https://idp.example.com", ClientID: "c", ClientSecret: "s"},
-	}), cookies, store, links, DefaultTiming(), slog.New(slog.DiscardHandler), nil)
+	}), cookies, store, links, nil, DefaultTiming(), slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -156,7 +160,7 @@ func BenchmarkAuthenticate(b *testing.B) {
 	r.Header.Set("Cookie", cookie)
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, res, err := g.authenticate(r); res != authOK {
+		if _, res, err := g.authenticate(r, g.def, nil); res != authOK {
 			b.Fatalf("authenticate: %v %v", res, err)
 		}
 	}

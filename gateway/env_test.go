@@ -28,6 +28,7 @@ type testEnv struct {
 	clock     *fakeClock
 	idp       *testIdP
 	headscale *headscaleDouble
+	groups    *linker.PolicyGroups
 	upstream  *recorder
 	gw        *Gateway
 	srv       *httptest.Server
@@ -56,6 +57,9 @@ type envOptions struct {
 	// headplane sets headplane.path; headplaneNoLink sets headplane.link_at_sign_in false.
 	headplane       string
 	headplaneNoLink bool
+	// edit, when set, changes the gateway's Config last, for what the fields above do not
+	// cover (routes, access rules, headers, assertions).
+	edit func(*Config)
 }
 
 // newTestEnv starts a gateway; opts adjust the configuration.
@@ -98,8 +102,9 @@ func newTestEnv(t *testing.T, opts ...func(*envOptions)) *testEnv {
 	if hsTimeout == 0 {
 		hsTimeout = 2 * time.Second
 	}
-	links := linker.New(defaulted(linker.Config{Match: o.match, Unlinked: o.unlinked, TTL: o.ttl, NegativeTTL: time.Minute}),
-		linker.NewHeadscale(defaulted(linker.HeadscaleConfig{URL: e.headscale.srv.URL, APIKey: e.headscale.key, Timeout: hsTimeout, ListMaxAge: time.Millisecond}), nil), cache, linker.Timing{})
+	hs := linker.NewHeadscale(defaulted(linker.HeadscaleConfig{URL: e.headscale.srv.URL, APIKey: e.headscale.key, Timeout: hsTimeout, ListMaxAge: time.Millisecond}), nil)
+	links := linker.New(defaulted(linker.Config{Match: o.match, Unlinked: o.unlinked, TTL: o.ttl, NegativeTTL: time.Minute}), hs, cache, linker.Timing{})
+	e.groups = linker.NewPolicyGroups(hs, linker.Timing{})
 	cfg := Config{
 		PublicURL:       public,
 		Upstream:        e.upstream.srv.URL,
@@ -122,8 +127,11 @@ func newTestEnv(t *testing.T, opts ...func(*envOptions)) *testEnv {
 		no := false
 		cfg.Headplane.LinkAtSignIn = &no
 	}
+	if o.edit != nil {
+		o.edit(&cfg)
+	}
 	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	e.gw, err = New(defaulted(cfg), cookies, e.store, links, e.clock.timing(), log, nil)
+	e.gw, err = New(defaulted(cfg), cookies, e.store, links, e.groups, e.clock.timing(), log, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,12 +211,14 @@ func readBody(t *testing.T, resp *http.Response) string {
 	return string(b)
 }
 
-// headscaleDouble serves Headscale's GET /api/v1/user from a list the test controls.
+// headscaleDouble serves Headscale's GET /api/v1/user and /api/v1/policy from a list and a
+// policy the test controls.
 type headscaleDouble struct {
-	srv   *httptest.Server
-	key   string
-	mu    sync.Mutex
-	users []map[string]string
+	srv    *httptest.Server
+	key    string
+	mu     sync.Mutex
+	users  []map[string]string
+	policy string
 	down  bool
 	delay time.Duration
 }
@@ -219,6 +229,7 @@ func newHeadscaleDouble(t testing.TB) *headscaleDouble {
 		h.mu.Lock()
 		down, delay := h.down, h.delay
 		users := append([]map[string]string{}, h.users...)
+		policy := h.policy
 		h.mu.Unlock()
 		if down {
 			http.Error(w, "unavailable", http.StatusServiceUnavailable)
@@ -231,7 +242,7 @@ func newHeadscaleDouble(t testing.TB) *headscaleDouble {
 				return
 			}
 		}
-		if r.URL.Path != "/api/v1/user" {
+		if r.URL.Path != "/api/v1/user" && r.URL.Path != "/api/v1/policy" {
 			http.NotFound(w, r)
 			return
 		}
@@ -240,6 +251,10 @@ func newHeadscaleDouble(t testing.TB) *headscaleDouble {
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
+		if r.URL.Path == "/api/v1/policy" {
+			json.NewEncoder(w).Encode(map[string]any{"policy": policy, "updatedAt": "2026-01-01T00:00:00Z"})
+			return
+		}
 		json.NewEncoder(w).Encode(map[string]any{"users": users})
 	}))
 	t.Cleanup(h.srv.Close)

@@ -34,7 +34,9 @@ type Config struct {
 	// cookies Secure.
 	PublicURL string `yaml:"public_url"`
 
-	// Upstream is the http(s) URL that authenticated requests are proxied to. Required.
+	// Upstream is the http(s) URL that authenticated requests are proxied to: the default
+	// route's, which serves every request no entry of Routes takes. Required unless Routes is
+	// set; without it, a request no route takes gets a 404 page.
 	Upstream string `yaml:"upstream"`
 
 	// SkipAuth lists request paths proxied without a session and always without identity
@@ -76,6 +78,20 @@ type Config struct {
 	// refuses is answered at once, without waiting for its body. Default 30s.
 	BodyTimeout time.Duration `yaml:"body_timeout"`
 
+	// Access says who may use the default route's upstream. Default: every proven identity.
+	Access AccessConfig `yaml:"access"`
+
+	// Headers sets further identity headers on the default route's requests (see
+	// RouteConfig.Headers).
+	Headers map[string]string `yaml:"headers"`
+
+	// Routes puts further upstreams behind headgate, each chosen by host and path prefix and
+	// with rules of its own. One sign-in covers them all (within the session cookie's scope).
+	Routes []RouteConfig `yaml:"routes"`
+
+	// Assertion adds a signed identity assertion to every authenticated request.
+	Assertion AssertionConfig `yaml:"assertion"`
+
 	// OIDC is the identity provider headgate signs users in with.
 	OIDC OIDCConfig `yaml:"oidc"`
 
@@ -105,6 +121,13 @@ type OIDCConfig struct {
 	// AuthParams are extra query parameters for the authorization request, such as Dex's
 	// connector_id or Google's hd. The protocol's own parameters cannot be overridden.
 	AuthParams map[string]string `yaml:"auth_params"`
+
+	// GroupsClaim names the claim of the ID token (or of userinfo, when the ID token lacks it)
+	// that lists the person's groups: a name, or a dotted path into nested claims such as
+	// Keycloak's realm_access.roles. The groups are forwarded as X-Forwarded-Groups and may be
+	// named by access rules. Many providers send groups only when asked for a scope (Dex,
+	// Authentik: groups). Default "groups"; "-": read no groups.
+	GroupsClaim string `yaml:"groups_claim"`
 
 	// Timeout bounds each call to the provider (discovery, keys, token exchange). Default 10s.
 	Timeout time.Duration `yaml:"timeout"`
@@ -143,6 +166,22 @@ func (c *Config) SetDefaults() {
 	if len(c.OIDC.Scopes) == 0 {
 		c.OIDC.Scopes = []string{"openid", "email", "profile"}
 	}
+	if c.OIDC.GroupsClaim == "" {
+		c.OIDC.GroupsClaim = "groups"
+	}
+	for i := range c.Routes {
+		r := &c.Routes[i]
+		if r.Path == "" {
+			r.Path = "/"
+		}
+		if r.PreserveHost == nil {
+			r.PreserveHost = new(true)
+		}
+		if r.Name == "" {
+			r.Name = r.Host + r.Path
+		}
+	}
+	c.Assertion.setDefaults()
 	if c.Headplane.Path != "" && c.Headplane.LinkAtSignIn == nil {
 		c.Headplane.LinkAtSignIn = new(true)
 	}
@@ -166,24 +205,36 @@ type Store interface {
 	Claim(ctx context.Context, key string, ttl time.Duration) (bool, error)
 	// Ping reports whether the store answers.
 	Ping(ctx context.Context) error
+	// Shared returns the value every instance sharing the store has under name, storing the
+	// one create makes when there is none.
+	Shared(ctx context.Context, name string, ttl time.Duration, create func() ([]byte, error)) ([]byte, error)
 }
 
 // Gateway is headgate's http.Handler. Build it with New; it is safe for concurrent use.
 type Gateway struct {
-	cfg      Config
-	public   *url.URL
-	origin   string // public's scheme and host, for absolute redirects
-	upstream *url.URL
-	// preserveHost is Config.PreserveHost with its default applied.
-	preserveHost bool
+	cfg    Config
+	public *url.URL
+	origin string // public's scheme and host, for absolute redirects
+	// def is the default route (nil when only Routes serve); table chooses each request's.
+	def   *route
+	table *routeTable
+	// extraHeaders are the names routes set identity headers under beyond the owned ones,
+	// lower case with "-": whatever a client sends under them is removed on every route.
+	extraHeaders []string
+	// base is the default route, or, without one, a route with no upstream whose rules are
+	// link.unlinked and no access rules, for what no route describes (/oauth2/userinfo).
+	base *route
+	// asserter signs identity assertions into assertionHeader; nil without Assertion.Header.
+	asserter        *asserter
+	assertionHeader string
+	// groups are the Headscale policy's groups; nil: none are read.
+	groups *linker.PolicyGroups
 	// hpPath is HeadplaneConfig.Path without a trailing slash, "" when Headplane is not
 	// configured; hpLinkAtSignIn is HeadplaneConfig.LinkAtSignIn with its default applied.
 	hpPath         string
 	hpLinkAtSignIn bool
 	// hpManifest is Headplane's route manifest path (see dataRequest), "" without Headplane.
 	hpManifest string
-	// signOutPaths are SignOutPaths and, with Headplane, its Logout.
-	signOutPaths []string
 	trusted      []netip.Prefix // TrustedProxies
 	cookies      *session.Cookies
 	store        Store
@@ -205,36 +256,32 @@ type Gateway struct {
 // identity provider: discovery happens on the first sign-in and is retried while the provider
 // is unreachable, so headgate starts (and serves existing sessions) while the provider is down.
 // cfg must have its defaults applied (SetDefaults).
-func New(cfg Config, cookies *session.Cookies, store Store, links *linker.Linker, timing Timing, log *slog.Logger, reg prometheus.Registerer) (*Gateway, error) {
+func New(cfg Config, cookies *session.Cookies, store Store, links *linker.Linker, groups *linker.PolicyGroups, timing Timing, log *slog.Logger, reg prometheus.Registerer) (*Gateway, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	public, _ := url.Parse(cfg.PublicURL)
-	upstream, _ := url.Parse(cfg.Upstream)
-	m, err := newMetrics(reg)
+	m, err := newMetrics(reg, groups)
 	if err != nil {
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
 	g := &Gateway{
-		cfg:          cfg,
-		public:       public,
-		origin:       public.Scheme + "://" + public.Host,
-		upstream:     upstream,
-		preserveHost: *cfg.PreserveHost,
-		hpPath:       strings.TrimSuffix(cfg.Headplane.Path, "/"),
-		cookies:      cookies,
-		store:        store,
-		links:        links,
-		log:          log,
-		metrics:      m,
-		timing:       timing.withDefaults(),
-		draining:     make(chan struct{}),
+		cfg:      cfg,
+		public:   public,
+		origin:   public.Scheme + "://" + public.Host,
+		hpPath:   strings.TrimSuffix(cfg.Headplane.Path, "/"),
+		cookies:  cookies,
+		store:    store,
+		links:    links,
+		groups:   groups,
+		log:      log,
+		metrics:  m,
+		timing:   timing.withDefaults(),
+		draining: make(chan struct{}),
 	}
 	g.hpLinkAtSignIn = g.hpPath != "" && *cfg.Headplane.LinkAtSignIn
-	g.signOutPaths = cfg.SignOutPaths
 	if g.hpPath != "" {
 		g.hpManifest = g.hpPath + "/__manifest"
-		g.signOutPaths = append(slices.Clip(g.signOutPaths), g.hpPath+"/logout")
 	}
 	for _, p := range cfg.TrustedProxies {
 		prefix, _ := parsePrefix(p) // Validate checked it
@@ -244,6 +291,16 @@ func New(cfg Config, cookies *session.Cookies, store Store, links *linker.Linker
 	// Behind a proxy that rewrites Host, a browser's Origin is still the public URL's.
 	if err := g.crossOrigin.AddTrustedOrigin(g.origin); err != nil {
 		return nil, fmt.Errorf("public_url: %w", err)
+	}
+	g.buildRoutes()
+	if cfg.Assertion.Header != "" {
+		if g.asserter, err = g.newAsserter(); err != nil {
+			return nil, err
+		}
+		g.assertionHeader = canonicalHeader(cfg.Assertion.Header)
+		if lower := strings.ToLower(cfg.Assertion.Header); !ownedHeader(lower) {
+			g.extraHeaders = append(g.extraHeaders, lower)
+		}
 	}
 	g.oidc = newOIDCClient(cfg.OIDC, strings.TrimSuffix(public.String(), "/")+"/oauth2/callback", g.timing)
 	g.proxy = g.newProxy()
@@ -271,21 +328,30 @@ func (c Config) Validate() error {
 	} else if u.Path != "" && u.Path != "/" {
 		add("public_url: must be an origin without a path (got path %q)", u.Path)
 	}
-	if _, err := checkURL(c.Upstream); err != nil {
-		add("upstream: %v", err)
+	if c.Upstream == "" && len(c.Routes) == 0 {
+		add("upstream: required (or routes)")
 	}
-	for i, p := range c.SkipAuth {
-		if !strings.HasPrefix(p, "/") || strings.ContainsAny(p, "?#%\\ \t") {
-			add("skip_auth[%d]: must be a plain path starting with / (got %q)", i, p)
-		} else if strings.HasPrefix(p, "/oauth2/") || p == "/oauth2" || p == "/" {
-			add("skip_auth[%d]: %q would expose headgate's own or every path", i, p)
+	errs = append(errs, c.defaultRoute().validate("")...)
+	seen := make(map[string]int)
+	for i, r := range c.Routes {
+		errs = append(errs, r.validate(fmt.Sprintf("routes[%d].", i))...)
+		key := hostOf(r.Host) + " " + strings.TrimSuffix(r.Path, "/")
+		if j, ok := seen[key]; ok {
+			add("routes[%d]: serves the same host and path as routes[%d]", i, j)
 		}
+		seen[key] = i
 	}
-	for i, p := range c.SignOutPaths {
-		if !strings.HasPrefix(p, "/") || strings.HasPrefix(p, "/oauth2/") || strings.ContainsAny(p, "?#%\\ \t{}") {
-			add("sign_out_paths[%d]: must be a plain path outside /oauth2/ (got %q)", i, p)
+	names := make(map[string]int)
+	for i, r := range c.Routes {
+		if j, ok := names[r.Name]; ok && r.Name != "" {
+			add("routes[%d].name: %q is routes[%d]'s name too", i, r.Name, j)
 		}
+		names[r.Name] = i
 	}
+	if c.Headplane.Path != "" && c.Upstream == "" {
+		add("headplane.path: Headplane must be the default route's upstream (set upstream)")
+	}
+	errs = append(errs, c.Assertion.validate()...)
 	for i, d := range c.RedirectDomains {
 		if d == "" || d == "." || strings.ContainsAny(d, "/:@*?# ") {
 			add("redirect_domains[%d]: must be a host name or .suffix (got %q)", i, d)
@@ -330,6 +396,12 @@ func (c Config) Validate() error {
 	}
 	errs = append(errs, c.Headplane.validate()...)
 	return errors.Join(errs...)
+}
+
+// defaultRoute is the route the top-level keys describe.
+func (c Config) defaultRoute() RouteConfig {
+	return RouteConfig{Name: "default", Upstream: c.Upstream, PreserveHost: c.PreserveHost,
+		SkipAuth: c.SkipAuth, SignOutPaths: c.SignOutPaths, Access: c.Access, Headers: c.Headers}
 }
 
 // checkURL parses an absolute http(s) URL with a host.

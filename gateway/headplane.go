@@ -227,7 +227,7 @@ func (g *Gateway) linkAtSignIn(ctx context.Context, s *session.Session, link lin
 	}
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.UpstreamTimeout)
 	defer cancel()
-	u := *g.upstream
+	u := *g.def.upstream
 	u.Path = strings.TrimSuffix(u.Path, "/") + g.hpPath + "/"
 	u.RawPath = ""
 	u.RawQuery = "index"
@@ -238,10 +238,10 @@ func (g *Gateway) linkAtSignIn(ctx context.Context, s *session.Session, link lin
 		return
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	if g.preserveHost {
+	if g.def.preserveHost {
 		req.Host = g.public.Host
 	}
-	setIdentityHeaders(req.Header, principal{session: s, link: link}, false)
+	setIdentityHeaders(req.Header, principal{session: s, link: link}, g.def, false)
 	resp, err := g.proxy.Transport.RoundTrip(req)
 	if err != nil {
 		g.log.Warn("headplane link at sign-in", "user_id", link.UserID, "err", err)

@@ -1,6 +1,10 @@
 package gateway
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"headgate/linker"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // metrics are the gateway's Prometheus series. Counters on the per-request path are resolved
 // once here, not looked up by label on every request.
@@ -17,7 +21,9 @@ type metrics struct {
 	upstreamErrors       prometheus.Counter
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+// newMetrics makes the gateway's series and registers them with reg (nil: none), with the age
+// of groups' policy when groups is set.
+func newMetrics(reg prometheus.Registerer, groups *linker.PolicyGroups) (*metrics, error) {
 	m := &metrics{
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "headgate_logins_total",
@@ -29,7 +35,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"result"}),
 		auth: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "headgate_auth_denied_total",
-			Help: "Requests refused for lack of a usable identity, by reason.",
+			Help: "Requests refused for lack of a usable identity or of access, by reason (unauthenticated, unlinked, name_shared, bad_identity, headscale_unavailable, not_allowed).",
 		}, []string{"reason"}),
 		headplaneLinkRefused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "headgate_headplane_link_refused_total",
@@ -53,10 +59,24 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.denied[authNameShared] = m.auth.WithLabelValues("name_shared")
 	m.denied[authBadIdentity] = m.auth.WithLabelValues("bad_identity")
 	m.denied[authUnavailable] = m.auth.WithLabelValues("headscale_unavailable")
+	m.denied[authNotAllowed] = m.auth.WithLabelValues("not_allowed")
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.logins, m.backchannel, m.auth, m.headplaneLinkRefused, m.proxied, m.storeFailSoft, m.upstreamErrors} {
+	collectors := []prometheus.Collector{m.logins, m.backchannel, m.auth, m.headplaneLinkRefused, m.proxied, m.storeFailSoft, m.upstreamErrors}
+	if groups != nil {
+		collectors = append(collectors, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "headgate_headscale_policy_age_seconds",
+			Help: "Age of the Headscale policy groups in force (the last successful read of the policy); -1 before the first.",
+		}, func() float64 {
+			age, ok := groups.Age()
+			if !ok {
+				return -1
+			}
+			return age.Seconds()
+		}))
+	}
+	for _, c := range collectors {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

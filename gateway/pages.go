@@ -148,4 +148,21 @@ var (
 		Message: "headgate cannot reach the identity provider right now. Please try again in a minute."}
 	pageHeadscaleDown = page{Status: http.StatusServiceUnavailable, Title: "Headscale unreachable",
 		Message: "headgate cannot reach Headscale to find your user. Please try again in a minute."}
+	pageNoRoute = page{Status: http.StatusNotFound, Title: "Nothing here",
+		Message: "No application is served at this address. Check the link, or ask an administrator where the application moved."}
+	pageAssertionDown = page{Status: http.StatusServiceUnavailable, Title: "Signing unavailable",
+		Message: "headgate cannot vouch for you to this application right now, because its signing keys are out of reach. Please try again in a minute."}
 )
+
+// notAllowedPage is the page of a signed-in person the route's access rules leave out. It says
+// what kind of membership they lack, never the rule itself.
+func notAllowedPage(email, lacks string) page {
+	who := "your account"
+	if email != "" {
+		who = email
+	}
+	return page{Status: http.StatusForbidden, Title: "Not allowed here",
+		Message: "You signed in as " + who + ", but this application is open only to people with " + lacks +
+			", and your account has none. Ask an administrator for access, or sign in with another account.",
+		Action: "Sign out", ActionHref: "/oauth2/sign_out"}
+}

@@ -23,6 +23,9 @@ const (
 	headerForwardedUsername = "X-Forwarded-Preferred-Username"
 	headerAuthRequestUser   = "X-Auth-Request-User"
 	headerAuthRequestEmail  = "X-Auth-Request-Email"
+	headerAuthRequestGroups = "X-Auth-Request-Groups"
+	headerForwardedGroups   = "X-Forwarded-Groups"
+	headerHeadscaleGroups   = "X-Headscale-Groups"
 )
 
 // ownedPrefixes and ownedNames are the header names the gateway owns, lower case with "-".
@@ -94,6 +97,26 @@ func stripOwnedHeaders(h http.Header) {
 	}
 }
 
+// stripOwnedHeaders deletes from h every header the gateway owns, and every name a route sets
+// an identity under or the assertion travels in, in any case and with "_" for "-".
+func (g *Gateway) stripOwnedHeaders(h http.Header) {
+	for name := range h {
+		if ownedHeader(name) || g.extraHeader(name) {
+			delete(h, name)
+		}
+	}
+}
+
+// extraHeader reports whether name is one of g.extraHeaders.
+func (g *Gateway) extraHeader(name string) bool {
+	for _, n := range g.extraHeaders {
+		if len(name) == len(n) && foldEqual(name, n) {
+			return true
+		}
+	}
+	return false
+}
+
 // setIdentityHeaders sets the identity of p on h: the Headscale headers when the person is
 // linked to a Headscale user, and oauth2-proxy's X-Forwarded-* names. Forward-auth answers
 // (forwardAuth) also carry X-Auth-Request-User and -Email, the names nginx recipes read. The
@@ -104,9 +127,11 @@ func stripOwnedHeaders(h http.Header) {
 // has it (see linker.Link.NameSharedWith), and are left out for a person without a Headscale
 // user (unlinked: allow); the email headers carry only an email the identity provider has
 // verified. X-Forwarded-Preferred-Username is the provider's preferred_username, which a
-// person may often choose: a display name, never an identity.
-func setIdentityHeaders(h http.Header, p principal, forwardAuth bool) {
-	v := make([]string, 0, 7)
+// person may often choose: a display name, never an identity. X-Forwarded-Groups carries the
+// identity provider's groups and X-Headscale-Groups the user's groups in Headscale's policy,
+// each as groupsHeader writes them. Last come the further headers of the route rt.
+func setIdentityHeaders(h http.Header, p principal, rt *route, forwardAuth bool) {
+	v := make([]string, 0, 10+len(rt.headers))
 	set := func(name, value string) {
 		v = append(v, value)
 		h[name] = v[len(v)-1 : len(v) : len(v)]
@@ -132,33 +157,68 @@ func setIdentityHeaders(h http.Header, p principal, forwardAuth bool) {
 	if p.session.PreferredUsername != "" {
 		set(headerForwardedUsername, p.session.PreferredUsername)
 	}
+	if len(p.session.Groups) > 0 {
+		groups := groupsHeader(p.session.Groups)
+		set(headerForwardedGroups, groups)
+		if forwardAuth {
+			set(headerAuthRequestGroups, groups)
+		}
+	}
+	if len(p.headscaleGroups) > 0 {
+		set(headerHeadscaleGroups, groupsHeader(p.headscaleGroups))
+	}
+	for _, hv := range rt.headers {
+		if value := p.headerValue(hv[1]); value != "" {
+			set(hv[0], value)
+		}
+	}
 }
 
-// principalKey carries a request's principal from serveProxy to the proxy's Rewrite.
-type principalKey struct{}
+// proxyKey carries a request's route and principal from serveProxy to the proxy's Rewrite.
+type proxyKey struct{}
 
-// serveProxy proxies a request: without identity for skip_auth paths, with the proven identity
-// otherwise.
+// proxied is what serveProxy found out about a request: its route and, unless the route
+// exempts the request from authentication, the person's proven identity.
+type proxied struct {
+	route     *route
+	principal *principal // nil: a skip_auth request, sent without identity
+	assertion string     // the signed identity assertion, or ""
+}
+
+// serveProxy proxies a request to its route's upstream: without identity for skip_auth paths,
+// with the proven identity otherwise.
 func (g *Gateway) serveProxy(w http.ResponseWriter, r *http.Request) {
 	dropH2CUpgrade(r.Header)
-	if g.skipAuth(r) {
-		g.proxy.ServeHTTP(w, r)
+	rt, also := g.table.match(r.Host, r.URL.Path, r.URL.EscapedPath())
+	if rt == nil {
+		writePage(w, r, pageNoRoute)
 		return
 	}
-	p, res, err := g.authenticate(r)
+	if len(also) == 0 && rt.skips(r) {
+		g.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), proxyKey{}, &proxied{route: rt})))
+		return
+	}
+	p, res, err := g.authenticate(r, rt, also)
 	if res != authOK {
 		if page, ok := g.dataRequest(r); ok {
 			g.refuseDataRequest(w, r, page, res, err)
 			return
 		}
-		g.refuse(w, r, p, res, err, true)
+		g.refuse(w, r, p, res, err, rt, true)
 		return
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead && g.headplaneIndex(r) && !g.guardLink(w, r, p) {
 		return
 	}
+	px := &proxied{route: rt, principal: &p}
+	if g.asserter != nil {
+		if px.assertion, err = g.assert(p, rt); err != nil {
+			g.fail(w, r, pageAssertionDown, err)
+			return
+		}
+	}
 	g.metrics.proxied.Inc()
-	g.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
+	g.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), proxyKey{}, px)))
 }
 
 // dropH2CUpgrade removes a request's Upgrade header when it asks for h2c, HTTP/2 over plain
@@ -177,7 +237,7 @@ func dropH2CUpgrade(h http.Header) {
 	}
 }
 
-// skipAuth reports whether r is for one of the skip_auth paths. Only a plain request matches:
+// skips reports whether r is for one of the route's skip_auth paths. Only a plain request matches:
 // a method of plain HTTP (not CONNECT, TRACE or an extension), and a path exactly as it came on
 // the wire that holds nothing but letters, digits, "/", "-", ".", "_" and "~", and no "." or
 // ".." segment. Any percent-encoding (of a dot, a slash, a backslash, a percent sign, an
@@ -186,15 +246,15 @@ func dropH2CUpgrade(h http.Header) {
 // stretch an exempt path over a protected one, however the upstream reads paths (Tomcat,
 // Jetty and Spring strip ";..." and decode twice; nginx merges slashes; some servers take "\"
 // for "/").
-func (g *Gateway) skipAuth(r *http.Request) bool {
-	if len(g.cfg.SkipAuth) == 0 || !plainMethod(r.Method) {
+func (rt *route) skips(r *http.Request) bool {
+	if len(rt.skipAuth) == 0 || !plainMethod(r.Method) {
 		return false
 	}
 	path, _, _ := strings.Cut(r.RequestURI, "?")
 	if path != r.URL.Path || !plainPath(path) {
 		return false
 	}
-	for _, p := range g.cfg.SkipAuth {
+	for _, p := range rt.skipAuth {
 		if strings.HasSuffix(p, "/") {
 			if strings.HasPrefix(path, p) {
 				return true
@@ -257,15 +317,19 @@ func (g *Gateway) newProxy() *httputil.ReverseProxy {
 	}
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.SetURL(g.upstream)
-			if g.preserveHost {
+			px := pr.In.Context().Value(proxyKey{}).(*proxied)
+			pr.SetURL(px.route.upstream)
+			if px.route.preserveHost {
 				pr.Out.Host = pr.In.Host
 			}
-			stripOwnedHeaders(pr.Out.Header)
+			g.stripOwnedHeaders(pr.Out.Header)
 			g.setForwarded(pr)
 			g.cookies.StripOwn(pr.Out.Header)
-			if p, ok := pr.In.Context().Value(principalKey{}).(principal); ok {
-				setIdentityHeaders(pr.Out.Header, p, false)
+			if px.principal != nil {
+				setIdentityHeaders(pr.Out.Header, *px.principal, px.route, false)
+				if px.assertion != "" {
+					pr.Out.Header[g.assertionHeader] = []string{px.assertion}
+				}
 			}
 		},
 		Transport:    transport,

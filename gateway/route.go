@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"net/http"
 	"net/textproto"
 	"net/url"
 	"path"
@@ -135,10 +136,77 @@ type route struct {
 
 	preserveHost  bool
 	skipAuth      []string
+	signOutPaths  []string
 	allowUnlinked bool
 	access        *access
 	// headers are the further identity headers: canonical name and value.
 	headers [][2]string
+}
+
+// newRoute makes c ready to serve; c has passed validate.
+func (g *Gateway) newRoute(c RouteConfig) *route {
+	u, _ := url.Parse(c.Upstream)
+	r := &route{
+		name:          c.Name,
+		host:          hostOf(c.Host),
+		path:          strings.TrimSuffix(c.Path, "/"),
+		upstream:      u,
+		preserveHost:  c.PreserveHost == nil || *c.PreserveHost,
+		skipAuth:      c.SkipAuth,
+		signOutPaths:  c.SignOutPaths,
+		allowUnlinked: c.Unlinked == "allow" || c.Unlinked == "" && g.links.AllowUnlinked(),
+		access:        newAccess(c.Access),
+	}
+	for _, name := range slices.Sorted(maps.Keys(c.Headers)) {
+		r.headers = append(r.headers, [2]string{canonicalHeader(name), c.Headers[name]})
+		if lower := strings.ToLower(name); !ownedHeader(lower) && !slices.Contains(g.extraHeaders, lower) {
+			g.extraHeaders = append(g.extraHeaders, lower)
+		}
+	}
+	return r
+}
+
+// buildRoutes makes the default route and Routes ready and sorts them into the table.
+func (g *Gateway) buildRoutes() {
+	if g.cfg.Upstream != "" {
+		g.def = g.newRoute(g.cfg.defaultRoute())
+		if g.hpPath != "" {
+			g.def.signOutPaths = append(slices.Clip(g.def.signOutPaths), g.hpPath+"/logout")
+		}
+	}
+	var routes []*route
+	for _, c := range g.cfg.Routes {
+		routes = append(routes, g.newRoute(c))
+	}
+	g.table = newRouteTable(routes, g.def)
+	g.base = g.def
+	if g.base == nil {
+		g.base = &route{name: "default", allowUnlinked: g.links.AllowUnlinked(), access: newAccess(AccessConfig{})}
+	}
+}
+
+// forwardedRoute returns the route a forward-auth check is for, and the routes whose rules it
+// must also satisfy (see routeTable.match). Only a trusted proxy can say which request it
+// checks: X-Forwarded-Host (else the check's own Host) and X-Forwarded-Uri, as Traefik and
+// Caddy send them, or X-Original-URI, as the README's nginx recipe does. A check from anyone
+// else, or that names no request, must satisfy the rules of every route.
+func (g *Gateway) forwardedRoute(r *http.Request) (*route, []*route) {
+	if g.fromTrustedProxy(r) {
+		uri := r.Header.Get("X-Forwarded-Uri")
+		if uri == "" {
+			uri = r.Header.Get("X-Original-Uri")
+		}
+		host := r.Header.Get("X-Forwarded-Host")
+		if host == "" {
+			host = r.Host
+		}
+		if u, err := url.ParseRequestURI(uri); err == nil && uri != "" {
+			if rt, also := g.table.match(host, u.Path, u.EscapedPath()); rt != nil {
+				return rt, also
+			}
+		}
+	}
+	return g.base, g.table.every
 }
 
 // routeTable chooses the route of a request.
@@ -146,6 +214,7 @@ type routeTable struct {
 	byHost  map[string][]*route // the routes naming a host, by host, longest path first
 	anyHost []*route            // the routes for every host, longest path first
 	def     *route              // nil: no default route, requests no route takes get a 404
+	every   []*route            // every route but the default one
 }
 
 // newRouteTable sorts routes into a table.
@@ -158,6 +227,7 @@ func newRouteTable(routes []*route, def *route) *routeTable {
 			t.byHost[r.host] = append(t.byHost[r.host], r)
 		}
 	}
+	t.every = routes
 	longestFirst := func(a, b *route) int { return len(b.path) - len(a.path) }
 	slices.SortStableFunc(t.anyHost, longestFirst)
 	for _, rs := range t.byHost {

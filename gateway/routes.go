@@ -26,6 +26,12 @@ func (g *Gateway) routes() *http.ServeMux {
 	mux.HandleFunc("HEAD /oauth2/auth", g.serveAuth)
 	mux.HandleFunc("GET /oauth2/userinfo", g.serveUserInfo)
 
+	// The keys identity assertions are signed with, for upstreams to verify them.
+	if g.asserter != nil {
+		mux.HandleFunc("GET "+assertionIssuerPath+assertionDiscoveryPath, g.asserter.serveDiscovery)
+		mux.HandleFunc("GET "+assertionIssuerPath+assertionKeysPath, g.asserter.serveKeys)
+	}
+
 	// Probes carry no identity and never reach the upstream.
 	mux.HandleFunc("GET /ping", g.servePing)
 	mux.HandleFunc("GET /ready", g.serveReady)
@@ -44,13 +50,13 @@ func (g *Gateway) routes() *http.ServeMux {
 	return mux
 }
 
-// signOutPatterns returns the ServeMux patterns of the sign-out paths, each once: the path
-// exactly (a trailing slash ends the match, it does not start a subtree) and, under Headplane,
-// its React Router data request.
+// signOutPatterns returns the ServeMux patterns of every route's sign-out paths, each once: on
+// the route's host when it names one, the path exactly (a trailing slash ends the match, it
+// does not start a subtree) and, under Headplane, its React Router data request.
 func (g *Gateway) signOutPatterns() []string {
 	var patterns []string
-	add := func(path string) {
-		p := path
+	add := func(host, path string) {
+		p := host + path
 		if strings.HasSuffix(p, "/") {
 			p += "{$}"
 		}
@@ -58,13 +64,19 @@ func (g *Gateway) signOutPatterns() []string {
 			patterns = append(patterns, p)
 		}
 	}
-	for _, path := range g.signOutPaths {
-		add(path)
-		if g.hpPath != "" && g.underHeadplane(path) {
-			if strings.HasSuffix(path, "/") {
-				add(path + "_.data")
-			} else {
-				add(path + ".data")
+	routes := g.table.every
+	if g.def != nil {
+		routes = append([]*route{g.def}, routes...)
+	}
+	for _, rt := range routes {
+		for _, path := range rt.signOutPaths {
+			add(rt.host, path)
+			if rt == g.def && g.hpPath != "" && g.underHeadplane(path) {
+				if strings.HasSuffix(path, "/") {
+					add(rt.host, path+"_.data")
+				} else {
+					add(rt.host, path+".data")
+				}
 			}
 		}
 	}
