@@ -17,7 +17,7 @@ NODE_VERSION = 24.21.0
 NODE_DIR = $(BIN)/node-$(NODE_VERSION)
 # Every fuzzer, as package:Name.
 FUZZERS = .:FuzzLoadConfig ./gateway:FuzzSafeRedirect ./gateway:FuzzStripOwnedHeaders \
-	./gateway:FuzzSkipAuth ./session:FuzzOpenCookie ./session:FuzzDeserialize ./linker:FuzzDecodeUsers ./linker:FuzzCleanProviderID
+	./gateway:FuzzSkipAuth ./gateway:FuzzRouteMatch ./session:FuzzOpenCookie ./session:FuzzDeserialize ./linker:FuzzDecodeUsers ./linker:FuzzCleanProviderID
 
 .PHONY: all build test vet unit e2e demo bench fuzz peers headplane clean
 

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"path"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -156,4 +157,33 @@ func resolveDots(p string) string {
 		c += "/"
 	}
 	return c
+}
+
+// FuzzRouteMatch: whatever path a request carries, if a Tomcat-style or an nginx-style
+// upstream would serve it under a route's prefix (read without case), that route's rules apply
+// to it: it is the route chosen or one whose rules the request must also satisfy. The oracle is
+// differential, as FuzzSkipAuth's.
+func FuzzRouteMatch(f *testing.F) {
+	for _, seed := range []string{"/admin", "/admin/users", "/Admin/users", "/public/..;/admin", "/public/%2e%2e/admin",
+		"/public%2f..%2fadmin", "/public/%252e%252e/admin", "/admin;x/users", "/public\\..\\admin", "/x/%2E%2E/ADMIN/"} {
+		f.Add(seed)
+	}
+	admin := &route{name: "admin", path: "/admin"}
+	table := newRouteTable([]*route{admin, {name: "public", path: "/public"}}, &route{name: "default"})
+	f.Fuzz(func(t *testing.T, raw string) {
+		req, err := http.ReadRequest(bufio.NewReader(strings.NewReader("GET " + raw + " HTTP/1.1\r\nHost: gate\r\n\r\n")))
+		if err != nil || req.URL.Path == "" || req.URL.Opaque != "" {
+			return // refused by the server
+		}
+		chosen, also := table.match(req.Host, req.URL.Path, req.URL.EscapedPath())
+		if chosen == admin || slices.Contains(also, admin) {
+			return
+		}
+		p, _, _ := strings.Cut(raw, "?")
+		for name, seen := range map[string]string{"tomcat": tomcatPath(p), "nginx": nginxPath(p)} {
+			if underPrefix(seen, "/admin", true) {
+				t.Fatalf("%q escapes /admin's rules (route %s, also %d), but a %s-style server serves %q", raw, chosen.name, len(also), name, seen)
+			}
+		}
+	})
 }

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -144,7 +145,7 @@ func (g *Gateway) serveCallback(w http.ResponseWriter, r *http.Request) {
 	if !link.Linked() {
 		g.log.LogAttrs(ctx, slog.LevelWarn, "no headscale user",
 			slog.String("sub", id.Subject), slog.String("reason", link.Reason))
-		if !g.links.AllowUnlinked() {
+		if !g.anyRouteAllowsUnlinked() {
 			g.metrics.logins.WithLabelValues("unlinked").Inc()
 			writePage(w, r, unlinkedPage(id.Email))
 			return
@@ -160,6 +161,7 @@ func (g *Gateway) serveCallback(w http.ResponseWriter, r *http.Request) {
 		Name:              id.Name,
 		PreferredUsername: id.PreferredUsername,
 		ProviderSession:   id.ProviderSession,
+		Groups:            id.Groups,
 		IssuedAt:          now,
 		ExpiresAt:         now.Add(g.cookies.Lifetime()),
 	}
@@ -214,6 +216,8 @@ type identity struct {
 	Name, PreferredUsername string
 	// ProviderSession is the provider's session (the sid claim), for back-channel logout.
 	ProviderSession string
+	// Groups are the person's groups at the provider (oidc.groups_claim), sorted.
+	Groups []string
 }
 
 func (id identity) identity() linker.Identity {
@@ -225,6 +229,7 @@ func (id identity) identity() linker.Identity {
 var (
 	errExchange = errors.New("code exchange refused")
 	errToken    = errors.New("id token invalid")
+	errGroups   = errors.New("groups claim unusable")
 )
 
 // exchange trades the code for tokens and verifies the ID token against the login it belongs to.
@@ -275,14 +280,36 @@ func (g *Gateway) exchange(ctx context.Context, r *http.Request, login *session.
 	if id.Subject == "" {
 		return identity{}, errors.Join(errToken, errors.New("id token without sub"))
 	}
-	if id.Email == "" && p.provider.UserInfoEndpoint() != "" {
-		// Some providers keep the email out of the ID token; the userinfo endpoint has it.
+	groupsClaim := g.cfg.OIDC.GroupsClaim
+	var all map[string]json.RawMessage
+	present := false
+	if groupsClaim != noGroups {
+		if err := idt.Claims(&all); err != nil {
+			return identity{}, errors.Join(errToken, err)
+		}
+		if id.Groups, present, err = claimGroups(all, groupsClaim); err != nil {
+			return identity{}, errors.Join(errGroups, err)
+		}
+	}
+	if (id.Email == "" || groupsClaim != noGroups && !present) && p.provider.UserInfoEndpoint() != "" {
+		// Some providers keep the email or the groups out of the ID token; the userinfo
+		// endpoint has them.
 		if ui, err := p.provider.UserInfo(octx, oauth2.StaticTokenSource(tok)); err == nil && ui.Subject == id.Subject {
-			id.Email, id.EmailVerified = ui.Email, ui.EmailVerified
+			if id.Email == "" {
+				id.Email, id.EmailVerified = ui.Email, ui.EmailVerified
+			}
+			if groupsClaim != noGroups && !present && ui.Claims(&all) == nil {
+				if id.Groups, _, err = claimGroups(all, groupsClaim); err != nil {
+					return identity{}, errors.Join(errGroups, err)
+				}
+			}
 		}
 	}
 	return id, nil
 }
+
+// noGroups is the oidc.groups_claim that reads no groups.
+const noGroups = "-"
 
 // jsonBool accepts true and "true": some providers send email_verified as a string.
 type jsonBool bool
@@ -299,6 +326,8 @@ func loginFailureLabel(err error) string {
 		return "idp_unavailable"
 	case errors.Is(err, errExchange):
 		return "code_refused"
+	case errors.Is(err, errGroups):
+		return "groups_unusable"
 	default:
 		return "token_invalid"
 	}
@@ -310,6 +339,8 @@ func loginFailurePage(err error) page {
 		return pageIdPDown
 	case errors.Is(err, errExchange):
 		return pageLoginExpired
+	case errors.Is(err, errGroups):
+		return pageGroupsUnusable
 	default:
 		return pageLoginInvalid
 	}

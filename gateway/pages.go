@@ -148,6 +148,8 @@ var (
 		Message: "headgate cannot reach the identity provider right now. Please try again in a minute."}
 	pageHeadscaleDown = page{Status: http.StatusServiceUnavailable, Title: "Headscale unreachable",
 		Message: "headgate cannot reach Headscale to find your user. Please try again in a minute."}
+	pageGroupsUnusable = page{Status: http.StatusForbidden, Title: "Too many groups",
+		Message: "Your account at the identity provider is in more groups than headgate can keep in a session, or its groups cannot be read. Ask an administrator to send headgate fewer groups (a groups claim of its own at the provider)."}
 	pageNoRoute = page{Status: http.StatusNotFound, Title: "Nothing here",
 		Message: "No application is served at this address. Check the link, or ask an administrator where the application moved."}
 	pageAssertionDown = page{Status: http.StatusServiceUnavailable, Title: "Signing unavailable",

@@ -185,6 +185,15 @@ func (g *Gateway) buildRoutes() {
 	}
 }
 
+// anyRouteAllowsUnlinked reports whether some route lets in a person without a Headscale
+// user, so that such a person may sign in at all.
+func (g *Gateway) anyRouteAllowsUnlinked() bool {
+	if g.base.allowUnlinked {
+		return true
+	}
+	return slices.ContainsFunc(g.table.every, func(r *route) bool { return r.allowUnlinked })
+}
+
 // forwardedRoute returns the route a forward-auth check is for, and the routes whose rules it
 // must also satisfy (see routeTable.match). Only a trusted proxy can say which request it
 // checks: X-Forwarded-Host (else the check's own Host) and X-Forwarded-Uri, as Traefik and
@@ -260,12 +269,16 @@ func (t *routeTable) match(host, decoded, raw string) (chosen *route, also []*ro
 		routes = t.anyHost
 	}
 	clean := path.Clean("/" + decoded)
+	var others []string // computed once, for the first route that is not chosen
 	for _, r := range routes { // longest path first
 		if chosen == nil && underPrefix(clean, r.path, false) {
 			chosen = r
 			continue
 		}
-		if underPrefix(clean, r.path, true) || underPrefix(decoded, r.path, true) || underPrefix(raw, r.path, true) {
+		if others == nil {
+			others = readings(clean, raw)
+		}
+		if slices.ContainsFunc(others, func(p string) bool { return underPrefix(p, r.path, true) }) {
 			also = append(also, r)
 		}
 	}
@@ -273,6 +286,53 @@ func (t *routeTable) match(host, decoded, raw string) (chosen *route, also []*ro
 		chosen = t.def
 	}
 	return chosen, also
+}
+
+// readings returns the paths some upstream might take a request's path for: the cleaned,
+// decoded path headgate routes by; the path as it came on the wire, decoded once, twice and
+// three times; each also with path parameters (";...") dropped from its segments, "\" read as
+// "/", and dot segments resolved with slashes merged. A plain path (see plainPath) has one
+// reading, itself.
+func readings(clean, raw string) []string {
+	if plainPath(raw) {
+		return []string{raw}
+	}
+	out := []string{clean}
+	add := func(p string) {
+		if !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	forms := []string{raw}
+	for p := raw; len(forms) < 4; {
+		d, err := url.PathUnescape(p)
+		if err != nil || d == p {
+			break
+		}
+		forms, p = append(forms, d), d
+	}
+	for _, f := range forms {
+		for _, p := range []string{f, dropParams(f)} {
+			add(p)
+			slashed := strings.ReplaceAll(p, "\\", "/")
+			add(slashed)
+			add(path.Clean("/" + slashed))
+		}
+	}
+	return out
+}
+
+// dropParams removes the path parameters (";..." up to the next "/") of every segment of p,
+// as Tomcat and Spring read a path.
+func dropParams(p string) string {
+	if !strings.Contains(p, ";") {
+		return p
+	}
+	segs := strings.Split(p, "/")
+	for i, s := range segs {
+		segs[i], _, _ = strings.Cut(s, ";")
+	}
+	return strings.Join(segs, "/")
 }
 
 // underPrefix reports whether p is prefix or below it by whole segments; fold ignores ASCII
