@@ -219,8 +219,8 @@ type headscaleDouble struct {
 	mu     sync.Mutex
 	users  []map[string]string
 	policy string
-	down  bool
-	delay time.Duration
+	down   bool
+	delay  time.Duration
 }
 
 func newHeadscaleDouble(t testing.TB) *headscaleDouble {

@@ -235,16 +235,16 @@ type Gateway struct {
 	hpLinkAtSignIn bool
 	// hpManifest is Headplane's route manifest path (see dataRequest), "" without Headplane.
 	hpManifest string
-	trusted      []netip.Prefix // TrustedProxies
-	cookies      *session.Cookies
-	store        Store
-	links        *linker.Linker
-	log          *slog.Logger
-	oidc         *oidcClient
-	proxy        *httputil.ReverseProxy
-	metrics      *metrics
-	mux          *http.ServeMux
-	timing       Timing
+	trusted    []netip.Prefix // TrustedProxies
+	cookies    *session.Cookies
+	store      Store
+	links      *linker.Linker
+	log        *slog.Logger
+	oidc       *oidcClient
+	proxy      *httputil.ReverseProxy
+	metrics    *metrics
+	mux        *http.ServeMux
+	timing     Timing
 	// crossOrigin judges whether a POST comes from another origin (see serveSignOut).
 	crossOrigin *http.CrossOriginProtection
 

@@ -269,7 +269,7 @@ func (t *routeTable) match(host, decoded, raw string) (chosen *route, also []*ro
 		routes = t.anyHost
 	}
 	clean := path.Clean("/" + decoded)
-	var others []string // computed once, for the first route that is not chosen
+	var others []string        // computed once, for the first route that is not chosen
 	for _, r := range routes { // longest path first
 		if chosen == nil && underPrefix(clean, r.path, false) {
 			chosen = r
