@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -192,14 +191,20 @@ type signedAssertion struct {
 }
 
 // assertionClaims is what an assertion says about the person, besides the registered claims.
-// Slices are joined so that the value compares with ==; an upstream sees JSON arrays.
 type assertionClaims struct {
 	Subject         string
 	Email           string // verified, or ""
 	HeadscaleUser   string
 	HeadscaleUserID string
-	Groups          string // the IdP's groups, joined by "\x00"
-	HeadscaleGroups string // the Headscale policy's groups, joined by "\x00"
+	Groups          []string // the IdP's
+	HeadscaleGroups []string // the Headscale policy's
+}
+
+// equal reports whether c and d say the same; it allocates nothing.
+func (c assertionClaims) equal(d assertionClaims) bool {
+	return c.Subject == d.Subject && c.Email == d.Email && c.HeadscaleUser == d.HeadscaleUser &&
+		c.HeadscaleUserID == d.HeadscaleUserID && slices.Equal(c.Groups, d.Groups) &&
+		slices.Equal(c.HeadscaleGroups, d.HeadscaleGroups)
 }
 
 // maxCachedAssertions bounds the assertions kept for reuse: past it, the expired ones are
@@ -214,7 +219,7 @@ func (a *asserter) assertion(sessionID, audience string, c assertionClaims) (str
 	a.mu.Lock()
 	s, ok := a.cache[k]
 	a.mu.Unlock()
-	if ok && s.claims == c && now.Before(s.renewAt) {
+	if ok && s.claims.equal(c) && now.Before(s.renewAt) {
 		return s.token, nil
 	}
 	token, err := a.sign(audience, c, now)
@@ -272,8 +277,8 @@ func (a *asserter) sign(audience string, c assertionClaims, now time.Time) (stri
 		EmailVerified:   c.Email != "",
 		HeadscaleUser:   c.HeadscaleUser,
 		HeadscaleUserID: c.HeadscaleUserID,
-		Groups:          splitJoined(c.Groups),
-		HeadscaleGroups: splitJoined(c.HeadscaleGroups),
+		Groups:          c.Groups,
+		HeadscaleGroups: c.HeadscaleGroups,
 	}
 	ks := a.currentKeys(now)
 	if ks.signer == nil {
@@ -328,8 +333,8 @@ func (g *Gateway) assert(p principal, rt *route) (string, error) {
 		Subject:         p.session.Subject,
 		HeadscaleUser:   p.link.UserName,
 		HeadscaleUserID: p.link.UserID,
-		Groups:          strings.Join(p.session.Groups, "\x00"),
-		HeadscaleGroups: strings.Join(p.headscaleGroups, "\x00"),
+		Groups:          p.session.Groups,
+		HeadscaleGroups: p.headscaleGroups,
 	}
 	if p.session.EmailVerified {
 		c.Email = p.session.Email
@@ -339,14 +344,6 @@ func (g *Gateway) assert(p principal, rt *route) (string, error) {
 
 // errAssertionKeys reports that no key could be loaded to sign an assertion with.
 var errAssertionKeys = errors.New("no assertion key loaded yet")
-
-// splitJoined undoes the "\x00" join of assertionClaims' lists.
-func splitJoined(s string) []string {
-	if s == "" {
-		return nil
-	}
-	return strings.Split(s, "\x00")
-}
 
 // parseSigningKey reads an ECDSA P-256 private key from PEM: "EC PRIVATE KEY" (SEC 1) or
 // "PRIVATE KEY" (PKCS #8), as openssl writes them.

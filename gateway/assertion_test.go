@@ -65,7 +65,7 @@ func TestAssertionVerifies(t *testing.T) {
 	}
 	token, err := a.assertion("sess-1", "https://grafana.example.com", assertionClaims{
 		Subject: "alice-sub", Email: "alice@example.com", HeadscaleUser: "alice", HeadscaleUserID: "1",
-		Groups: "dev\x00ops, infra", HeadscaleGroups: "group:admins",
+		Groups: []string{"dev", "ops, infra"}, HeadscaleGroups: []string{"group:admins"},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -20,6 +20,8 @@ type principal struct {
 	link    linker.Link
 	// headscaleGroups are the linked user's groups in Headscale's policy.
 	headscaleGroups []string
+	// assertion is the signed identity assertion for the request's route, or "".
+	assertion string
 }
 
 // authResult says why authenticate did or did not prove an identity.
@@ -149,15 +151,13 @@ func (g *Gateway) serveAuth(w http.ResponseWriter, r *http.Request) {
 		g.refuse(w, r, p, res, err, rt, false)
 		return
 	}
-	setIdentityHeaders(w.Header(), p, rt, true)
 	if g.asserter != nil {
-		a, err := g.assert(p, rt)
-		if err != nil {
+		if p.assertion, err = g.assert(p, rt); err != nil {
 			g.fail(w, r, pageAssertionDown, err)
 			return
 		}
-		w.Header()[g.assertionHeader] = []string{a}
 	}
+	setIdentityHeaders(w.Header(), p, rt, true)
 	if c := g.cookiesForUpstream(r.Header); c != "" {
 		w.Header().Set(headerAuthRequestCookie, c)
 		// Under its own name too, for Traefik, whose forwardAuth copies headers by name only.

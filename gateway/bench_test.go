@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -69,7 +71,7 @@ func BenchmarkRewrite(b *testing.B) {
 	rewrite := g.newProxy().Rewrite
 	in := httptest.NewRequest(http.MethodGet, "http://gate.example.com/admin/machines", nil)
 	rt := &route{name: "default", upstream: &url.URL{Scheme: "http", Host: "127.0.0.1:3000"}, preserveHost: true}
-	in = in.WithContext(context.WithValue(in.Context(), proxyKey{}, &proxied{route: rt, principal: &benchPrincipal}))
+	in = in.WithContext(context.WithValue(in.Context(), proxyKey{}, &proxied{route: rt, authenticated: true, principal: benchPrincipal}))
 	for b.Loop() {
 		in.Header = browserHeader()
 		out := in.Clone(in.Context())
@@ -80,6 +82,13 @@ func BenchmarkRewrite(b *testing.B) {
 // benchGateway returns a gateway proxying to a real upstream over loopback, and the Cookie
 // header value of a signed-in, linked session.
 func benchGateway(b *testing.B) (*Gateway, string, *httptest.Server) {
+	return benchGatewayWith(b, false)
+}
+
+// benchGatewayWith is benchGateway; with authz, the request goes through a route with access
+// rules (IdP and Headscale groups), further headers and a signed assertion, for a person with
+// IdP groups and Headscale policy groups.
+func benchGatewayWith(b *testing.B, authz bool) (*Gateway, string, *httptest.Server) {
 	b.Helper()
 	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok"))
@@ -92,16 +101,34 @@ func benchGateway(b *testing.B) (*Gateway, string, *httptest.Server) {
 		b.Fatal(err)
 	}
 	store := session.NewMemoryStore(session.DefaultTiming())
-	links := linker.New(defaulted(linker.Config{}), linker.NewHeadscale(defaulted(linker.HeadscaleConfig{URL: hs.srv.URL, APIKey: hs.key}), nil), linker.NewMemoryCache(linker.Timing{}), linker.Timing{})
-	g, err := New(defaulted(Config{
+	headscale := linker.NewHeadscale(defaulted(linker.HeadscaleConfig{URL: hs.srv.URL, APIKey: hs.key}), nil)
+	links := linker.New(defaulted(linker.Config{}), headscale, linker.NewMemoryCache(linker.Timing{}), linker.Timing{})
+	cfg := Config{
 		PublicURL: "http://gate.example.com", Upstream: upstream.URL,
 		OIDC: OIDCConfig{Issuer: "https://idp.example.com", ClientID: "c", ClientSecret: "s"},
-	}), cookies, store, links, nil, DefaultTiming(), slog.New(slog.DiscardHandler), nil)
+	}
+	var groups *linker.PolicyGroups
+	var groupNames []string
+	if authz {
+		hs.set(func(h *headscaleDouble) {
+			h.policy = `{"groups": {"group:admins": ["alice@"], "group:ops": ["alice@"]}}`
+		})
+		groups = linker.NewPolicyGroups(headscale, linker.Timing{})
+		if err := groups.Refresh(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		cfg.Access = AccessConfig{Groups: []string{"headplane-admins"}, HeadscaleGroups: []string{"admins"}}
+		cfg.Headers = map[string]string{"X-WEBAUTH-USER": "headscale_user"}
+		key, _ := x509.MarshalPKCS8PrivateKey(newTestKey(b))
+		cfg.Assertion = AssertionConfig{Header: "X-Headgate-Assertion", Keys: []string{string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: key}))}}
+		groupNames = []string{"developers", "ops, infra"}
+	}
+	g, err := New(defaulted(cfg), cookies, store, links, groups, DefaultTiming(), slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		b.Fatal(err)
 	}
 	s := &session.Session{ID: session.NewID(), Issuer: "https://idp.example.com", Subject: "alice-sub",
-		Email: "alice@example.com", EmailVerified: true, IssuedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}
+		Email: "alice@example.com", EmailVerified: true, IssuedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour), Groups: groupNames}
 	if err := store.Create(context.Background(), s); err != nil {
 		b.Fatal(err)
 	}
@@ -136,6 +163,14 @@ func serveParallel(b *testing.B, h http.Handler, cookie string) {
 // session check, link, rewrite, proxy to a loopback upstream). Compare with BenchmarkServeBareProxy.
 func BenchmarkServeAuthenticated(b *testing.B) {
 	g, cookie, _ := benchGateway(b)
+	serveParallel(b, g, cookie)
+}
+
+// BenchmarkServeAuthorized is BenchmarkServeAuthenticated through access rules on IdP and
+// Headscale groups, a further identity header, both groups headers and a signed assertion
+// (reused, as it is for every request of a session but the first few minutes').
+func BenchmarkServeAuthorized(b *testing.B) {
+	g, cookie, _ := benchGatewayWith(b, true)
 	serveParallel(b, g, cookie)
 }
 

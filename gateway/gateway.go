@@ -224,9 +224,8 @@ type Gateway struct {
 	// base is the default route, or, without one, a route with no upstream whose rules are
 	// link.unlinked and no access rules, for what no route describes (/oauth2/userinfo).
 	base *route
-	// asserter signs identity assertions into assertionHeader; nil without Assertion.Header.
-	asserter        *asserter
-	assertionHeader string
+	// asserter signs identity assertions; nil without Assertion.Header.
+	asserter *asserter
 	// groups are the Headscale policy's groups; nil: none are read.
 	groups *linker.PolicyGroups
 	// hpPath is HeadplaneConfig.Path without a trailing slash, "" when Headplane is not
@@ -297,7 +296,6 @@ func New(cfg Config, cookies *session.Cookies, store Store, links *linker.Linker
 		if g.asserter, err = g.newAsserter(); err != nil {
 			return nil, err
 		}
-		g.assertionHeader = canonicalHeader(cfg.Assertion.Header)
 		if lower := strings.ToLower(cfg.Assertion.Header); !ownedHeader(lower) {
 			g.extraHeaders = append(g.extraHeaders, lower)
 		}

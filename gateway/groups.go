@@ -84,19 +84,38 @@ func nestedClaim(claims map[string]json.RawMessage, path string) (json.RawMessag
 // comma, a percent sign, a space or a byte a header cannot carry arrives whole after splitting
 // on commas and percent-decoding each part (url.PathUnescape in Go).
 func groupsHeader(groups []string) string {
+	n := len(groups)
+	for _, g := range groups {
+		for j := 0; j < len(g); j++ {
+			if groupByteEscaped(g[j]) {
+				n += 3
+			} else {
+				n++
+			}
+		}
+	}
 	var b strings.Builder
+	b.Grow(n) // the one allocation: this runs on every request of a person with groups
 	for i, g := range groups {
 		if i > 0 {
 			b.WriteByte(',')
 		}
 		for j := 0; j < len(g); j++ {
-			c := g[j]
-			if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-._~:@/", c) >= 0 {
-				b.WriteByte(c)
+			if c := g[j]; groupByteEscaped(c) {
+				b.WriteByte('%')
+				b.WriteByte(upperHex[c>>4])
+				b.WriteByte(upperHex[c&15])
 			} else {
-				fmt.Fprintf(&b, "%%%02X", c)
+				b.WriteByte(c)
 			}
 		}
 	}
 	return b.String()
+}
+
+const upperHex = "0123456789ABCDEF"
+
+// groupByteEscaped reports whether groupsHeader percent-encodes c.
+func groupByteEscaped(c byte) bool {
+	return !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-._~:@/", c) >= 0)
 }

@@ -131,7 +131,7 @@ func (g *Gateway) extraHeader(name string) bool {
 // identity provider's groups and X-Headscale-Groups the user's groups in Headscale's policy,
 // each as groupsHeader writes them. Last come the further headers of the route rt.
 func setIdentityHeaders(h http.Header, p principal, rt *route, forwardAuth bool) {
-	v := make([]string, 0, 10+len(rt.headers))
+	v := make([]string, 0, 11+len(rt.headers))
 	set := func(name, value string) {
 		v = append(v, value)
 		h[name] = v[len(v)-1 : len(v) : len(v)]
@@ -172,6 +172,9 @@ func setIdentityHeaders(h http.Header, p principal, rt *route, forwardAuth bool)
 			set(hv[0], value)
 		}
 	}
+	if p.assertion != "" {
+		set(rt.assertionHeader, p.assertion)
+	}
 }
 
 // proxyKey carries a request's route and principal from serveProxy to the proxy's Rewrite.
@@ -180,9 +183,9 @@ type proxyKey struct{}
 // proxied is what serveProxy found out about a request: its route and, unless the route
 // exempts the request from authentication, the person's proven identity.
 type proxied struct {
-	route     *route
-	principal *principal // nil: a skip_auth request, sent without identity
-	assertion string     // the signed identity assertion, or ""
+	route         *route
+	authenticated bool      // false: a skip_auth request, sent without identity
+	principal     principal // the proven identity, when authenticated
 }
 
 // serveProxy proxies a request to its route's upstream: without identity for skip_auth paths,
@@ -210,14 +213,14 @@ func (g *Gateway) serveProxy(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead && g.headplaneIndex(r) && !g.guardLink(w, r, p) {
 		return
 	}
-	px := &proxied{route: rt, principal: &p}
 	if g.asserter != nil {
-		if px.assertion, err = g.assert(p, rt); err != nil {
+		if p.assertion, err = g.assert(p, rt); err != nil {
 			g.fail(w, r, pageAssertionDown, err)
 			return
 		}
 	}
 	g.metrics.proxied.Inc()
+	px := &proxied{route: rt, authenticated: true, principal: p}
 	g.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), proxyKey{}, px)))
 }
 
@@ -325,11 +328,8 @@ func (g *Gateway) newProxy() *httputil.ReverseProxy {
 			g.stripOwnedHeaders(pr.Out.Header)
 			g.setForwarded(pr)
 			g.cookies.StripOwn(pr.Out.Header)
-			if px.principal != nil {
-				setIdentityHeaders(pr.Out.Header, *px.principal, px.route, false)
-				if px.assertion != "" {
-					pr.Out.Header[g.assertionHeader] = []string{px.assertion}
-				}
+			if px.authenticated {
+				setIdentityHeaders(pr.Out.Header, px.principal, px.route, false)
 			}
 		},
 		Transport:    transport,

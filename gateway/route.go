@@ -3,7 +3,6 @@ package gateway
 import (
 	"fmt"
 	"maps"
-	"net"
 	"net/http"
 	"net/textproto"
 	"net/url"
@@ -141,21 +140,24 @@ type route struct {
 	access        *access
 	// headers are the further identity headers: canonical name and value.
 	headers [][2]string
+	// assertionHeader is the canonical name of Assertion.Header, "" without assertions.
+	assertionHeader string
 }
 
 // newRoute makes c ready to serve; c has passed validate.
 func (g *Gateway) newRoute(c RouteConfig) *route {
 	u, _ := url.Parse(c.Upstream)
 	r := &route{
-		name:          c.Name,
-		host:          hostOf(c.Host),
-		path:          strings.TrimSuffix(c.Path, "/"),
-		upstream:      u,
-		preserveHost:  c.PreserveHost == nil || *c.PreserveHost,
-		skipAuth:      c.SkipAuth,
-		signOutPaths:  c.SignOutPaths,
-		allowUnlinked: c.Unlinked == "allow" || c.Unlinked == "" && g.links.AllowUnlinked(),
-		access:        newAccess(c.Access),
+		assertionHeader: canonicalHeader(g.cfg.Assertion.Header),
+		name:            c.Name,
+		host:            hostOf(c.Host),
+		path:            strings.TrimSuffix(c.Path, "/"),
+		upstream:        u,
+		preserveHost:    c.PreserveHost == nil || *c.PreserveHost,
+		skipAuth:        c.SkipAuth,
+		signOutPaths:    c.SignOutPaths,
+		allowUnlinked:   c.Unlinked == "allow" || c.Unlinked == "" && g.links.AllowUnlinked(),
+		access:          newAccess(c.Access),
 	}
 	for _, name := range slices.Sorted(maps.Keys(c.Headers)) {
 		r.headers = append(r.headers, [2]string{canonicalHeader(name), c.Headers[name]})
@@ -181,7 +183,8 @@ func (g *Gateway) buildRoutes() {
 	g.table = newRouteTable(routes, g.def)
 	g.base = g.def
 	if g.base == nil {
-		g.base = &route{name: "default", allowUnlinked: g.links.AllowUnlinked(), access: newAccess(AccessConfig{})}
+		g.base = &route{name: "default", allowUnlinked: g.links.AllowUnlinked(), access: newAccess(AccessConfig{}),
+			assertionHeader: canonicalHeader(g.cfg.Assertion.Header)}
 	}
 }
 
@@ -246,12 +249,19 @@ func newRouteTable(routes []*route, def *route) *routeTable {
 }
 
 // hostOf returns the host of a Host header value in lower case, without port and trailing dot.
+// It allocates only for a name that is not lower case already: it runs on every request.
 func hostOf(hostport string) string {
 	h := hostport
-	if host, _, err := net.SplitHostPort(hostport); err == nil {
-		h = host
+	if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.Contains(h[i:], "]") {
+		h = h[:i]
 	}
-	return strings.TrimSuffix(strings.ToLower(h), ".")
+	h = strings.TrimSuffix(strings.TrimSuffix(strings.TrimPrefix(h, "["), "]"), ".")
+	for i := 0; i < len(h); i++ {
+		if 'A' <= h[i] && h[i] <= 'Z' {
+			return strings.ToLower(h)
+		}
+	}
+	return h
 }
 
 // match returns the route that serves a request for host and path (decoded, and raw as it
@@ -263,12 +273,19 @@ func hostOf(hostport string) string {
 // route's rules too, so that no spelling of a path lets it past a stricter route to an
 // upstream that reads paths its own way.
 func (t *routeTable) match(host, decoded, raw string) (chosen *route, also []*route) {
+	if len(t.every) == 0 {
+		return t.def, nil // the default route alone, as without routes
+	}
 	h := hostOf(host)
 	routes := t.byHost[h]
 	if len(routes) == 0 {
 		routes = t.anyHost
 	}
-	clean := path.Clean("/" + decoded)
+	clean := decoded
+	if !strings.HasPrefix(clean, "/") {
+		clean = "/" + clean
+	}
+	clean = path.Clean(clean)  // allocates only when it changes the path
 	var others []string        // computed once, for the first route that is not chosen
 	for _, r := range routes { // longest path first
 		if chosen == nil && underPrefix(clean, r.path, false) {

@@ -43,7 +43,7 @@ func (g *Gateway) watchStreams(resp *http.Response) error {
 	w := &streamWatch{body: resp.Body, draining: g.draining, done: make(chan struct{}), stopTick: func() {}}
 	// The outbound request carries the inbound request's context, and with it the principal of
 	// an authenticated request; skip_auth streams have none and end only on drain.
-	if px, ok := resp.Request.Context().Value(proxyKey{}).(*proxied); ok && px.principal != nil {
+	if px, ok := resp.Request.Context().Value(proxyKey{}).(*proxied); ok && px.authenticated {
 		w.session, w.store, w.every = px.principal.session, g.store, g.timing.StreamCheck
 		// The checks start with the stream, before its first byte reaches the client.
 		w.tick, w.stopTick = g.timing.Tick(w.every)

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/cookiejar"
@@ -231,6 +232,9 @@ func startEnvironment(ctx context.Context, st settings, logf func(string, ...any
 	}{
 		{"headgate memory", testbed.GatewayOptions{InProcessStore: true, Extra: extra}, false},
 		{"headgate redis", testbed.GatewayOptions{RedisKeyPrefix: "bench-headgate:", Extra: extra}, true},
+		// Authorization on the path: access rules, a further identity header and a signed
+		// assertion (its key generated in the store), against "headgate memory".
+		{"headgate authz", testbed.GatewayOptions{InProcessStore: true, Extra: authzExtra(extra)}, false},
 	} {
 		gw, err := env.stack.StartGateway(ctx, g.opts)
 		if err != nil {
@@ -290,6 +294,16 @@ func startEnvironment(ctx context.Context, st settings, logf func(string, ...any
 
 // oauth2ProxyArgs configure oauth2-proxy as the issue prescribes, against the same Dex and
 // upstream as headgate. Its per-request log line is off, as headgate's is at warn.
+// authzExtra is extra plus access rules that let the benchmark's person in, an X-WEBAUTH-USER
+// header and a signed identity assertion.
+func authzExtra(extra map[string]any) map[string]any {
+	out := maps.Clone(extra)
+	out["access"] = map[string]any{"emails": []string{testbed.Bob.Email}, "email_domains": []string{"example.org"}}
+	out["headers"] = map[string]any{"X-WEBAUTH-USER": "headscale_user"}
+	out["assertion"] = map[string]any{"header": "X-Headgate-Assertion"}
+	return out
+}
+
 func oauth2ProxyArgs(issuer string, client testbed.DexClient, publicURL, upstreamURL string) []string {
 	return []string{
 		"--provider=oidc",
