@@ -1,6 +1,11 @@
 package main
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"strings"
@@ -274,4 +279,98 @@ func FuzzLoadConfig(f *testing.F) {
 			t.Fatalf("loadConfig accepted a config that fails Validate: %v", err)
 		}
 	})
+}
+
+// TestConfigAuthorization: routes, access rules, headers, assertions and the groups keys load
+// with their defaults, key files are read, and every problem in them is named by its path.
+func TestConfigAuthorization(t *testing.T) {
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, _ := x509.MarshalPKCS8PrivateKey(k)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "assertion.pem"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base, err := os.ReadFile("gateway.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := string(base) + `
+access: {headscale_groups: [admins]}
+headers: {X-WEBAUTH-USER: headscale_user}
+routes:
+  - host: grafana.example.com
+    upstream: http://127.0.0.1:3001
+    preserve_host: false
+    access: {groups: [grafana], email_domains: [example.com]}
+  - path: /wiki
+    upstream: http://127.0.0.1:3002
+    unlinked: allow
+assertion:
+  header: X-Headgate-Assertion
+  key_files: [assertion.pem]
+`
+	path := filepath.Join(dir, "gateway.yaml")
+	if err := os.WriteFile(path, []byte(strings.Replace(good, "oidc:\n", "oidc:\n  groups_claim: realm_access.roles\n", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := loadConfig(path, env(demoEnv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := cfg.Gateway
+	if len(g.Routes) != 2 || g.Routes[0].Name != "grafana.example.com/" || g.Routes[1].Name != "/wiki" || *g.Routes[0].PreserveHost || !*g.Routes[1].PreserveHost {
+		t.Errorf("routes: got %+v", g.Routes)
+	}
+	if g.Assertion.Lifetime != 5*time.Minute || g.Assertion.KeyRotation != 7*24*time.Hour || len(g.Assertion.Keys) != 1 || len(g.Assertion.KeyFiles) != 0 {
+		t.Errorf("assertion: got lifetime %v, rotation %v, %d keys, %d files", g.Assertion.Lifetime, g.Assertion.KeyRotation, len(g.Assertion.Keys), len(g.Assertion.KeyFiles))
+	}
+	if g.OIDC.GroupsClaim != "realm_access.roles" || cfg.Headscale.PolicyRefresh != time.Minute {
+		t.Errorf("groups: got claim %q, policy refresh %v", g.OIDC.GroupsClaim, cfg.Headscale.PolicyRefresh)
+	}
+
+	bad := string(base) + `
+access: {emails: [nobody], colour: red}
+headers: {"Bad Name": email, X-Role: password}
+routes:
+  - host: "grafana.example.com:443"
+    path: /a/../b
+    upstream: ftp://x
+    unlinked: maybe
+  - path: /b
+    upstream: http://127.0.0.1:3002
+  - path: /b
+    upstream: http://127.0.0.1:3003
+assertion:
+  header: Cookie
+  lifetime: 10m
+  key_rotation: 15m
+  keys: ["not a key"]
+  key_files: [missing.pem]
+`
+	if err := os.WriteFile(path, []byte(bad), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = loadConfig(path, env(demoEnv))
+	if err == nil {
+		t.Fatal("got no error")
+	}
+	for _, want := range []string{
+		"access.colour: unknown key",
+		`access.emails[0]: "nobody" is not an email address`,
+		`headers: "Bad Name" cannot carry an identity`,
+		"headers.X-Role: must be one of",
+		`routes[0].host: "grafana.example.com:443" is not a host name`,
+		"routes[0].path: must be a plain path",
+		"routes[0].upstream: ",
+		`routes[0].unlinked: must be deny or allow`,
+		"routes[2]: serves the same host and path as routes[1]",
+		`assertion.header: "Cookie" cannot carry an assertion`,
+		"assertion.key_rotation: must be at least twice assertion.lifetime",
+		"assertion.keys[0]: no PEM block",
+		"assertion.key_files[0]: ",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not mention %q; got:\n%s", want, err)
+		}
+	}
 }
