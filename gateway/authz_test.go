@@ -21,15 +21,8 @@ func (e *testEnv) getAt(t *testing.T, host, path string, header http.Header) (*h
 	}
 	req.URL.Opaque = path // exactly as written on the wire
 	req.Host = host
-	for k, vs := range header {
-		req.Header[k] = vs
-	}
-	resp, err := noRedirect.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := e.do(t, req, header)
 	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
 	return resp, string(body)
 }
 

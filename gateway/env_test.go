@@ -186,6 +186,13 @@ func (e *testEnv) get(t *testing.T, path string, header http.Header) *http.Respo
 	if err != nil {
 		t.Fatal(err)
 	}
+	return e.do(t, req, header)
+}
+
+// do sends req with header added, without following redirects, and returns the response with
+// its body read into memory.
+func (e *testEnv) do(t *testing.T, req *http.Request, header http.Header) *http.Response {
+	t.Helper()
 	for k, vs := range header {
 		req.Header[k] = vs
 	}

@@ -14,7 +14,7 @@ func TestCaches(t *testing.T) {
 	// Redis, whose keys expire in real time.
 	caches := map[string]func(t *testing.T) (Cache, func(time.Duration)){
 		"memory": func(t *testing.T) (Cache, func(time.Duration)) {
-			clock := newFakeClock()
+			clock := newFakeClock(t)
 			return NewMemoryCache(clock.timing()), clock.Advance
 		},
 		"redis": func(t *testing.T) (Cache, func(time.Duration)) {
@@ -104,7 +104,7 @@ func TestRedisCacheFormat(t *testing.T) {
 func TestMemoryCachePrunes(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	clock := newFakeClock()
+	clock := newFakeClock(t)
 	c := NewMemoryCache(clock.timing())
 	for i := range minPruneAt - 1 {
 		c.Set(ctx, fmt.Sprint(i), Link{}, time.Millisecond)

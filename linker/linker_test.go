@@ -35,7 +35,7 @@ func TestResolveHotPathCostsNoRequest(t *testing.T) {
 func TestResolveNegativeTTL(t *testing.T) {
 	t.Parallel()
 	f := newFakeHeadscale(t)
-	clock := newFakeClock()
+	clock := newFakeClock(t)
 	l := newClockedLinker(f, Config{NegativeTTL: 100 * time.Millisecond}, nil, clock.timing())
 	id := identity("erin-sub", "erin@example.com")
 	if got := mustResolve(t, l, id); got.Linked() {
@@ -57,7 +57,7 @@ func TestResolveRenameAndDeleteAfterTTL(t *testing.T) {
 	f := newFakeHeadscale(t)
 	u := f.add("alice", "alice@example.com", oidcID("alice-sub"))
 	// The default list_max_age (5s) is far longer than the TTL: a re-check must still list anew.
-	clock := newFakeClock()
+	clock := newFakeClock(t)
 	l := newClockedLinker(f, Config{TTL: 50 * time.Millisecond}, nil, clock.timing())
 	id := identity("alice-sub", "alice@example.com")
 	mustResolve(t, l, id)
@@ -111,7 +111,7 @@ func TestResolveListingReusedForOthers(t *testing.T) {
 	f := newFakeHeadscale(t)
 	f.add("a", "", oidcID("a"))
 	f.add("b", "", oidcID("b"))
-	clock := newFakeClock()
+	clock := newFakeClock(t)
 	l := New(defaulted(Config{}), f.client(time.Second, 100*time.Millisecond), nil, clock.timing())
 	mustResolve(t, l, identity("a", ""))
 	mustResolve(t, l, identity("b", ""))
@@ -125,7 +125,7 @@ func TestResolveDownServesStaleAndBacksOff(t *testing.T) {
 	t.Parallel()
 	f := newFakeHeadscale(t)
 	f.add("alice", "alice@example.com", oidcID("alice-sub"))
-	clock := newFakeClock()
+	clock := newFakeClock(t)
 	timing := clock.timing()
 	timing.RetryAfter = 200 * time.Millisecond
 	l := newClockedLinker(f, Config{TTL: 50 * time.Millisecond}, nil, timing)
@@ -304,7 +304,7 @@ func TestResolveStaleFromSharedCacheWhileDown(t *testing.T) {
 	c, prefix := testRedis(t)
 	f := newFakeHeadscale(t)
 	f.add("alice", "alice@example.com", oidcID("alice-sub"))
-	clock := newFakeClock()
+	clock := newFakeClock(t)
 	cfg := Config{TTL: 50 * time.Millisecond}
 	id := identity("alice-sub", "alice@example.com")
 	first := mustResolve(t, newClockedLinker(f, cfg, NewRedisCache(c, prefix), clock.timing()), id)
@@ -362,7 +362,7 @@ func TestResolveCallerGivesUpWithStaleLink(t *testing.T) {
 	t.Parallel()
 	f := newFakeHeadscale(t)
 	f.add("alice", "", oidcID("alice-sub"))
-	clock := newFakeClock()
+	clock := newFakeClock(t)
 	l := newClockedLinker(f, Config{TTL: 20 * time.Millisecond}, nil, clock.timing())
 	id := identity("alice-sub", "")
 	first := mustResolve(t, l, id)

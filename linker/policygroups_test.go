@@ -39,7 +39,7 @@ func newPolicyFixture(t *testing.T) *policyFixture {
 	f.add("bob", "bob@example.com", "")
 	f.add("carol", "carol@example.com", testIssuer+"/carol-sub")
 	f.setPolicy(groupsPolicy)
-	clock := newFakeClock()
+	clock := newFakeClock(t)
 	hs := NewHeadscale(defaulted(HeadscaleConfig{URL: f.srv.URL, APIKey: f.key, Timeout: 2 * time.Second, PolicyRefresh: testPolicyRefresh}), nil)
 	return &policyFixture{hs: f, clock: clock, groups: NewPolicyGroups(hs, clock.timing())}
 }
