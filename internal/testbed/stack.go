@@ -81,6 +81,7 @@ type Stack struct {
 	bin          binaries
 	tempDir      bool
 	redisPersist bool
+	binDir       string // holds the stack's headgate binary; removed by Close
 
 	dexPort, headscalePort, headscaleMetricsPort, headscaleGRPCPort, redisPort int
 	gatewayPorts                                                               []int
@@ -108,7 +109,8 @@ type Stack struct {
 
 // Start builds what is missing, then starts the upstream, Redis (when asked), Dex and
 // Headscale, and the first headgate instance (when asked). The headgate binary is rebuilt
-// from the checkout every time, in the background while the peers start. On failure every
+// from the checkout every time, for this stack alone, in the background while the peers
+// start. On failure every
 // process already started is stopped, Dir is kept, and the error names what failed, with
 // the tail of its log.
 func Start(ctx context.Context, opts Options) (*Stack, error) {
@@ -140,6 +142,14 @@ func (s *Stack) start(ctx context.Context, opts Options) error {
 		close(s.headgateBuilt)
 		return err
 	}
+	// The headgate binary is the stack's own: checkouts that share BinDir (worktrees of one
+	// repository) may build different code at the same time, and a binary renamed over
+	// another's would run in the wrong suite.
+	if s.binDir, err = os.MkdirTemp("", "headgate-bin-"); err != nil {
+		close(s.headgateBuilt)
+		return fmt.Errorf("create the headgate build directory: %w", err)
+	}
+	s.bin.headgate = filepath.Join(s.binDir, "headgate")
 	buildCtx, cancel := context.WithCancel(context.Background())
 	s.cancelBuild = cancel
 	go func() {
@@ -252,6 +262,9 @@ func (s *Stack) Close() {
 	}
 	if filepath.Dir(s.headscaleSocket) != s.Dir && s.headscaleSocket != "" {
 		os.RemoveAll(filepath.Dir(s.headscaleSocket))
+	}
+	if s.binDir != "" {
+		os.RemoveAll(s.binDir)
 	}
 	if s.tempDir && !s.Keep {
 		os.RemoveAll(s.Dir)
