@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 )
 
 // Options shape a Stack.
@@ -88,6 +89,7 @@ type Stack struct {
 
 	headscaleClientSecret            string
 	headscaleConfig, headscaleSocket string
+	policies                         atomic.Int64 // the policies SetPolicy wrote, for their file names
 
 	headgateBuilt chan struct{} // closed when the headgate build has finished
 	headgateErr   error         // the build's error; read after headgateBuilt is closed
@@ -95,12 +97,13 @@ type Stack struct {
 
 	headplaneSetup headplaneSetup // Node and the Headplane build, found on first use
 
-	mu         sync.Mutex // guards gateways, headplanes, dex, headscale, redis and inserted
+	mu         sync.Mutex // guards gateways, headplanes, upstreams, dex, headscale, redis and inserted
 	dex        *process
 	headscale  *process
 	redis      *process
 	gateways   []*Gateway
 	headplanes []*Headplane
+	upstreams  []*Upstream // those StartUpstream started
 
 	// inserted lists the OIDC users CreateOIDCUser had to insert into Headscale's database
 	// because Headscale's own login did not create them.
@@ -246,7 +249,7 @@ func (s *Stack) Close() {
 	}
 	<-s.headgateBuilt
 	s.mu.Lock()
-	gateways, headplanes, headscale, dex, redis := s.gateways, s.headplanes, s.headscale, s.dex, s.redis
+	gateways, headplanes, upstreams, headscale, dex, redis := s.gateways, s.headplanes, s.upstreams, s.headscale, s.dex, s.redis
 	s.mu.Unlock()
 	for _, g := range gateways {
 		g.Stop()
@@ -259,6 +262,9 @@ func (s *Stack) Close() {
 	redis.stop()
 	if s.Upstream != nil {
 		s.Upstream.Close()
+	}
+	for _, u := range upstreams {
+		u.Close()
 	}
 	if filepath.Dir(s.headscaleSocket) != s.Dir && s.headscaleSocket != "" {
 		os.RemoveAll(filepath.Dir(s.headscaleSocket))
