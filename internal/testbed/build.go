@@ -65,9 +65,9 @@ type binaries struct {
 
 // peerBinaries returns the Headscale, Dex and Caddy binaries in root/BinDir, building each
 // one that is missing (about 4 minutes with an empty module and build cache, under 20 seconds
-// with a warm one).
+// with a warm one). The headgate binary is left for the caller to place.
 func peerBinaries(ctx context.Context, root string, logf func(string, ...any)) (binaries, error) {
-	b := binaries{headgate: filepath.Join(root, BinDir, "headgate")}
+	var b binaries
 	for _, p := range []struct {
 		path      *string
 		name, pkg string
@@ -101,7 +101,7 @@ func PeerBinary(ctx context.Context, root, name, pkg string, logf func(string, .
 // as it is now.
 func buildHeadgate(ctx context.Context, root, out string) error {
 	if err := goBuild(ctx, root, out, "."); err != nil {
-		return fmt.Errorf("build headgate (go build -o "+BinDir+"/headgate .): %w", err)
+		return fmt.Errorf("build headgate (go build -o headgate .): %w", err)
 	}
 	return nil
 }

@@ -25,6 +25,9 @@ type User struct {
 	UserID string
 	// EmailVerified is Dex's email_verified claim.
 	EmailVerified bool
+	// Groups is Dex's groups claim, which Dex sends only to a client that asks for the groups
+	// scope. nil: none.
+	Groups []string
 	// hash is the bcrypt hash of Password (cost 10), computed once so that the suite needs no
 	// bcrypt package.
 	hash string
@@ -49,13 +52,15 @@ const dexConnector = "local"
 // The people of the stack's Dex. Each plays one part in the suite and the demo.
 var (
 	// Alice becomes a Headscale OIDC user through Headscale's own login at the same Dex, so
-	// she is linked by provider ID.
+	// she is linked by provider ID. Her groups hold a comma, spaces, a percent sign and a
+	// letter beyond ASCII, which a groups header must carry whole.
 	Alice = User{Email: "alice@example.com", Password: "alice-demo", Username: "alice", Name: "Alice Anders",
 		UserID: "0b3c6a1e-0001-4a4e-9d1e-a11ce0000001", EmailVerified: true,
-		hash: "$2a$10$.IKPukUw7RlshYprptvjIOLJxpTZT3biC5W9W79Su/ZzUomO/QYva"}
+		Groups: []string{"ops, infra", "headplane-admins", "équipe 100%"},
+		hash:   "$2a$10$.IKPukUw7RlshYprptvjIOLJxpTZT3biC5W9W79Su/ZzUomO/QYva"}
 	// Bob is a Headscale CLI user "bob" with his email, so he is linked by verified email.
 	Bob = User{Email: "bob@example.com", Password: "bob-demo", Username: "bob", Name: "Bob Berg",
-		UserID: "0b3c6a1e-0002-4a4e-9d1e-b0b000000002", EmailVerified: true,
+		UserID: "0b3c6a1e-0002-4a4e-9d1e-b0b000000002", EmailVerified: true, Groups: []string{"developers"},
 		hash: "$2a$10$A8rISCPWSmlF/atmmMuXm.ZIq7NWkl/Rh3MfjY8IwonGbE0CwBafu"}
 	// Carol has no Headscale user.
 	Carol = User{Email: "carol@example.com", Password: "carol-demo", Username: "carol", Name: "Carol Cruz",
@@ -86,17 +91,18 @@ const (
 )
 
 // writeDexConfig writes Dex's configuration: in-memory storage, the password database with
-// People, no approval screen, and clients for headgate (one redirect URI per reserved gateway
-// port) and Headscale.
+// People and their groups, no approval screen, and clients for headgate (one redirect URI per
+// reserved gateway port) and Headscale.
 func (s *Stack) writeDexConfig(path string) error {
 	type staticPassword struct {
-		Email             string `yaml:"email"`
-		Hash              string `yaml:"hash"`
-		Username          string `yaml:"username"`
-		Name              string `yaml:"name"`
-		PreferredUsername string `yaml:"preferredUsername"`
-		EmailVerified     bool   `yaml:"emailVerified"`
-		UserID            string `yaml:"userID"`
+		Email             string   `yaml:"email"`
+		Hash              string   `yaml:"hash"`
+		Username          string   `yaml:"username"`
+		Name              string   `yaml:"name"`
+		PreferredUsername string   `yaml:"preferredUsername"`
+		EmailVerified     bool     `yaml:"emailVerified"`
+		UserID            string   `yaml:"userID"`
+		Groups            []string `yaml:"groups,omitempty"`
 	}
 	type staticClient struct {
 		ID           string   `yaml:"id"`
@@ -107,7 +113,7 @@ func (s *Stack) writeDexConfig(path string) error {
 	var passwords []staticPassword
 	for _, u := range People() {
 		passwords = append(passwords, staticPassword{Email: u.Email, Hash: u.hash, Username: u.Username,
-			Name: u.Name, PreferredUsername: u.Username, EmailVerified: u.EmailVerified, UserID: u.UserID})
+			Name: u.Name, PreferredUsername: u.Username, EmailVerified: u.EmailVerified, UserID: u.UserID, Groups: u.Groups})
 	}
 	var gatewayRedirects []string
 	for _, port := range s.gatewayPorts {

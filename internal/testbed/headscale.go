@@ -286,3 +286,18 @@ func (s *Stack) DeleteUser(ctx context.Context, id string) error {
 	}
 	return nil
 }
+
+// SetPolicy makes policy (HuJSON) Headscale's ACL policy the way an administrator does: it
+// writes the policy to a file in Dir and runs `headscale policy set -f FILE` against the stack's
+// server, which keeps it in its database. Headscale refuses a policy it cannot apply, such as
+// one whose groups name members without "@"; the error carries its message.
+func (s *Stack) SetPolicy(ctx context.Context, policy string) error {
+	path := filepath.Join(s.Dir, fmt.Sprintf("policy%d.hujson", s.policies.Add(1)))
+	if err := os.WriteFile(path, []byte(policy), 0o600); err != nil {
+		return fmt.Errorf("set headscale policy: %w", err)
+	}
+	if _, err := s.headscaleCLI(ctx, "policy", "set", "-f", path); err != nil {
+		return fmt.Errorf("set headscale policy: %w", err)
+	}
+	return nil
+}

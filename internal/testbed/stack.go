@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 )
 
 // Options shape a Stack.
@@ -81,12 +82,14 @@ type Stack struct {
 	bin          binaries
 	tempDir      bool
 	redisPersist bool
+	binDir       string // holds the stack's headgate binary; removed by Close
 
 	dexPort, headscalePort, headscaleMetricsPort, headscaleGRPCPort, redisPort int
 	gatewayPorts                                                               []int
 
 	headscaleClientSecret            string
 	headscaleConfig, headscaleSocket string
+	policies                         atomic.Int64 // the policies SetPolicy wrote, for their file names
 
 	headgateBuilt chan struct{} // closed when the headgate build has finished
 	headgateErr   error         // the build's error; read after headgateBuilt is closed
@@ -94,12 +97,13 @@ type Stack struct {
 
 	headplaneSetup headplaneSetup // Node and the Headplane build, found on first use
 
-	mu         sync.Mutex // guards gateways, headplanes, dex, headscale, redis and inserted
+	mu         sync.Mutex // guards gateways, headplanes, upstreams, dex, headscale, redis and inserted
 	dex        *process
 	headscale  *process
 	redis      *process
 	gateways   []*Gateway
 	headplanes []*Headplane
+	upstreams  []*Upstream // those StartUpstream started
 
 	// inserted lists the OIDC users CreateOIDCUser had to insert into Headscale's database
 	// because Headscale's own login did not create them.
@@ -108,7 +112,8 @@ type Stack struct {
 
 // Start builds what is missing, then starts the upstream, Redis (when asked), Dex and
 // Headscale, and the first headgate instance (when asked). The headgate binary is rebuilt
-// from the checkout every time, in the background while the peers start. On failure every
+// from the checkout every time, for this stack alone, in the background while the peers
+// start. On failure every
 // process already started is stopped, Dir is kept, and the error names what failed, with
 // the tail of its log.
 func Start(ctx context.Context, opts Options) (*Stack, error) {
@@ -140,6 +145,14 @@ func (s *Stack) start(ctx context.Context, opts Options) error {
 		close(s.headgateBuilt)
 		return err
 	}
+	// The headgate binary is the stack's own: checkouts that share BinDir (worktrees of one
+	// repository) may build different code at the same time, and a binary renamed over
+	// another's would run in the wrong suite.
+	if s.binDir, err = os.MkdirTemp("", "headgate-bin-"); err != nil {
+		close(s.headgateBuilt)
+		return fmt.Errorf("create the headgate build directory: %w", err)
+	}
+	s.bin.headgate = filepath.Join(s.binDir, "headgate")
 	buildCtx, cancel := context.WithCancel(context.Background())
 	s.cancelBuild = cancel
 	go func() {
@@ -236,7 +249,7 @@ func (s *Stack) Close() {
 	}
 	<-s.headgateBuilt
 	s.mu.Lock()
-	gateways, headplanes, headscale, dex, redis := s.gateways, s.headplanes, s.headscale, s.dex, s.redis
+	gateways, headplanes, upstreams, headscale, dex, redis := s.gateways, s.headplanes, s.upstreams, s.headscale, s.dex, s.redis
 	s.mu.Unlock()
 	for _, g := range gateways {
 		g.Stop()
@@ -250,8 +263,14 @@ func (s *Stack) Close() {
 	if s.Upstream != nil {
 		s.Upstream.Close()
 	}
+	for _, u := range upstreams {
+		u.Close()
+	}
 	if filepath.Dir(s.headscaleSocket) != s.Dir && s.headscaleSocket != "" {
 		os.RemoveAll(filepath.Dir(s.headscaleSocket))
+	}
+	if s.binDir != "" {
+		os.RemoveAll(s.binDir)
 	}
 	if s.tempDir && !s.Keep {
 		os.RemoveAll(s.Dir)

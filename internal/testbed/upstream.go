@@ -87,6 +87,20 @@ type Request struct {
 	Header http.Header
 }
 
+// StartUpstream starts another app like Upstream on a free port, for a headgate instance with
+// several routes: each upstream records only what was routed to it. Close stops it; so does
+// the stack's Close.
+func (s *Stack) StartUpstream() (*Upstream, error) {
+	u, err := startUpstream("127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.upstreams = append(s.upstreams, u)
+	return u, nil
+}
+
 func startUpstream(addr string) (*Upstream, error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
