@@ -172,7 +172,7 @@ func startEnvironment(ctx context.Context, st settings, logf func(string, ...any
 	}
 	env.keep = st.keep
 	logf("starting Dex, Headscale and Redis (the first run builds Dex and Headscale, which takes a few minutes)")
-	env.stack, err = testbed.Start(ctx, testbed.Options{Redis: true, MaxGateways: 2, Dir: env.dir, Logf: logf})
+	env.stack, err = testbed.Start(ctx, testbed.Options{Redis: true, MaxGateways: 3, Dir: env.dir, Logf: logf})
 	if err != nil {
 		return nil, err
 	}
