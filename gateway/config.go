@@ -80,6 +80,14 @@ type Config struct {
 
 	// Headplane says where the upstream serves Headplane, for what headgate does for it.
 	Headplane HeadplaneConfig `yaml:"headplane"`
+
+	// AccessLog logs one line per request, after its answer, at info level and in the log's
+	// format: method, path (never the query, which may hold a code or a token), status, bytes
+	// of the answer's body, duration, request ID, the upstream route, and the person's subject
+	// and Headscale user once their session is proven. It also gives every request an ID,
+	// passed upstream as X-Request-Id: a trusted proxy's (TrustedProxies) is kept, anyone
+	// else's is replaced. Default false.
+	AccessLog bool `yaml:"access_log"`
 }
 
 // OIDCConfig names the OpenID Connect provider and headgate's client registration there.
@@ -115,6 +123,13 @@ type OIDCConfig struct {
 	// Timeout bounds each call to the provider (discovery, keys, token exchange). Default 10s.
 	Timeout time.Duration `yaml:"timeout"`
 
+	// StartTimeout bounds how long a sign-in waits, before the browser is sent to the provider,
+	// for discovery or for the check that the provider answers. A provider slower than this
+	// gets headgate's "Identity provider unreachable" page with a button to try again, while a
+	// discovery under way goes on for up to Timeout for the next sign-in. Default 3s; it never
+	// waits longer than Timeout.
+	StartTimeout time.Duration `yaml:"start_timeout"`
+
 	// SignOutAtProvider makes a sign-out also end the person's session at the provider
 	// (OpenID Connect RP-Initiated Logout) when its discovery document names an
 	// end_session_endpoint: the browser is sent there and comes back to PublicURL +
@@ -128,6 +143,7 @@ const (
 	defaultUpstreamTimeout = 30 * time.Second
 	defaultBodyTimeout     = 30 * time.Second
 	defaultOIDCTimeout     = 10 * time.Second
+	defaultStartTimeout    = 3 * time.Second
 )
 
 // SetDefaults sets every zero field to the default its comment names. It is the one place
@@ -145,6 +161,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.OIDC.Timeout == 0 {
 		c.OIDC.Timeout = defaultOIDCTimeout
+	}
+	if c.OIDC.StartTimeout == 0 {
+		c.OIDC.StartTimeout = defaultStartTimeout
 	}
 	if len(c.OIDC.Scopes) == 0 {
 		c.OIDC.Scopes = []string{"openid", "email", "profile"}
@@ -244,6 +263,9 @@ func (c Config) Validate() error {
 	}
 	if c.OIDC.Timeout < 0 {
 		add("oidc.timeout: must not be negative")
+	}
+	if c.OIDC.StartTimeout < 0 {
+		add("oidc.start_timeout: must not be negative")
 	}
 	errs = append(errs, c.Headplane.validate()...)
 	return errors.Join(errs...)

@@ -143,11 +143,19 @@ func New(cfg Config, cookies *session.Cookies, store Store, links *linker.Linker
 	return g, nil
 }
 
-// ServeHTTP dispatches a request through the route table in routes.go.
-//
-// A request body is read under BodyTimeout (see boundBody), so that no client holds a
-// connection without a bound.
+// ServeHTTP dispatches a request through the route table in routes.go, and logs it with
+// AccessLog (see serveLogged).
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if g.cfg.AccessLog {
+		g.serveLogged(w, r)
+		return
+	}
+	g.serve(w, r)
+}
+
+// serve dispatches a request. Its body is read under BodyTimeout (see boundBody), so that no
+// client holds a connection without a bound.
+func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 	if hasBody(r) {
 		boundBody(w, r, g.cfg.BodyTimeout)
 	}

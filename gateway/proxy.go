@@ -183,7 +183,10 @@ type proxyKey struct{}
 // proxied is what serveProxy found out about a request: its route and, unless the route
 // exempts the request from authentication, the person's proven identity.
 type proxied struct {
-	route         *route
+	route *route
+	// in is the request as headgate received it, for the pages of upstreamError, which is
+	// handed the outbound one.
+	in            *http.Request
 	authenticated bool      // false: a skip_auth request, sent without identity
 	principal     principal // the proven identity, when authenticated
 }
@@ -198,10 +201,12 @@ func (g *Gateway) serveProxy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if len(also) == 0 && rt.skips(r) {
-		g.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), proxyKey{}, &proxied{route: rt})))
+		noteAccess(w, rt, "", "")
+		g.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), proxyKey{}, &proxied{route: rt, in: r})))
 		return
 	}
 	p, res, err := g.authenticate(r, rt, also)
+	noteAccess(w, rt, p.subject(), p.link.UserName)
 	if res != authOK {
 		if page, ok := g.dataRequest(r); ok {
 			g.refuseDataRequest(w, r, page, res, err)
@@ -215,12 +220,12 @@ func (g *Gateway) serveProxy(w http.ResponseWriter, r *http.Request) {
 	}
 	if g.asserter != nil {
 		if p.assertion, err = g.assert(p, rt); err != nil {
-			g.fail(w, r, pageAssertionDown, err)
+			g.fail(w, r, pageAssertionDown.withAction("Try again", g.againHref(r)), err)
 			return
 		}
 	}
 	g.metrics.proxied.Inc()
-	px := &proxied{route: rt, authenticated: true, principal: p}
+	px := &proxied{route: rt, in: r, authenticated: true, principal: p}
 	g.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), proxyKey{}, px)))
 }
 
@@ -442,7 +447,8 @@ func parsePrefix(s string) (netip.Prefix, error) {
 	return netip.PrefixFrom(addr, addr.BitLen()), nil
 }
 
-// upstreamError answers when the upstream cannot be reached or is too slow.
+// upstreamError answers when the upstream cannot be reached or is too slow. r is the outbound
+// request; the pages offer to repeat the inbound one.
 func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		// The client went away; nobody is left to answer.
@@ -454,12 +460,17 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 		return
 	}
 	g.metrics.upstreamErrors.Inc()
+	again := ""
+	if px, ok := r.Context().Value(proxyKey{}).(*proxied); ok {
+		again = g.againHref(px.in)
+	}
 	var ne net.Error
 	if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
 		g.fail(w, r, page{Status: http.StatusGatewayTimeout, Title: "The application is not answering",
-			Message: "headgate forwarded your request, but the application behind it did not answer in time."}, err)
+			Message: "headgate forwarded your request, but the application behind it did not answer in time. " + tryAgainLater,
+		}.withAction("Try again", again), err)
 		return
 	}
 	g.fail(w, r, page{Status: http.StatusBadGateway, Title: "The application is unreachable",
-		Message: "headgate could not reach the application behind it. Please try again in a minute."}, err)
+		Message: "headgate could not reach the application behind it. " + tryAgainLater}.withAction("Try again", again), err)
 }
