@@ -24,6 +24,14 @@ type principal struct {
 	assertion string
 }
 
+// subject is the subject of p's session, or "" when p has none.
+func (p principal) subject() string {
+	if p.session == nil {
+		return ""
+	}
+	return p.session.Subject
+}
+
 // authResult says why authenticate did or did not prove an identity.
 type authResult int
 
@@ -127,14 +135,40 @@ func (g *Gateway) dropBadCookie(w http.ResponseWriter, r *http.Request, err erro
 }
 
 // denyUnauthenticated answers a request without a proven identity: a browser loading a page is
-// sent to sign in and comes back here afterwards; anything else gets 401.
+// sent to sign in and comes back here afterwards; anything else gets 401, whose page offers to
+// sign in.
 func (g *Gateway) denyUnauthenticated(w http.ResponseWriter, r *http.Request) {
 	if isNavigation(r) {
 		w.Header().Set("Cache-Control", "no-store")
 		http.Redirect(w, r, "/oauth2/start?rd="+url.QueryEscape(r.URL.RequestURI()), http.StatusFound)
 		return
 	}
-	writePage(w, r, pageUnauthorized)
+	writePage(w, r, unauthorizedPage(g.signInHref(g.againHref(r))))
+}
+
+// forwardAuthSignIn is where the "Sign in" button of a forward-auth check's 401 page goes. A
+// proxy may show that page on the application's own host (Traefik's forwardAuth passes it on),
+// so the address is absolute, and the sign-in returns to the request the trusted proxy names.
+func (g *Gateway) forwardAuthSignIn(r *http.Request) string {
+	rd := ""
+	if g.fromTrustedProxy(r) {
+		uri := r.Header.Get("X-Forwarded-Uri")
+		if uri == "" {
+			uri = r.Header.Get("X-Original-Uri")
+		}
+		host := r.Header.Get("X-Forwarded-Host")
+		if host == "" {
+			host = r.Host
+		}
+		proto := r.Header.Get("X-Forwarded-Proto")
+		if proto != "http" && proto != "https" {
+			proto = g.public.Scheme
+		}
+		if strings.HasPrefix(uri, "/") {
+			rd = proto + "://" + host + uri
+		}
+	}
+	return g.origin + g.signInHref(rd)
 }
 
 // serveAuth answers forward-auth checks: 202 with the identity headers for a proven identity,
@@ -147,6 +181,7 @@ func (g *Gateway) denyUnauthenticated(w http.ResponseWriter, r *http.Request) {
 func (g *Gateway) serveAuth(w http.ResponseWriter, r *http.Request) {
 	rt, also := g.forwardedRoute(r)
 	p, res, err := g.authenticate(r, rt, also)
+	noteAccess(w, rt, p.subject(), p.link.UserName)
 	if res != authOK {
 		g.refuse(w, r, p, res, err, rt, false)
 		return
@@ -193,19 +228,22 @@ func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, p principal, re
 	switch res {
 	case authNone:
 		g.dropBadCookie(w, r, err)
-		if signIn {
+		switch {
+		case signIn:
 			g.denyUnauthenticated(w, r)
-		} else {
-			writePage(w, r, pageUnauthorized)
+		case r.URL.Path == "/oauth2/auth":
+			writePage(w, r, unauthorizedPage(g.forwardAuthSignIn(r)))
+		default:
+			writePage(w, r, unauthorizedPage(g.signInHref(g.againHref(r))))
 		}
 	case authUnlinked:
-		g.fail(w, r, unlinkedPage(p.session.Email), errors.New("no headscale user: "+p.link.Reason))
+		g.fail(w, r, unlinkedPage(p.session.Email, p.link, g.signInHref(g.againHref(r))), errors.New("no headscale user: "+p.link.Reason))
 	case authNameShared:
 		g.fail(w, r, nameSharedPage(p.session.Email, p.link), errNameShared(p.link))
 	case authBadIdentity:
 		g.fail(w, r, pageBadIdentity, errBadIdentity(p.session, p.link))
 	case authUnavailable:
-		g.fail(w, r, pageHeadscaleDown, err)
+		g.fail(w, r, pageHeadscaleDown.withAction("Try again", g.againHref(r)), err)
 	case authNotAllowed:
 		g.fail(w, r, notAllowedPage(p.session.Email, rt.access.lacks()),
 			fmt.Errorf("not allowed on route %s: sub %s, headscale user %q", rt.name, p.session.Subject, p.link.UserName))
@@ -230,6 +268,7 @@ func (g *Gateway) serveUserInfo(w http.ResponseWriter, r *http.Request) {
 		rt = g.base
 	}
 	p, res, err := g.authenticate(r, rt, also)
+	noteAccess(w, nil, p.subject(), p.link.UserName)
 	if res != authOK {
 		g.refuse(w, r, p, res, err, rt, false)
 		return
@@ -268,7 +307,7 @@ func (g *Gateway) serveReady(w http.ResponseWriter, r *http.Request) {
 }
 
 func (g *Gateway) serveNotFound(w http.ResponseWriter, r *http.Request) {
-	writePage(w, r, pageNotFound)
+	writePage(w, r, pageNotFound.withAction("Go to the application", g.home()))
 }
 
 // errNameShared is the logged cause of a refusal for a shared name: it names the users, for the

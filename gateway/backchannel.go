@@ -83,11 +83,13 @@ func (g *Gateway) serveBackchannelLogout(w http.ResponseWriter, r *http.Request)
 // refuseLogout answers a back-channel logout that did not end sessions, and counts it by result.
 func (g *Gateway) refuseLogout(w http.ResponseWriter, r *http.Request, result string, status int, cause error) {
 	g.metrics.backchannel.WithLabelValues(result).Inc()
-	title := "Logout token refused"
+	p := page{Status: status, Title: "Logout token refused",
+		Message: "headgate did not accept this logout token, so it ended no session."}
 	if status == http.StatusServiceUnavailable {
-		title = "Logout cannot be applied right now"
+		p.Title = "Logout cannot be applied right now"
+		p.Message = "headgate cannot reach what it needs to end these sessions right now. Send the token again later."
 	}
-	g.fail(w, r, page{Status: status, Title: title}, cause)
+	g.fail(w, r, p, cause)
 }
 
 // logoutKeys checks the signatures of back-channel logout tokens against the provider's keys.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -89,6 +90,12 @@ func benchGateway(b *testing.B) (*Gateway, string, *httptest.Server) {
 // rules (IdP and Headscale groups), further headers and a signed assertion, for a person with
 // IdP groups and Headscale policy groups.
 func benchGatewayWith(b *testing.B, authz bool) (*Gateway, string, *httptest.Server) {
+	return benchGatewayLogged(b, authz, nil)
+}
+
+// benchGatewayLogged is benchGatewayWith; with log not nil, the gateway writes its access log
+// there.
+func benchGatewayLogged(b *testing.B, authz bool, log *slog.Logger) (*Gateway, string, *httptest.Server) {
 	b.Helper()
 	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok"))
@@ -123,7 +130,12 @@ func benchGatewayWith(b *testing.B, authz bool) (*Gateway, string, *httptest.Ser
 		cfg.Assertion = AssertionConfig{Header: "X-Headgate-Assertion", Keys: []string{string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: key}))}}
 		groupNames = []string{"developers", "ops, infra"}
 	}
-	g, err := New(defaulted(cfg), cookies, store, links, groups, DefaultTiming(), slog.New(slog.DiscardHandler), nil)
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	} else {
+		cfg.AccessLog = true
+	}
+	g, err := New(defaulted(cfg), cookies, store, links, groups, DefaultTiming(), log, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -174,6 +186,21 @@ func BenchmarkServeAuthorized(b *testing.B) {
 	serveParallel(b, g, cookie)
 }
 
+// BenchmarkServeAccessLog is BenchmarkServeAuthenticated with the access log on, writing each
+// line as text or JSON to a discarding writer: what a line costs beyond the request.
+func BenchmarkServeAccessLog(b *testing.B) {
+	for _, format := range []string{"text", "json"} {
+		b.Run(format, func(b *testing.B) {
+			h := slog.Handler(slog.NewTextHandler(io.Discard, nil))
+			if format == "json" {
+				h = slog.NewJSONHandler(io.Discard, nil)
+			}
+			g, cookie, _ := benchGatewayLogged(b, false, slog.New(h))
+			serveParallel(b, g, cookie)
+		})
+	}
+}
+
 // BenchmarkServeBareProxy is the floor: a plain ReverseProxy with the same transport settings
 // and buffer pool.
 func BenchmarkServeBareProxy(b *testing.B) {
@@ -198,5 +225,28 @@ func BenchmarkAuthenticate(b *testing.B) {
 		if _, res, err := g.authenticate(r, g.def, nil); res != authOK {
 			b.Fatalf("authenticate: %v %v", res, err)
 		}
+	}
+}
+
+// BenchmarkAccessLogLine is GET /ping, the cheapest request, without the access log and with
+// it as text and JSON (to a discarding writer): the access log's own cost per request.
+func BenchmarkAccessLogLine(b *testing.B) {
+	for _, format := range []string{"off", "text", "json"} {
+		b.Run(format, func(b *testing.B) {
+			var log *slog.Logger
+			switch format {
+			case "text":
+				log = slog.New(slog.NewTextHandler(io.Discard, nil))
+			case "json":
+				log = slog.New(slog.NewJSONHandler(io.Discard, nil))
+			}
+			g, _, _ := benchGatewayLogged(b, false, log)
+			r := httptest.NewRequest(http.MethodGet, "http://gate.example.com/ping", nil)
+			w := discardWriter{http.Header{}}
+			b.ReportAllocs()
+			for b.Loop() {
+				g.ServeHTTP(w, r)
+			}
+		})
 	}
 }

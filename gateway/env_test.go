@@ -57,6 +57,8 @@ type envOptions struct {
 	// headplane sets headplane.path; headplaneNoLink sets headplane.link_at_sign_in false.
 	headplane       string
 	headplaneNoLink bool
+	// jsonLog makes the gateway's log JSON instead of text.
+	jsonLog bool
 	// edit, when set, changes the gateway's Config last, for what the fields above do not
 	// cover (routes, access rules, headers, assertions).
 	edit func(*Config)
@@ -131,6 +133,9 @@ func newTestEnv(t *testing.T, opts ...func(*envOptions)) *testEnv {
 		o.edit(&cfg)
 	}
 	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if o.jsonLog {
+		log = slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	e.gw, err = New(defaulted(cfg), cookies, e.store, links, e.groups, e.clock.timing(), log, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -151,7 +151,7 @@ func (g *Gateway) refuseDataRequest(w http.ResponseWriter, r *http.Request, page
 func (g *Gateway) guardLink(w http.ResponseWriter, r *http.Request, p principal) bool {
 	values, err := readForm(w, r)
 	if err != nil {
-		g.fail(w, r, pageLinkUnreadable, fmt.Errorf("headplane link form: %w", err))
+		g.fail(w, r, pageLinkUnreadable.withAction("Back to Headplane", g.hpPath+"/"), fmt.Errorf("headplane link form: %w", err))
 		return false
 	}
 	for _, v := range values[headplaneLinkField] {
@@ -267,7 +267,7 @@ func truncate(s string, n int) string {
 
 // Pages of the link guard.
 var pageLinkUnreadable = page{Status: http.StatusBadRequest, Title: "Request not understood",
-	Message: "headgate could not read this form, so it did not pass it on."}
+	Message: "headgate could not read this form, so it did not pass it on. Go back to Headplane and try again."}
 
 // linkRefusedPage tells a person that they may link only their own Headscale user.
 func (g *Gateway) linkRefusedPage(link linker.Link) page {

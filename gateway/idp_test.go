@@ -22,7 +22,7 @@ import (
 // one: the authorization code flow only, PKCE with S256 required, state and nonce required,
 // codes bound to client, redirect URI and challenge and redeemable once, and RS256 ID tokens
 // whose keys are published at its JWKS endpoint. Its knobs (SetUser, Mutate, SignWith,
-// RotateKey, Down, AuthorizeError) are safe to call while requests are in flight.
+// RotateKey, Down, Hang, AuthorizeError) are safe to call while requests are in flight.
 type testIdP struct {
 	// URL is the issuer: the server's base URL, without a trailing slash.
 	URL string
@@ -39,6 +39,7 @@ type testIdP struct {
 	mutations  []func(claims map[string]any)
 	alg        string
 	down       bool
+	hang       chan struct{} // while not nil, requests wait until it is closed
 	authzError string
 	codes      map[string]*idpCode
 	tokens     map[string]idpAccess
@@ -118,8 +119,15 @@ func newTestIdP(t *testing.T) *testIdP {
 		case "/jwks":
 			idp.jwksCalls++
 		}
-		down := idp.down
+		down, hang := idp.down, idp.hang
 		idp.mu.Unlock()
+		if hang != nil {
+			select {
+			case <-hang:
+			case <-r.Context().Done():
+				return
+			}
+		}
 		if down {
 			http.Error(w, "identity provider unavailable", http.StatusServiceUnavailable)
 			return
@@ -180,6 +188,22 @@ func (idp *testIdP) Down(down bool) {
 	idp.mu.Lock()
 	defer idp.mu.Unlock()
 	idp.down = down
+}
+
+// Hang makes every request wait without an answer while hang is true, as a provider that
+// accepts connections but is stuck; the requests waiting go on when it is set false, or when
+// their client gives up. The test's end releases them.
+func (idp *testIdP) Hang(t testing.TB, hang bool) {
+	idp.mu.Lock()
+	defer idp.mu.Unlock()
+	switch {
+	case hang && idp.hang == nil:
+		idp.hang = make(chan struct{})
+		t.Cleanup(func() { idp.Hang(t, false) })
+	case !hang && idp.hang != nil:
+		close(idp.hang)
+		idp.hang = nil
+	}
 }
 
 // AuthorizeError makes later valid authorization requests redirect back with ?error=code, an

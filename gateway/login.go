@@ -18,15 +18,21 @@ import (
 
 // serveStart begins a sign-in: it binds a fresh state, nonce and PKCE verifier to a sealed,
 // short-lived login cookie and sends the browser to the provider.
+//
+// It waits for the provider (discovery, or the check that it answers) for OIDC.StartTimeout at
+// most: a provider that does not answer gets a page with a button that tries again, not a
+// blank tab for as long as OIDC.Timeout.
 func (g *Gateway) serveStart(w http.ResponseWriter, r *http.Request) {
 	rd := g.safeRedirect(r.URL.Query().Get("rd"))
-	p, err := g.oidc.get(r.Context())
+	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.OIDC.StartTimeout)
+	defer cancel()
+	p, err := g.oidc.get(ctx)
 	if err == nil {
-		err = g.oidc.reachable(r.Context())
+		err = g.oidc.reachable(ctx)
 	}
 	if err != nil {
 		g.metrics.logins.WithLabelValues("idp_unavailable").Inc()
-		g.fail(w, r, pageIdPDown, err)
+		g.fail(w, r, pageIdPDown.withAction("Try again", g.signInHref(rd)), err)
 		return
 	}
 	// Attempts that never came back leave their login cookies behind; keep their number small.
@@ -40,7 +46,8 @@ func (g *Gateway) serveStart(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := g.cookies.SealLogin(w, l); err != nil {
 		g.fail(w, r, page{Status: http.StatusInternalServerError, Title: "Sign-in failed",
-			Message: "headgate could not start the sign-in."}, err)
+			Message: "headgate could not start the sign-in. Please try again; if this goes on, tell an administrator.",
+			Action:  "Try again", ActionHref: g.signInHref(rd)}, err)
 		return
 	}
 	opts := []oauth2.AuthCodeOption{oidc.Nonce(l.Nonce), oauth2.S256ChallengeOption(l.Verifier)}
@@ -69,49 +76,64 @@ var pageSignIn = page{Status: http.StatusOK, Title: "Sign-in required",
 // maxPendingLogins is how many unfinished sign-ins a browser may have at once (one per tab).
 const maxPendingLogins = 5
 
-// Pages of the callback.
+// Pages of the callback. Those that offer a new sign-in get their button where they are used,
+// with the target the sign-in had.
 var (
 	pageLoginExpired = page{Status: http.StatusBadRequest, Title: "Sign-in expired",
 		Message: "This sign-in was started too long ago, in another browser, or was already used. Please start again.",
 		Action:  "Sign in", ActionHref: "/oauth2/start"}
-	pageLoginRefused = page{Status: http.StatusForbidden, Title: "Sign-in refused",
-		Message: "The identity provider did not sign you in.",
-		Action:  "Try again", ActionHref: "/oauth2/start"}
 	pageLoginInvalid = page{Status: http.StatusUnauthorized, Title: "Sign-in could not be verified",
-		Message: "The identity provider's answer did not pass verification, so headgate did not sign you in.",
-		Action:  "Try again", ActionHref: "/oauth2/start"}
+		Message: "The identity provider's answer did not pass verification, so headgate did not sign you in. " +
+			"Please try again; if this goes on, tell an administrator: the provider and headgate may disagree about its settings."}
 )
+
+// loginRefusedPage is the page of a sign-in the provider answered with the error code.
+func loginRefusedPage(code string) page {
+	return page{Status: http.StatusForbidden, Title: "Sign-in refused",
+		Message: "The identity provider did not sign you in (" + code + "). " +
+			"If you cancelled, try again; if the provider turned you away, ask an administrator for access."}
+}
 
 // serveCallback completes a sign-in: it checks the state against the login cookie, exchanges
 // the code with the PKCE verifier, verifies the ID token and its nonce, links the identity to a
 // Headscale user and starts the session.
+//
+// A sign-in that fails once its login is spent ends on a page a reload shows again (see
+// failSignIn); one that arrives without its login, from a browser that is signed in, is told
+// so rather than that it expired.
 func (g *Gateway) serveCallback(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	q := r.URL.Query()
 	state := q.Get("state")
-	if state == "" {
-		g.metrics.logins.WithLabelValues("bad_state").Inc()
-		g.fail(w, r, pageLoginExpired, errors.New("callback without state"))
-		return
+	var login *session.Login
+	err := errors.New("callback without state")
+	if state != "" {
+		login, err = g.cookies.OpenLogin(r, state)
 	}
-	login, err := g.cookies.OpenLogin(r, state)
 	if err != nil {
 		g.metrics.logins.WithLabelValues("bad_state").Inc()
+		if s := g.liveSession(r); s != nil {
+			// Another tab's sign-in finished first, or the browser came back here again.
+			g.log.LogAttrs(ctx, slog.LevelInfo, "callback of a signed-in browser without its login",
+				slog.String("sub", s.Subject), slog.String("err", err.Error()))
+			writePage(w, r, g.signedInPage(s))
+			return
+		}
 		g.fail(w, r, pageLoginExpired, err)
 		return
 	}
 	g.cookies.ClearLogin(w, state)
+	again := g.signInHref(login.Redirect)
 	if code := q.Get("error"); code != "" {
 		g.metrics.logins.WithLabelValues("idp_refused").Inc()
-		p := pageLoginRefused
-		p.Message = "The identity provider did not sign you in (" + oauthErrorCode(code) + ")."
-		g.fail(w, r, p, errors.New("provider returned error "+oauthErrorCode(code)))
+		g.failSignIn(w, r, loginRefusedPage(oauthErrorCode(code)).withAction("Try again", again),
+			errors.New("provider returned error "+oauthErrorCode(code)))
 		return
 	}
 	first, err := g.store.Claim(ctx, "state:"+state, g.cookies.LoginTimeout())
 	if err != nil {
 		g.metrics.logins.WithLabelValues("store_unavailable").Inc()
-		g.fail(w, r, pageStoreDown, err)
+		g.failSignIn(w, r, pageStoreDown.withAction("Try again", again), err)
 		return
 	}
 	if !first {
@@ -122,32 +144,35 @@ func (g *Gateway) serveCallback(w http.ResponseWriter, r *http.Request) {
 	id, err := g.exchange(ctx, r, login)
 	if err != nil {
 		g.metrics.logins.WithLabelValues(loginFailureLabel(err)).Inc()
-		g.fail(w, r, loginFailurePage(err), err)
+		g.failSignIn(w, r, loginFailurePage(err, again), err)
 		return
 	}
+	noteAccess(w, nil, id.Subject, "")
 	link, err := g.links.Resolve(ctx, id.identity())
 	if err != nil {
 		g.metrics.logins.WithLabelValues("headscale_unavailable").Inc()
-		g.fail(w, r, pageHeadscaleDown, err)
+		g.failSignIn(w, r, pageHeadscaleDown.withAction("Try again", again), err)
 		return
 	}
 	if link.NameShared() {
 		g.metrics.logins.WithLabelValues("name_shared").Inc()
-		g.fail(w, r, nameSharedPage(id.Email, link), errNameShared(link))
+		g.failSignIn(w, r, nameSharedPage(id.Email, link), errNameShared(link))
 		return
 	}
 	claimed := &session.Session{Subject: id.Subject, Email: id.Email, PreferredUsername: id.PreferredUsername}
 	if unsendable(claimed, link) != "" {
 		g.metrics.logins.WithLabelValues("bad_identity").Inc()
-		g.fail(w, r, pageBadIdentity, errBadIdentity(claimed, link))
+		g.failSignIn(w, r, pageBadIdentity, errBadIdentity(claimed, link))
 		return
 	}
 	if !link.Linked() {
 		g.log.LogAttrs(ctx, slog.LevelWarn, "no headscale user",
-			slog.String("sub", id.Subject), slog.String("reason", link.Reason))
+			slog.String("sub", id.Subject), slog.String("reason", link.Reason), slog.String("request_id", failureID(r)))
 		if !g.anyRouteAllowsUnlinked() {
 			g.metrics.logins.WithLabelValues("unlinked").Inc()
-			writePage(w, r, unlinkedPage(id.Email))
+			p := unlinkedPage(id.Email, link, again)
+			p.RequestID = failureID(r)
+			g.showSignInFailure(w, r, p)
 			return
 		}
 	}
@@ -171,27 +196,19 @@ func (g *Gateway) serveCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := g.cookies.Seal(w, s); err != nil {
-		g.fail(w, r, page{Status: http.StatusInternalServerError, Title: "Sign-in failed",
-			Message: "headgate could not create your session."}, err)
+		g.failSignIn(w, r, page{Status: http.StatusInternalServerError, Title: "Sign-in failed",
+			Message: "headgate could not create your session. Please try again; if this goes on, tell an administrator.",
+			Action:  "Try again", ActionHref: again}, err)
 		return
 	}
+	g.clearFailure(w, r)
+	noteAccess(w, nil, s.Subject, link.UserName)
 	g.linkAtSignIn(ctx, s, link)
 	g.metrics.logins.WithLabelValues("ok").Inc()
 	g.log.LogAttrs(ctx, slog.LevelInfo, "signed in",
 		slog.String("sub", s.Subject), slog.String("user", link.UserName), slog.String("method", link.Method))
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, g.safeRedirect(login.Redirect), http.StatusFound)
-}
-
-// unlinkedPage tells a signed-in person that no Headscale user is theirs.
-func unlinkedPage(email string) page {
-	who := "your account"
-	if email != "" {
-		who = email
-	}
-	return page{Status: http.StatusForbidden, Title: "No Headscale user",
-		Message: "You signed in as " + who + ", but no Headscale user is linked to it. Ask an administrator to create or link your user.",
-		Action:  "Sign out", ActionHref: "/oauth2/sign_out"}
 }
 
 // oauthErrorCode returns the provider's error code when it is the token the protocol allows,
@@ -333,15 +350,17 @@ func loginFailureLabel(err error) string {
 	}
 }
 
-func loginFailurePage(err error) page {
+// loginFailurePage is the page of a sign-in whose exchange failed with err; again is where a
+// new sign-in starts.
+func loginFailurePage(err error, again string) page {
 	switch {
 	case errors.Is(err, errIdPUnavailable):
-		return pageIdPDown
+		return pageIdPDown.withAction("Try again", again)
 	case errors.Is(err, errExchange):
-		return pageLoginExpired
+		return pageLoginExpired.withAction("Sign in", again)
 	case errors.Is(err, errGroups):
 		return pageGroupsUnusable
 	default:
-		return pageLoginInvalid
+		return pageLoginInvalid.withAction("Try again", again)
 	}
 }

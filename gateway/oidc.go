@@ -33,6 +33,8 @@ type oidcClient struct {
 	ready    *oidcProvider
 	failedAt time.Time
 	failure  error
+	// discovering is closed when the discovery under way ends; nil when none is.
+	discovering chan struct{}
 
 	// The provider's last reachability check, so that a sign-in is not sent to a provider
 	// that is down (the browser would show a connection error instead of headgate's page).
@@ -102,23 +104,67 @@ func (c *oidcClient) context(ctx context.Context) context.Context {
 }
 
 // get returns the discovered provider, discovering it if needed. Its error wraps
-// errIdPUnavailable.
+// errIdPUnavailable. Discovery runs on its own, bounded by OIDCConfig.Timeout, and callers wait
+// for it only as long as their ctx lets them: a sign-in that gives up early leaves the discovery
+// to finish for the next one. Concurrent callers share one discovery.
 func (c *oidcClient) get(ctx context.Context) (*oidcProvider, error) {
+	c.mu.Lock()
+	if c.ready != nil {
+		defer c.mu.Unlock()
+		return c.ready, nil
+	}
+	if c.failure != nil && c.timing.Now().Sub(c.failedAt) < c.timing.Rediscover {
+		defer c.mu.Unlock()
+		return nil, c.failure
+	}
+	done := c.discovering
+	if done == nil {
+		done = make(chan struct{})
+		c.discovering = done
+		go c.discover(done)
+	}
+	c.mu.Unlock()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: discover %s: no answer yet: %w", errIdPUnavailable, c.cfg.Issuer, ctx.Err())
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.ready != nil {
 		return c.ready, nil
 	}
-	if c.failure != nil && c.timing.Now().Sub(c.failedAt) < c.timing.Rediscover {
-		return nil, c.failure
-	}
+	return nil, c.failure
+}
+
+// discover reads the provider's discovery document and keeps what it yields, or the failure,
+// then closes done.
+func (c *oidcClient) discover(done chan struct{}) {
 	// Discovery's context also configures the key set's later fetches, so it must outlive
-	// this request: only the client travels with it, bounded by its own timeout.
-	p, err := oidc.NewProvider(c.context(context.WithoutCancel(ctx)), c.cfg.Issuer)
+	// the request that started it: only the client travels with it, bounded by its own timeout.
+	ctx := c.context(context.Background())
+	p, err := oidc.NewProvider(ctx, c.cfg.Issuer)
+	var ready *oidcProvider
+	if err == nil {
+		ready = c.provider(ctx, p)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	defer close(done)
+	c.discovering = nil
 	if err != nil {
 		c.failedAt, c.failure = c.timing.Now(), fmt.Errorf("%w: discover %s: %w", errIdPUnavailable, c.cfg.Issuer, err)
-		return nil, c.failure
+		return
 	}
+	c.ready, c.failure = ready, nil
+	// Discovery has just shown the provider answers: the first sign-in need not ask again.
+	c.probeMu.Lock()
+	c.probedAt, c.probeErr = c.timing.Now(), nil
+	c.probeMu.Unlock()
+}
+
+// provider builds what headgate keeps of the discovered provider p.
+func (c *oidcClient) provider(ctx context.Context, p *oidc.Provider) *oidcProvider {
 	endpoint := p.Endpoint()
 	endpoint.AuthStyle = authStyle(p)
 	var claims struct {
@@ -128,8 +174,8 @@ func (c *oidcClient) get(ctx context.Context) (*oidcProvider, error) {
 	}
 	p.Claims(&claims) // fields a provider leaves out stay empty
 	keys := &logoutKeys{url: claims.JWKS, client: c.http, now: c.timing.Now, refresh: c.timing.LogoutKeysRefresh}
-	keys.prefetch(c.context(context.WithoutCancel(ctx)))
-	c.ready = &oidcProvider{
+	keys.prefetch(ctx)
+	return &oidcProvider{
 		endSession: claims.EndSession,
 		logoutVerifier: oidc.NewVerifier(c.cfg.Issuer, keys,
 			&oidc.Config{ClientID: c.cfg.ClientID, SupportedSigningAlgs: claims.Algorithms, Now: c.timing.Now}),
@@ -144,12 +190,6 @@ func (c *oidcClient) get(ctx context.Context) (*oidcProvider, error) {
 			Scopes:       c.cfg.Scopes,
 		},
 	}
-	c.failure = nil
-	// Discovery has just shown the provider answers: the first sign-in need not ask again.
-	c.probeMu.Lock()
-	c.probedAt, c.probeErr = c.timing.Now(), nil
-	c.probeMu.Unlock()
-	return c.ready, nil
 }
 
 // authStyle picks how the client authenticates at the token endpoint from what discovery

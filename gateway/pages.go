@@ -5,22 +5,31 @@ import (
 	"html/template"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
+
+	"headgate/session"
 )
 
-// page is what a person sees when the gateway answers instead of the upstream.
+// page is what a person sees when the gateway answers instead of the upstream. Its message
+// says what happened to the person who reads it and what they can do next: sign in, try again,
+// sign out, or whom to ask. The JSON names keep a page short where it is sealed into a cookie
+// (see failSignIn).
 type page struct {
-	Status  int
-	Title   string
-	Message string
+	Status  int    `json:"s"`
+	Title   string `json:"t"`
+	Message string `json:"m"`
 	// Action, when set, is a link offered below the message, such as "Sign in again"; with
 	// ActionPost, a button that submits a POST to ActionHref instead.
-	Action     string
-	ActionHref string
-	ActionPost bool
+	Action     string `json:"a,omitempty"`
+	ActionHref string `json:"h,omitempty"`
+	ActionPost bool   `json:"p,omitempty"`
 	// Refresh makes the browser go on to ActionHref by itself, as soon as it shows the page.
-	Refresh bool
+	Refresh bool `json:"r,omitempty"`
+	// RequestID, when set, is shown for the person to quote to an administrator: the log line
+	// of the failure carries it too.
+	RequestID string `json:"i,omitempty"`
 }
 
 var pageTemplate = template.Must(template.New("page").Parse(`<!doctype html>
@@ -40,31 +49,38 @@ form{margin:0}
 <p>{{.Message}}</p>
 {{if .ActionPost}}<form method="post" action="{{.ActionHref}}"><button class="button">{{.Action}}</button></form>
 {{- else if .Action}}<a class="button" href="{{.ActionHref}}">{{.Action}}</a>{{end}}
-<p><small>{{.Status}} · headgate</small></p>
+<p><small>{{.Status}} · headgate{{with .RequestID}} · request {{.}}{{end}}</small></p>
 </main></body></html>
 `))
 
-// fail is the one place that answers a request with an error. It logs the failure (5xx at
-// Error, 4xx at Warn) with the cause, and answers a browser with a readable page and any other
-// client with a short status text. The cause is never shown to the client.
+// fail is the one place that answers a request with an error. It logs the failure (see
+// logFailure), and answers a browser with a readable page, which shows the request ID of the
+// log line, and any other client with a short status text. The cause is never shown to the
+// client.
 func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, p page, cause error) {
+	p.RequestID = g.logFailure(r, p, cause)
+	writePage(w, r, p)
+}
+
+// logFailure logs that r is answered with p because of cause (5xx at Error, 4xx at Warn), and
+// returns the request ID the line carries (see failureID).
+func (g *Gateway) logFailure(r *http.Request, p page, cause error) string {
 	level := slog.LevelWarn
 	if p.Status >= 500 {
 		level = slog.LevelError
 	}
+	id := failureID(r)
 	attrs := []slog.Attr{
 		slog.String("path", r.URL.Path),
 		slog.Int("status", p.Status),
 		slog.String("title", p.Title),
-	}
-	if id := requestID(r); id != "" {
-		attrs = append(attrs, slog.String("request_id", id))
+		slog.String("request_id", id),
 	}
 	if cause != nil {
 		attrs = append(attrs, slog.String("err", cause.Error()))
 	}
 	g.log.LogAttrs(r.Context(), level, "request failed", attrs...)
-	writePage(w, r, p)
+	return id
 }
 
 // writePage answers with p: HTML for a browser, plain text otherwise. Headers are set before
@@ -122,9 +138,13 @@ func isNavigation(r *http.Request) bool {
 	return acceptsHTML(r)
 }
 
-// requestID returns the client's or load balancer's request ID when it looks like one.
+// headerRequestID carries a request's ID: from a trusted proxy, and to the upstream.
+const headerRequestID = "X-Request-Id"
+
+// requestID returns the request's ID when it looks like one: with Config.AccessLog, the one
+// serveLogged gave it; otherwise whatever the client or a load balancer sent.
 func requestID(r *http.Request) string {
-	id := r.Header.Get("X-Request-Id")
+	id := r.Header.Get(headerRequestID)
 	if len(id) == 0 || len(id) > 128 {
 		return ""
 	}
@@ -136,25 +156,73 @@ func requestID(r *http.Request) string {
 	return id
 }
 
-// Pages used by more than one handler.
+// failureID returns r's ID (see requestID) for the log line and the page of a failure, or,
+// when r has none, a new one, which r then carries for the lines that follow.
+func failureID(r *http.Request) string {
+	if id := requestID(r); id != "" {
+		return id
+	}
+	id := session.NewID()
+	r.Header.Set(headerRequestID, id)
+	return id
+}
+
+// signInHref is the address of a sign-in that returns to rd, once checked (see safeRedirect).
+func (g *Gateway) signInHref(rd string) string {
+	return "/oauth2/start?rd=" + url.QueryEscape(g.safeRedirect(rd))
+}
+
+// againHref is the address that repeats r: its own, checked, for a GET or HEAD, and "" for any
+// other method, which a link cannot repeat.
+func (g *Gateway) againHref(r *http.Request) string {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return ""
+	}
+	return g.safeRedirect(r.URL.RequestURI())
+}
+
+// home is where a person goes on to from a page that has no other target: Headplane when
+// headgate serves it, else the root.
+func (g *Gateway) home() string {
+	return g.hpPath + "/"
+}
+
+// withAction returns p offering action, a link to href; without an href, p as it is.
+func (p page) withAction(action, href string) page {
+	if href != "" {
+		p.Action, p.ActionHref, p.ActionPost = action, href, false
+	}
+	return p
+}
+
+// unauthorizedPage is the 401 page of a request without a session, whose "Sign in" button goes
+// to signIn.
+func unauthorizedPage(signIn string) page {
+	return page{Status: http.StatusUnauthorized, Title: "Sign-in required",
+		Message: "You need to sign in to reach this page.", Action: "Sign in", ActionHref: signIn}
+}
+
+// Pages used by more than one handler. Those that offer to try again get their button where
+// they are used, since the address to try depends on the request.
 var (
-	pageUnauthorized = page{Status: http.StatusUnauthorized, Title: "Sign-in required",
-		Message: "You need to sign in to reach this page."}
 	pageNotFound = page{Status: http.StatusNotFound, Title: "Not found",
-		Message: "headgate has no page at this address."}
+		Message: "headgate has no page at this address. Check the link, or go on to the application."}
 	pageStoreDown = page{Status: http.StatusServiceUnavailable, Title: "Sign-in is unavailable",
-		Message: "headgate cannot reach its session store right now, so new sign-ins cannot be recorded. Please try again in a minute."}
+		Message: "headgate cannot reach its session store right now, so new sign-ins cannot be recorded. " + tryAgainLater}
 	pageIdPDown = page{Status: http.StatusServiceUnavailable, Title: "Identity provider unreachable",
-		Message: "headgate cannot reach the identity provider right now. Please try again in a minute."}
+		Message: "headgate cannot reach the identity provider right now, so you cannot sign in. " + tryAgainLater}
 	pageHeadscaleDown = page{Status: http.StatusServiceUnavailable, Title: "Headscale unreachable",
-		Message: "headgate cannot reach Headscale to find your user. Please try again in a minute."}
+		Message: "headgate cannot reach Headscale to find your user. " + tryAgainLater}
 	pageGroupsUnusable = page{Status: http.StatusForbidden, Title: "Too many groups",
 		Message: "Your account at the identity provider is in more groups than headgate can keep in a session, or its groups cannot be read. Ask an administrator to send headgate fewer groups (a groups claim of its own at the provider)."}
 	pageNoRoute = page{Status: http.StatusNotFound, Title: "Nothing here",
 		Message: "No application is served at this address. Check the link, or ask an administrator where the application moved."}
 	pageAssertionDown = page{Status: http.StatusServiceUnavailable, Title: "Signing unavailable",
-		Message: "headgate cannot vouch for you to this application right now, because its signing keys are out of reach. Please try again in a minute."}
+		Message: "headgate cannot vouch for you to this application right now, because its signing keys are out of reach. " + tryAgainLater}
 )
+
+// tryAgainLater ends the message of a page about something out of reach for a while.
+const tryAgainLater = "Please try again in a minute; if this goes on, tell an administrator."
 
 // notAllowedPage is the page of a signed-in person the route's access rules leave out. It says
 // what kind of membership they lack, never the rule itself.

@@ -15,6 +15,7 @@ func (g *Gateway) routes() *http.ServeMux {
 	mux.HandleFunc("GET /oauth2/start", g.serveStart)
 	mux.HandleFunc("GET /oauth2/sign_in", g.serveSignIn) // a page that goes on to /oauth2/start
 	mux.HandleFunc("GET /oauth2/callback", g.serveCallback)
+	mux.HandleFunc("GET "+failurePath, g.serveSignInFailed) // how the last sign-in failed, again on reload
 	mux.HandleFunc("GET /oauth2/sign_out", g.serveSignOut)
 	mux.HandleFunc("POST /oauth2/sign_out", g.serveSignOut)
 	mux.HandleFunc("GET /oauth2/signed_out", g.serveSignedOut) // back from the provider's sign-out

@@ -31,6 +31,7 @@ func (g *Gateway) serveSignOut(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if s, err := g.cookies.Open(r); err == nil {
+		noteAccess(w, nil, s.Subject, "")
 		if err := g.store.Revoke(r.Context(), s); err != nil {
 			// The session is revoked on this instance at once; the store retries the rest when it
 			// answers again.
