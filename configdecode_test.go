@@ -213,3 +213,38 @@ func TestConfigDefaultsApplied(t *testing.T) {
 		}
 	}
 }
+
+func TestConfigEnvDefaults(t *testing.T) {
+	tests := []struct {
+		value string
+		vars  map[string]string
+		want  string // the value of listen
+		// wantErr is the problem reported instead, "" for none.
+		wantErr string
+	}{
+		{value: "${L:-127.0.0.1:4180}", want: "127.0.0.1:4180"},
+		{value: "${L:-127.0.0.1:4180}", vars: map[string]string{"L": ""}, want: "127.0.0.1:4180"},
+		{value: "${L:-127.0.0.1:4180}", vars: map[string]string{"L": "0.0.0.0:4180"}, want: "0.0.0.0:4180"},
+		{value: "a${L:-}b", want: "ab"},
+		// Set but empty, without a default: empty, so the key's own default applies.
+		{value: "${L}", vars: map[string]string{"L": ""}, want: "127.0.0.1:4180"},
+		{value: "${H:-localhost}:${P:-4180}", vars: map[string]string{"P": "80"}, want: "localhost:80"},
+		// A default is text, taken as written: never YAML, never a further reference.
+		{value: "'${L:-[a, b]}'", want: "[a, b]"},
+		{value: "'${L:-$HOME}'", want: "$HOME"},
+		{value: "${L}", wantErr: "line 12: listen: environment variable L is not set"},
+		{value: "${L:-x}${M}", wantErr: "line 12: listen: environment variable M is not set"},
+	}
+	for _, tt := range tests {
+		doc := strings.Join(append(slices.Clone(validDoc), "listen: "+tt.value), "\n")
+		cfg, err := loadConfig(writeConfig(t, doc), env(tt.vars))
+		switch {
+		case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+			t.Errorf("%s with %v: got %v, want an error containing %q", tt.value, tt.vars, err, tt.wantErr)
+		case tt.wantErr == "" && err != nil:
+			t.Errorf("%s with %v: got %v, want no error", tt.value, tt.vars, err)
+		case tt.wantErr == "" && cfg.Listen != tt.want:
+			t.Errorf("%s with %v: got %q, want %q", tt.value, tt.vars, cfg.Listen, tt.want)
+		}
+	}
+}
