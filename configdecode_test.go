@@ -1,6 +1,8 @@
 package main
 
 import (
+	"maps"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -246,5 +248,57 @@ func TestConfigEnvDefaults(t *testing.T) {
 		case tt.wantErr == "" && cfg.Listen != tt.want:
 			t.Errorf("%s with %v: got %q, want %q", tt.value, tt.vars, cfg.Listen, tt.want)
 		}
+	}
+}
+
+// TestShippedConfigNeedsOnlyItsSecrets: gateway.yaml loads with the three secrets it documents
+// and nothing else set, the container's listen address overrides the default, and the README
+// lists every variable the file reads.
+func TestShippedConfigNeedsOnlyItsSecrets(t *testing.T) {
+	secrets := map[string]string{
+		"OIDC_CLIENT_SECRET":      "client-secret",
+		"HEADSCALE_API_KEY":       "hskey-api-example",
+		"HEADGATE_SESSION_SECRET": strings.Repeat("s", 40),
+	}
+	read := make(map[string]bool)
+	cfg, err := loadConfig("gateway.yaml", func(name string) (string, bool) {
+		read[name] = true
+		v, ok := secrets[name]
+		return v, ok
+	})
+	if err != nil {
+		t.Fatalf("gateway.yaml with only its three secrets set: %v", err)
+	}
+	if got, want := cfg.Listen, "127.0.0.1:4180"; got != want {
+		t.Errorf("listen: got %q, want %q", got, want)
+	}
+	if cfg.Redis.URL != "" {
+		t.Errorf("redis.url: got %q, want empty (the in-process store)", cfg.Redis.URL)
+	}
+
+	container := map[string]string{"HEADGATE_LISTEN": "0.0.0.0:4180", "HEADGATE_REDIS_URL": "redis://redis:6379/0"}
+	maps.Copy(container, secrets)
+	cfg, err = loadConfig("gateway.yaml", env(container))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := cfg.Listen, "0.0.0.0:4180"; got != want {
+		t.Errorf("listen with HEADGATE_LISTEN: got %q, want %q", got, want)
+	}
+	if got, want := cfg.Redis.URL, "redis://redis:6379/0"; got != want {
+		t.Errorf("redis.url with HEADGATE_REDIS_URL: got %q, want %q", got, want)
+	}
+
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name := range read {
+		if !strings.Contains(string(readme), "| `"+name+"` |") {
+			t.Errorf("README.md has no row for %s, which gateway.yaml reads", name)
+		}
+	}
+	if len(read) < 5 {
+		t.Errorf("gateway.yaml read %d variables (%v), want at least the three secrets, HEADGATE_LISTEN and HEADGATE_REDIS_URL", len(read), read)
 	}
 }
