@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -473,22 +474,7 @@ func checkKeys(ctx context.Context, p *oidc.Provider, client *http.Client, timeo
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	keys, err := func() (jose.JSONWebKeySet, error) {
-		var keys jose.JSONWebKeySet
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.JWKS, nil)
-		if err != nil {
-			return keys, err
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			return keys, err
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return keys, fmt.Errorf("answered %s", resp.Status)
-		}
-		return keys, json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&keys)
-	}()
+	keys, err := fetchKeys(ctx, client, d.JWKS)
 	switch {
 	case err != nil:
 		return finding{checkFail, "oidc.issuer", fmt.Sprintf("signing keys at %s: %v", d.JWKS, err)}
@@ -496,6 +482,24 @@ func checkKeys(ctx context.Context, p *oidc.Provider, client *http.Client, timeo
 		return finding{checkFail, "oidc.issuer", fmt.Sprintf("signing keys at %s: none", d.JWKS)}
 	}
 	return finding{checkOK, "oidc.issuer", fmt.Sprintf("%d signing keys at %s", len(keys.Keys), d.JWKS)}
+}
+
+// fetchKeys reads the key set at jwksURL.
+func fetchKeys(ctx context.Context, client *http.Client, jwksURL string) (jose.JSONWebKeySet, error) {
+	var keys jose.JSONWebKeySet
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, jwksURL, nil)
+	if err != nil {
+		return keys, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return keys, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return keys, fmt.Errorf("answered %s", resp.Status)
+	}
+	return keys, json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&keys)
 }
 
 // checkClient has the token endpoint judge the client's credentials. Few providers let every
@@ -516,12 +520,17 @@ func checkClient(ctx context.Context, p *oidc.Provider, g gateway.Config) findin
 	ctx, cancel := context.WithTimeout(ctx, g.OIDC.Timeout)
 	defer cancel()
 	_, err := conf.Exchange(ctx, "headgate-check-"+rand.Text())
-	var re *oauth2.RetrieveError
+	var (
+		re          *oauth2.RetrieveError
+		unreachable *url.Error
+	)
 	switch {
 	case err == nil:
 		return finding{checkWarn, key, "could not verify: the token endpoint took a made-up code"}
+	case errors.As(err, &unreachable):
+		return finding{checkFail, "oidc.issuer", fmt.Sprintf("token endpoint: %v", err)}
 	case !errors.As(err, &re) || re.Response == nil:
-		return finding{checkFail, "oidc.issuer", fmt.Sprintf("token endpoint %s: %v", endpoint.TokenURL, err)}
+		return finding{checkWarn, key, fmt.Sprintf("could not verify: %v", err)}
 	}
 	answer := strings.Join(slices.DeleteFunc([]string{re.Response.Status, re.ErrorCode, re.ErrorDescription}, func(s string) bool { return s == "" }), " ")
 	switch {

@@ -286,6 +286,8 @@ type idpOptions struct {
 	// token answers, with 400, a request whose credentials pass; "" for invalid_grant.
 	token string
 	hang  bool // answer nothing until the request ends
+	// tokenURL is the token endpoint discovery names; "" for the server's own.
+	tokenURL string
 }
 
 // newIdP starts an OpenID Connect provider that knows one client, headgate with the secret
@@ -316,8 +318,8 @@ func newIdP(t *testing.T, o idpOptions) *httptest.Server {
 			if o.postOnly {
 				methods = `["client_secret_post"]`
 			}
-			fmt.Fprintf(w, `{"issuer": %q, "authorization_endpoint": "%[2]s/auth", "token_endpoint": "%[2]s/token",
-				"jwks_uri": "%[2]s/keys", "token_endpoint_auth_methods_supported": %s}`, issuer, srv.URL, methods)
+			fmt.Fprintf(w, `{"issuer": %[1]q, "authorization_endpoint": "%[2]s/auth", "token_endpoint": %[3]q,
+				"jwks_uri": "%[2]s/keys", "token_endpoint_auth_methods_supported": %[4]s}`, issuer, srv.URL, cmp.Or(o.tokenURL, srv.URL+"/token"), methods)
 		case "/keys":
 			io.WriteString(w, o.keys)
 		case "/token":
@@ -391,6 +393,13 @@ func TestCheck(t *testing.T) {
 	}, {
 		name: "a provider that judges nothing", issuer: newIdP(t, idpOptions{token: `{"error": "unsupported_grant_type"}`}).URL, secret: "client-secret", headscale: hs.URL, apiKey: "hskey-api-right",
 		want: []string{"WARN  oidc.client_id, oidc.client_secret: could not verify: the token endpoint answered 400 Bad Request unsupported_grant_type\n"},
+	}, {
+		name: "a token endpoint that does not answer", issuer: newIdP(t, idpOptions{tokenURL: closed + "/token"}).URL, secret: "client-secret", headscale: hs.URL, apiKey: "hskey-api-right",
+		want:    []string{"FAIL  oidc.issuer: token endpoint: Post \"" + closed + "/token\": "},
+		wantErr: true,
+	}, {
+		name: "a token endpoint that is something else", issuer: newIdP(t, idpOptions{tokenURL: hs.URL + "/version"}).URL, secret: "client-secret", headscale: hs.URL, apiKey: "hskey-api-right",
+		want: []string{"WARN  oidc.client_id, oidc.client_secret: could not verify: "},
 	}, {
 		name: "another issuer in discovery", issuer: newIdP(t, idpOptions{issuer: "https://idp.example.com"}).URL, secret: "client-secret", headscale: hs.URL, apiKey: "hskey-api-right",
 		want:    []string{"FAIL  oidc.issuer: discovery: oidc: issuer URL provided to client", "SKIP  oidc.client_id, oidc.client_secret: not checked without discovery"},
