@@ -249,13 +249,15 @@ func (d *nodeDecoder) mergeSources(n *yaml.Node, path string) []entry {
 	return es
 }
 
-// envRef matches a reference to an environment variable in a value: ${NAME}.
-var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+// envRef matches a reference to an environment variable in a value: ${NAME}, or
+// ${NAME:-default}, whose default (any text but "}", taken as written) stands in for a variable
+// that is unset or empty.
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(:-[^}]*)?\}`)
 
 // expand replaces each ${VAR} in the scalar n with the variable's value, once however many
 // times n is used. Expansion happens after parsing, so a value cannot change the document's
-// structure, and an expanded value stays a string. An unset variable is reported (a set but
-// empty one expands to ""); expand returns false then.
+// structure, and an expanded value stays a string. An unset variable without a default is
+// reported (a set but empty one expands to ""); expand returns false then.
 func (d *nodeDecoder) expand(n *yaml.Node, path string) bool {
 	if ok, done := d.expanded[n]; done {
 		if !ok {
@@ -266,9 +268,12 @@ func (d *nodeDecoder) expand(n *yaml.Node, path string) bool {
 	ok := true
 	if strings.Contains(n.Value, "${") {
 		n.Value = envRef.ReplaceAllStringFunc(n.Value, func(ref string) string {
-			name := ref[2 : len(ref)-1]
+			name, def, hasDefault := strings.Cut(ref[2:len(ref)-1], ":-")
 			v, set := d.lookupEnv(name)
-			if !set {
+			switch {
+			case hasDefault && v == "":
+				return def
+			case !set:
 				d.fail(n, path, "environment variable %s is not set", name)
 				ok = false
 			}

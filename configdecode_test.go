@@ -1,6 +1,8 @@
 package main
 
 import (
+	"maps"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -211,5 +213,92 @@ func TestConfigDefaultsApplied(t *testing.T) {
 		if c.got != c.want {
 			t.Errorf("%s: got %v, want %v", c.key, c.got, c.want)
 		}
+	}
+}
+
+func TestConfigEnvDefaults(t *testing.T) {
+	tests := []struct {
+		value string
+		vars  map[string]string
+		want  string // the value of listen
+		// wantErr is the problem reported instead, "" for none.
+		wantErr string
+	}{
+		{value: "${L:-127.0.0.1:4180}", want: "127.0.0.1:4180"},
+		{value: "${L:-127.0.0.1:4180}", vars: map[string]string{"L": ""}, want: "127.0.0.1:4180"},
+		{value: "${L:-127.0.0.1:4180}", vars: map[string]string{"L": "0.0.0.0:4180"}, want: "0.0.0.0:4180"},
+		{value: "a${L:-}b", want: "ab"},
+		// Set but empty, without a default: empty, so the key's own default applies.
+		{value: "${L}", vars: map[string]string{"L": ""}, want: "127.0.0.1:4180"},
+		{value: "${H:-localhost}:${P:-4180}", vars: map[string]string{"P": "80"}, want: "localhost:80"},
+		// A default is text, taken as written: never YAML, never a further reference.
+		{value: "'${L:-[a, b]}'", want: "[a, b]"},
+		{value: "'${L:-$HOME}'", want: "$HOME"},
+		{value: "${L}", wantErr: "line 12: listen: environment variable L is not set"},
+		{value: "${L:-x}${M}", wantErr: "line 12: listen: environment variable M is not set"},
+	}
+	for _, tt := range tests {
+		doc := strings.Join(append(slices.Clone(validDoc), "listen: "+tt.value), "\n")
+		cfg, err := loadConfig(writeConfig(t, doc), env(tt.vars))
+		switch {
+		case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+			t.Errorf("%s with %v: got %v, want an error containing %q", tt.value, tt.vars, err, tt.wantErr)
+		case tt.wantErr == "" && err != nil:
+			t.Errorf("%s with %v: got %v, want no error", tt.value, tt.vars, err)
+		case tt.wantErr == "" && cfg.Listen != tt.want:
+			t.Errorf("%s with %v: got %q, want %q", tt.value, tt.vars, cfg.Listen, tt.want)
+		}
+	}
+}
+
+// TestShippedConfigNeedsOnlyItsSecrets: gateway.yaml loads with the three secrets it documents
+// and nothing else set, the container's listen address overrides the default, and the README
+// lists every variable the file reads.
+func TestShippedConfigNeedsOnlyItsSecrets(t *testing.T) {
+	secrets := map[string]string{
+		"OIDC_CLIENT_SECRET":      "client-secret",
+		"HEADSCALE_API_KEY":       "hskey-api-example",
+		"HEADGATE_SESSION_SECRET": strings.Repeat("s", 40),
+	}
+	read := make(map[string]bool)
+	cfg, err := loadConfig("gateway.yaml", func(name string) (string, bool) {
+		read[name] = true
+		v, ok := secrets[name]
+		return v, ok
+	})
+	if err != nil {
+		t.Fatalf("gateway.yaml with only its three secrets set: %v", err)
+	}
+	if got, want := cfg.Listen, "127.0.0.1:4180"; got != want {
+		t.Errorf("listen: got %q, want %q", got, want)
+	}
+	if cfg.Redis.URL != "" {
+		t.Errorf("redis.url: got %q, want empty (the in-process store)", cfg.Redis.URL)
+	}
+
+	container := map[string]string{"HEADGATE_LISTEN": "0.0.0.0:4180", "HEADGATE_REDIS_URL": "redis://redis:6379/0"}
+	maps.Copy(container, secrets)
+	cfg, err = loadConfig("gateway.yaml", env(container))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := cfg.Listen, "0.0.0.0:4180"; got != want {
+		t.Errorf("listen with HEADGATE_LISTEN: got %q, want %q", got, want)
+	}
+	if got, want := cfg.Redis.URL, "redis://redis:6379/0"; got != want {
+		t.Errorf("redis.url with HEADGATE_REDIS_URL: got %q, want %q", got, want)
+	}
+
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name := range read {
+		if !strings.Contains(string(readme), "| `"+name+"` |") {
+			t.Errorf("README.md has no row for %s, which gateway.yaml reads", name)
+		}
+	}
+	if len(read) < 5 {
+		t.Errorf("gateway.yaml read %d variables (%v), want at least the three secrets, HEADGATE_LISTEN and HEADGATE_REDIS_URL", len(read), read)
 	}
 }

@@ -5,6 +5,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -12,9 +14,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"os"
 	"os/signal"
+	"runtime/debug"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -22,11 +29,21 @@ import (
 	"headgate/linker"
 	"headgate/session"
 
+	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/go-jose/go-jose/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/oauth2"
 )
+
+// version is the release this binary was built as, when the build names one:
+//
+//	go build -ldflags "-X main.version=v1.2.0"
+//
+// Empty: versionText reports what Go recorded in the binary. Only the linker sets it.
+var version string
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -51,24 +68,187 @@ type backgroundStore interface {
 	Run(ctx context.Context) error
 }
 
-// run loads the configuration, builds every dependency once, serves until ctx ends and then
-// shuts down gracefully.
+const usage = `Usage:
+  headgate [-config FILE]                         serve
+  headgate [-config FILE] -check [-offline]       check the configuration, then reach the
+                                                  identity provider, Headscale and Redis
+  headgate healthcheck [-config FILE | -url URL]  ask a running headgate's /ping (exit 0: alive)
+  headgate version                                print the version
+
+Flags:
+`
+
+// run does what the command line asks: by default it loads the configuration and serves until
+// ctx ends. Asked for help, it prints the usage on stdout and returns nil.
 func run(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) error {
-	flags := flag.NewFlagSet(args[0], flag.ContinueOnError)
-	flags.SetOutput(stderr)
-	configPath := flags.String("config", "gateway.yaml", "path of the configuration file")
-	checkOnly := flags.Bool("check", false, "validate the configuration and exit")
-	if err := flags.Parse(args[1:]); err != nil {
+	if len(args) > 1 {
+		switch args[1] {
+		case "version":
+			info, _ := debug.ReadBuildInfo()
+			fmt.Fprintln(stdout, versionText(version, info))
+			return nil
+		case "healthcheck":
+			return healthcheck(ctx, args[2:], lookupEnv, stdout, stderr)
+		}
+	}
+	flags := flag.NewFlagSet("headgate", flag.ContinueOnError)
+	configPath := flags.String("config", "gateway.yaml", "the configuration `file`")
+	checkOnly := flags.Bool("check", false, "check the configuration, then reach the identity provider, Headscale and\nRedis it names, print one line for each, and exit (non-zero if any FAIL)")
+	offline := flags.Bool("offline", false, "with -check: check the configuration only, reaching nothing")
+	showVersion := flags.Bool("version", false, "print the version and exit")
+	if err := parseFlags(flags, args[1:], usage, stdout, stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
 		return err
+	}
+	if *showVersion {
+		info, _ := debug.ReadBuildInfo()
+		fmt.Fprintln(stdout, versionText(version, info))
+		return nil
+	}
+	if *offline && !*checkOnly {
+		return errors.New("-offline goes with -check")
 	}
 	cfg, err := loadConfig(*configPath, lookupEnv)
 	if err != nil {
 		return err
 	}
 	if *checkOnly {
-		fmt.Fprintln(stdout, "configuration OK")
+		fmt.Fprintf(stdout, "%-4s  %s: valid\n", checkOK, *configPath)
+		if *offline {
+			return nil
+		}
+		return check(ctx, cfg, stdout)
+	}
+	return serve(ctx, cfg, stderr)
+}
+
+// parseFlags parses args into flags. Asked for help (-h, -help), it prints text and the flags'
+// defaults on stdout and returns flag.ErrHelp; on a mistake, an argument that is not a flag
+// among them, it prints them on stderr and returns the mistake.
+func parseFlags(flags *flag.FlagSet, args []string, text string, stdout, stderr io.Writer) error {
+	flags.SetOutput(io.Discard)
+	err := flags.Parse(args)
+	if err == nil && flags.NArg() > 0 {
+		err = fmt.Errorf("unknown command %q", flags.Arg(0))
+	}
+	if err != nil {
+		w := stderr
+		if errors.Is(err, flag.ErrHelp) {
+			w = stdout
+		}
+		fmt.Fprint(w, text)
+		flags.SetOutput(w)
+		flags.PrintDefaults()
+	}
+	return err
+}
+
+// versionText describes the build in one line: the version set at link time, else the module
+// version Go recorded (a tag, a pseudo-version, or "(devel)"); then, when the build recorded
+// them, the commit, its time, whether the checkout had uncommitted changes, and the Go release.
+// A nil info (a binary without build information) leaves only the version.
+func versionText(linked string, info *debug.BuildInfo) string {
+	if info == nil {
+		info = &debug.BuildInfo{}
+	}
+	v := linked
+	if v == "" {
+		v = info.Main.Version
+	}
+	if v == "" {
+		v = "(unknown version)"
+	}
+	settings := make(map[string]string)
+	for _, s := range info.Settings {
+		settings[s.Key] = s.Value
+	}
+	var details []string
+	if r := settings["vcs.revision"]; r != "" {
+		details = append(details, "commit "+r)
+	}
+	if t := settings["vcs.time"]; t != "" {
+		details = append(details, t)
+	}
+	if settings["vcs.modified"] == "true" {
+		details = append(details, "modified")
+	}
+	if info.GoVersion != "" {
+		details = append(details, info.GoVersion)
+	}
+	if len(details) == 0 {
+		return "headgate " + v
+	}
+	return "headgate " + v + " (" + strings.Join(details, ", ") + ")"
+}
+
+// healthcheck asks a running headgate whether it is alive: a GET of its /ping at -url, or on
+// the listen address of the configuration (an unspecified address is asked on loopback). It
+// prints one line when the answer is 200; any other answer, or none within -timeout, is its
+// error. It needs no shell or other program, so a container built from scratch can run it.
+func healthcheck(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) error {
+	flags := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
+	configPath := flags.String("config", "gateway.yaml", "ask /ping on the listen address of this configuration `file`")
+	target := flags.String("url", "", "ask this `URL` instead, such as http://127.0.0.1:4180/ping")
+	timeout := flags.Duration("timeout", 2*time.Second, "how long to wait for the answer")
+	const text = "Usage:\n  headgate healthcheck [-config FILE | -url URL] [-timeout DURATION]\n\nFlags:\n"
+	err := parseFlags(flags, args, text, stdout, stderr)
+	if errors.Is(err, flag.ErrHelp) {
 		return nil
 	}
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	configSet := false
+	flags.Visit(func(f *flag.Flag) { configSet = configSet || f.Name == "config" })
+	u := *target
+	if u != "" && configSet {
+		return errors.New("healthcheck: give -config or -url, not both")
+	}
+	if u == "" {
+		cfg, err := loadConfig(*configPath, lookupEnv)
+		if err != nil {
+			return fmt.Errorf("healthcheck: %w", err)
+		}
+		u = "http://" + localAddr(cfg.Listen) + "/ping"
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<10))
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthcheck: %s answered %s", u, resp.Status)
+	}
+	fmt.Fprintf(stdout, "alive: %s answered %s\n", u, resp.Status)
+	return nil
+}
+
+// localAddr returns the address at which this machine reaches a server listening on listen:
+// an unspecified host (":4180", "0.0.0.0:4180", "[::]:4180") is reached on 127.0.0.1, which a
+// Go server listening on any address also accepts.
+func localAddr(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return listen
+	}
+	if ip, err := netip.ParseAddr(host); host == "" || (err == nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// serve builds every dependency once, serves until ctx ends and then shuts down gracefully.
+func serve(ctx context.Context, cfg *Config, stderr io.Writer) error {
 	log := newLogger(cfg.Log, stderr)
 
 	var (
@@ -224,4 +404,196 @@ func newRedisClient(c RedisConfig) (redis.UniversalClient, error) {
 	o.MaxRetries, o.DialerRetries = -1, 1
 	o.ClientName = "headgate"
 	return redis.NewUniversalClient(o), nil
+}
+
+// The outcomes of -check, each the first word of a line.
+const (
+	checkOK   = "OK"
+	checkWarn = "WARN"
+	checkFail = "FAIL"
+	checkSkip = "SKIP"
+)
+
+// finding is one line of -check: its outcome, the configuration key to look at, and what was
+// found.
+type finding struct{ status, key, msg string }
+
+// check reaches what cfg names, the identity provider, Headscale and Redis, all at once and each
+// call bounded by its section's timeout, then prints one line per finding in that order. It
+// returns an error when anything failed.
+func check(ctx context.Context, cfg *Config, w io.Writer) error {
+	var idp, hs, store []finding
+	var wg sync.WaitGroup
+	wg.Go(func() { idp = checkIdP(ctx, cfg.Gateway) })
+	wg.Go(func() { hs = checkHeadscale(ctx, cfg.Headscale) })
+	wg.Go(func() { store = checkRedis(ctx, cfg.Redis) })
+	wg.Wait()
+	failed := 0
+	for _, f := range slices.Concat(idp, hs, store) {
+		fmt.Fprintf(w, "%-4s  %s: %s\n", f.status, f.key, f.msg)
+		if f.status == checkFail {
+			failed++
+		}
+	}
+	if failed > 0 {
+		return fmt.Errorf("check: %d failed", failed)
+	}
+	return nil
+}
+
+// checkIdP discovers the provider as a sign-in does (go-oidc checks that the document names
+// the configured issuer), fetches its signing keys and has its token endpoint judge the
+// client's credentials.
+func checkIdP(ctx context.Context, g gateway.Config) []finding {
+	c := g.OIDC
+	client := &http.Client{Timeout: c.Timeout}
+	ctx = oidc.ClientContext(context.WithValue(ctx, oauth2.HTTPClient, client), client)
+	discoverCtx, cancel := context.WithTimeout(ctx, c.Timeout)
+	p, err := oidc.NewProvider(discoverCtx, c.Issuer)
+	cancel()
+	if err != nil {
+		return []finding{
+			{checkFail, "oidc.issuer", fmt.Sprintf("discovery: %v", err)},
+			{checkSkip, "oidc.client_id, oidc.client_secret", "not checked without discovery"},
+		}
+	}
+	return []finding{
+		{checkOK, "oidc.issuer", "discovery answered, naming this issuer"},
+		checkKeys(ctx, p, client, c.Timeout),
+		checkClient(ctx, p, g),
+	}
+}
+
+// checkKeys fetches the signing keys that discovery names and decodes them as go-oidc does.
+func checkKeys(ctx context.Context, p *oidc.Provider, client *http.Client, timeout time.Duration) finding {
+	var d struct {
+		JWKS string `json:"jwks_uri"`
+	}
+	if err := p.Claims(&d); err != nil || d.JWKS == "" {
+		return finding{checkFail, "oidc.issuer", "discovery names no signing keys (jwks_uri)"}
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	keys, err := fetchKeys(ctx, client, d.JWKS)
+	switch {
+	case err != nil:
+		return finding{checkFail, "oidc.issuer", fmt.Sprintf("signing keys at %s: %v", d.JWKS, err)}
+	case len(keys.Keys) == 0:
+		return finding{checkFail, "oidc.issuer", fmt.Sprintf("signing keys at %s: none", d.JWKS)}
+	}
+	return finding{checkOK, "oidc.issuer", fmt.Sprintf("%d signing keys at %s", len(keys.Keys), d.JWKS)}
+}
+
+// fetchKeys reads the key set at jwksURL.
+func fetchKeys(ctx context.Context, client *http.Client, jwksURL string) (jose.JSONWebKeySet, error) {
+	var keys jose.JSONWebKeySet
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, jwksURL, nil)
+	if err != nil {
+		return keys, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return keys, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return keys, fmt.Errorf("answered %s", resp.Status)
+	}
+	return keys, json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&keys)
+}
+
+// checkClient has the token endpoint judge the client's credentials. Few providers let every
+// client use the client_credentials grant, so it redeems a code that cannot be valid instead:
+// a provider authenticates the client before it looks at the code, so invalid_grant means the
+// credentials passed and invalid_client (or a 401) that they did not. Any other answer proves
+// neither.
+func checkClient(ctx context.Context, p *oidc.Provider, g gateway.Config) finding {
+	const key = "oidc.client_id, oidc.client_secret"
+	endpoint := p.Endpoint()
+	endpoint.AuthStyle = tokenAuthStyle(p)
+	conf := oauth2.Config{
+		ClientID:     g.OIDC.ClientID,
+		ClientSecret: g.OIDC.ClientSecret,
+		Endpoint:     endpoint,
+		RedirectURL:  strings.TrimSuffix(g.PublicURL, "/") + "/oauth2/callback",
+	}
+	ctx, cancel := context.WithTimeout(ctx, g.OIDC.Timeout)
+	defer cancel()
+	_, err := conf.Exchange(ctx, "headgate-check-"+rand.Text())
+	var (
+		re          *oauth2.RetrieveError
+		unreachable *url.Error
+	)
+	switch {
+	case err == nil:
+		return finding{checkWarn, key, "could not verify: the token endpoint took a made-up code"}
+	case errors.As(err, &unreachable):
+		return finding{checkFail, "oidc.issuer", fmt.Sprintf("token endpoint: %v", err)}
+	case !errors.As(err, &re) || re.Response == nil:
+		return finding{checkWarn, key, fmt.Sprintf("could not verify: %v", err)}
+	}
+	answer := strings.Join(slices.DeleteFunc([]string{re.Response.Status, re.ErrorCode, re.ErrorDescription}, func(s string) bool { return s == "" }), " ")
+	switch {
+	case re.ErrorCode == "invalid_client" || re.Response.StatusCode == http.StatusUnauthorized:
+		return finding{checkFail, key, "refused by the token endpoint: " + answer}
+	case re.ErrorCode == "invalid_grant":
+		return finding{checkOK, key, "accepted by the token endpoint"}
+	}
+	return finding{checkWarn, key, "could not verify: the token endpoint answered " + answer}
+}
+
+// tokenAuthStyle picks how the client authenticates at the token endpoint from what discovery
+// advertises, as a sign-in does: client_secret_basic unless only client_secret_post is offered.
+func tokenAuthStyle(p *oidc.Provider) oauth2.AuthStyle {
+	var d struct {
+		Methods []string `json:"token_endpoint_auth_methods_supported"`
+	}
+	if p.Claims(&d) == nil && !slices.Contains(d.Methods, "client_secret_basic") && slices.Contains(d.Methods, "client_secret_post") {
+		return oauth2.AuthStyleInParams
+	}
+	return oauth2.AuthStyleInHeader
+}
+
+// checkHeadscale reads Headscale's version and looks a user up with the API key.
+func checkHeadscale(ctx context.Context, c linker.HeadscaleConfig) []finding {
+	hs := linker.NewHeadscale(c, nil)
+	var found []finding
+	if v, err := hs.Version(ctx); err != nil {
+		found = append(found, finding{checkWarn, "headscale.url", fmt.Sprintf("version not read: %v", err)})
+	} else {
+		found = append(found, finding{checkOK, "headscale.url", fmt.Sprintf("Headscale %s at %s", v, c.URL)})
+	}
+	_, err := hs.FindUsers(ctx, "name", "headgate-check")
+	switch {
+	case errors.Is(err, linker.ErrAPIKeyRefused):
+		return append(found, finding{checkFail, "headscale.api_key", err.Error()})
+	case err != nil:
+		return append(found, finding{checkFail, "headscale.url", err.Error()})
+	}
+	return append(found, finding{checkOK, "headscale.api_key", "accepted (a user lookup answered)"})
+}
+
+// checkRedis sends one PING with the configured options.
+func checkRedis(ctx context.Context, c RedisConfig) []finding {
+	if c.URL == "" {
+		return []finding{{checkSkip, "redis.url", "not set: sessions and links are kept in process (one instance only)"}}
+	}
+	o, err := c.options()
+	if err != nil {
+		return []finding{{checkFail, "redis.url", err.Error()}}
+	}
+	where := fmt.Sprintf("%s at %s", c.Mode, strings.Join(o.Addrs, ", "))
+	// go-redis reports a failed dial through its process-wide logger too: the FAIL line says it.
+	redis.SetLogger(redisLogger{slog.New(slog.DiscardHandler)})
+	client, err := newRedisClient(c)
+	if err != nil {
+		return []finding{{checkFail, "redis.url", err.Error()}}
+	}
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
+	defer cancel()
+	if err := client.Ping(ctx).Err(); err != nil {
+		return []finding{{checkFail, "redis.url", fmt.Sprintf("PING %s: %v", where, err)}}
+	}
+	return []finding{{checkOK, "redis.url", "PING answered: " + where}}
 }

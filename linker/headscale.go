@@ -40,6 +40,7 @@ var errTooLarge = fmt.Errorf("user list exceeds %d MiB", maxListBytes>>20)
 type Headscale struct {
 	usersURL      string
 	policyURL     string
+	versionURL    string
 	key           string // the API key; never put into an error
 	timeout       time.Duration
 	listMaxAge    time.Duration
@@ -58,6 +59,7 @@ func NewHeadscale(cfg HeadscaleConfig, client *http.Client) *Headscale {
 	return &Headscale{
 		usersURL:      base + "/api/v1/user",
 		policyURL:     base + "/api/v1/policy",
+		versionURL:    base + "/version",
 		key:           cfg.APIKey,
 		timeout:       cfg.Timeout,
 		listMaxAge:    cfg.ListMaxAge,
@@ -70,6 +72,10 @@ func NewHeadscale(cfg HeadscaleConfig, client *http.Client) *Headscale {
 // relays the answer of its own gRPC server, which refuses messages over 4 MiB (about 39,000
 // users in 0.29). Single-user lookups by email or name still work then.
 var ErrListingTooLarge = errors.New("headscale user list too large to send")
+
+// ErrAPIKeyRefused marks an answer of 401 or 403 from Headscale's API: it refused the API key
+// (unknown, expired or revoked).
+var ErrAPIKeyRefused = errors.New("check the API key")
 
 // ListUsers returns every Headscale user. A non-2xx answer is an error carrying the status, a
 // body over 64 MiB or not a user list is an error, and the whole call, body included, takes at
@@ -181,6 +187,34 @@ func (h *Headscale) getPolicy(ctx context.Context) ([]byte, error) {
 	return []byte(*body.Policy), nil
 }
 
+// Version returns the version Headscale reports at /version, which needs no API key: a
+// release such as "v0.29.3", or "dev" for a build without one. The call takes at most the
+// configured timeout.
+func (h *Headscale) Version(ctx context.Context) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, h.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.versionURL, nil)
+	if err != nil {
+		return "", fmt.Errorf("get headscale version: %w", err)
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := h.client.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("get headscale version: %w", err)
+	}
+	defer drainClose(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("get headscale version: %w", h.statusError(resp, errorBody(resp)))
+	}
+	var body struct {
+		Version string `json:"version"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&body); err != nil || body.Version == "" {
+		return "", errors.New("get headscale version: the answer names no version")
+	}
+	return body.Version, nil
+}
+
 // saysNoPolicy reports whether body, the start of an error answer of Headscale's, is its JSON
 // error saying that it has no policy.
 func saysNoPolicy(body []byte) bool {
@@ -246,14 +280,13 @@ func (h *Headscale) statusError(resp *http.Response, body []byte) error {
 		detail = strings.ReplaceAll(detail, h.key, "[api key]")
 	}
 	detail = strings.Join(strings.Fields(detail), " ")
-	msg := "headscale answered " + resp.Status
-	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
-		msg += " (check the API key)"
-	}
 	if detail != "" {
-		msg += ": " + detail
+		detail = ": " + detail
 	}
-	return errors.New(msg)
+	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+		return fmt.Errorf("headscale answered %s (%w)%s", resp.Status, ErrAPIKeyRefused, detail)
+	}
+	return fmt.Errorf("headscale answered %s%s", resp.Status, detail)
 }
 
 // drainClose reads a little of what is left of body so the connection can be reused, then

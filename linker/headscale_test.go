@@ -46,6 +46,9 @@ func TestListUsersBadKey(t *testing.T) {
 	if !strings.Contains(err.Error(), "401") {
 		t.Errorf("error: got %q, want the status 401 in it", err)
 	}
+	if !errors.Is(err, ErrAPIKeyRefused) {
+		t.Errorf("error: got %q, want ErrAPIKeyRefused", err)
+	}
 	if strings.Contains(err.Error(), wrong) || strings.Contains(err.Error(), f.key) {
 		t.Errorf("error: got %q, want no API key in it", err)
 	}
@@ -312,5 +315,63 @@ func TestPolicyTimeout(t *testing.T) {
 	}
 	if took := time.Since(start); took > time.Second {
 		t.Errorf("took: got %v, want about 100ms", took)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		status int
+		body   string
+		want   string // "" for an error
+	}{
+		{"release", http.StatusOK, `{"version":"v0.29.3","commit":"abc","buildTime":"unknown","dirty":false}`, "v0.29.3"},
+		{"development build", http.StatusOK, `{"version":"dev","commit":"unknown"}`, "dev"},
+		{"no version endpoint", http.StatusNotFound, `404 page not found`, ""},
+		{"not Headscale", http.StatusOK, `<html>hello</html>`, ""},
+		{"no version in the answer", http.StatusOK, `{"commit":"abc"}`, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path != "/version" || r.Header.Get("Authorization") != "" {
+					http.Error(w, "want GET /version without an API key", http.StatusTeapot)
+					return
+				}
+				w.WriteHeader(tt.status)
+				io.WriteString(w, tt.body)
+			}))
+			t.Cleanup(srv.Close)
+			got, err := NewHeadscale(defaulted(HeadscaleConfig{URL: srv.URL + "/", APIKey: "k"}), nil).Version(context.Background())
+			switch {
+			case tt.want != "" && (err != nil || got != tt.want):
+				t.Errorf("got %q, %v, want %q", got, err, tt.want)
+			case tt.want == "" && err == nil:
+				t.Errorf("got %q, want an error", got)
+			}
+		})
+	}
+}
+
+func TestVersionTimeout(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(release) })
+	began := time.Now()
+	_, err := NewHeadscale(defaulted(HeadscaleConfig{URL: srv.URL, APIKey: "k", Timeout: 100 * time.Millisecond}), nil).Version(context.Background())
+	if err == nil {
+		t.Fatal("got no error from a Headscale that never answers")
+	}
+	if took := time.Since(began); took > 5*time.Second {
+		t.Errorf("took %v, want about the 100ms timeout", took)
 	}
 }
