@@ -5,8 +5,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -15,7 +13,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -29,13 +26,10 @@ import (
 	"headgate/linker"
 	"headgate/session"
 
-	"github.com/coreos/go-oidc/v3/oidc"
-	"github.com/go-jose/go-jose/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
-	"golang.org/x/oauth2"
 )
 
 // version is the release this binary was built as, when the build names one:
@@ -115,7 +109,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		return err
 	}
 	if *checkOnly {
-		fmt.Fprintf(stdout, "%-4s  %s: valid\n", checkOK, *configPath)
+		fmt.Fprintf(stdout, "%-4s  %s: valid\n", gateway.CheckOK, *configPath)
 		if *offline {
 			return nil
 		}
@@ -406,32 +400,20 @@ func newRedisClient(c RedisConfig) (redis.UniversalClient, error) {
 	return redis.NewUniversalClient(o), nil
 }
 
-// The outcomes of -check, each the first word of a line.
-const (
-	checkOK   = "OK"
-	checkWarn = "WARN"
-	checkFail = "FAIL"
-	checkSkip = "SKIP"
-)
-
-// finding is one line of -check: its outcome, the configuration key to look at, and what was
-// found.
-type finding struct{ status, key, msg string }
-
 // check reaches what cfg names, the identity provider, Headscale and Redis, all at once and each
 // call bounded by its section's timeout, then prints one line per finding in that order. It
 // returns an error when anything failed.
 func check(ctx context.Context, cfg *Config, w io.Writer) error {
-	var idp, hs, store []finding
+	var idp, hs, store []gateway.Finding
 	var wg sync.WaitGroup
-	wg.Go(func() { idp = checkIdP(ctx, cfg.Gateway) })
+	wg.Go(func() { idp = gateway.CheckProvider(ctx, cfg.Gateway) })
 	wg.Go(func() { hs = checkHeadscale(ctx, cfg.Headscale) })
 	wg.Go(func() { store = checkRedis(ctx, cfg.Redis) })
 	wg.Wait()
 	failed := 0
 	for _, f := range slices.Concat(idp, hs, store) {
-		fmt.Fprintf(w, "%-4s  %s: %s\n", f.status, f.key, f.msg)
-		if f.status == checkFail {
+		fmt.Fprintf(w, "%-4s  %s: %s\n", f.Status, f.Key, f.Detail)
+		if f.Status == gateway.CheckFail {
 			failed++
 		}
 	}
@@ -441,159 +423,51 @@ func check(ctx context.Context, cfg *Config, w io.Writer) error {
 	return nil
 }
 
-// checkIdP discovers the provider as a sign-in does (go-oidc checks that the document names
-// the configured issuer), fetches its signing keys and has its token endpoint judge the
-// client's credentials.
-func checkIdP(ctx context.Context, g gateway.Config) []finding {
-	c := g.OIDC
-	client := &http.Client{Timeout: c.Timeout}
-	ctx = oidc.ClientContext(context.WithValue(ctx, oauth2.HTTPClient, client), client)
-	discoverCtx, cancel := context.WithTimeout(ctx, c.Timeout)
-	p, err := oidc.NewProvider(discoverCtx, c.Issuer)
-	cancel()
-	if err != nil {
-		return []finding{
-			{checkFail, "oidc.issuer", fmt.Sprintf("discovery: %v", err)},
-			{checkSkip, "oidc.client_id, oidc.client_secret", "not checked without discovery"},
-		}
-	}
-	return []finding{
-		{checkOK, "oidc.issuer", "discovery answered, naming this issuer"},
-		checkKeys(ctx, p, client, c.Timeout),
-		checkClient(ctx, p, g),
-	}
-}
-
-// checkKeys fetches the signing keys that discovery names and decodes them as go-oidc does.
-func checkKeys(ctx context.Context, p *oidc.Provider, client *http.Client, timeout time.Duration) finding {
-	var d struct {
-		JWKS string `json:"jwks_uri"`
-	}
-	if err := p.Claims(&d); err != nil || d.JWKS == "" {
-		return finding{checkFail, "oidc.issuer", "discovery names no signing keys (jwks_uri)"}
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	keys, err := fetchKeys(ctx, client, d.JWKS)
-	switch {
-	case err != nil:
-		return finding{checkFail, "oidc.issuer", fmt.Sprintf("signing keys at %s: %v", d.JWKS, err)}
-	case len(keys.Keys) == 0:
-		return finding{checkFail, "oidc.issuer", fmt.Sprintf("signing keys at %s: none", d.JWKS)}
-	}
-	return finding{checkOK, "oidc.issuer", fmt.Sprintf("%d signing keys at %s", len(keys.Keys), d.JWKS)}
-}
-
-// fetchKeys reads the key set at jwksURL.
-func fetchKeys(ctx context.Context, client *http.Client, jwksURL string) (jose.JSONWebKeySet, error) {
-	var keys jose.JSONWebKeySet
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, jwksURL, nil)
-	if err != nil {
-		return keys, err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return keys, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return keys, fmt.Errorf("answered %s", resp.Status)
-	}
-	return keys, json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&keys)
-}
-
-// checkClient has the token endpoint judge the client's credentials. Few providers let every
-// client use the client_credentials grant, so it redeems a code that cannot be valid instead:
-// a provider authenticates the client before it looks at the code, so invalid_grant means the
-// credentials passed and invalid_client (or a 401) that they did not. Any other answer proves
-// neither.
-func checkClient(ctx context.Context, p *oidc.Provider, g gateway.Config) finding {
-	const key = "oidc.client_id, oidc.client_secret"
-	endpoint := p.Endpoint()
-	endpoint.AuthStyle = tokenAuthStyle(p)
-	conf := oauth2.Config{
-		ClientID:     g.OIDC.ClientID,
-		ClientSecret: g.OIDC.ClientSecret,
-		Endpoint:     endpoint,
-		RedirectURL:  strings.TrimSuffix(g.PublicURL, "/") + "/oauth2/callback",
-	}
-	ctx, cancel := context.WithTimeout(ctx, g.OIDC.Timeout)
-	defer cancel()
-	_, err := conf.Exchange(ctx, "headgate-check-"+rand.Text())
-	var (
-		re          *oauth2.RetrieveError
-		unreachable *url.Error
-	)
-	switch {
-	case err == nil:
-		return finding{checkWarn, key, "could not verify: the token endpoint took a made-up code"}
-	case errors.As(err, &unreachable):
-		return finding{checkFail, "oidc.issuer", fmt.Sprintf("token endpoint: %v", err)}
-	case !errors.As(err, &re) || re.Response == nil:
-		return finding{checkWarn, key, fmt.Sprintf("could not verify: %v", err)}
-	}
-	answer := strings.Join(slices.DeleteFunc([]string{re.Response.Status, re.ErrorCode, re.ErrorDescription}, func(s string) bool { return s == "" }), " ")
-	switch {
-	case re.ErrorCode == "invalid_client" || re.Response.StatusCode == http.StatusUnauthorized:
-		return finding{checkFail, key, "refused by the token endpoint: " + answer}
-	case re.ErrorCode == "invalid_grant":
-		return finding{checkOK, key, "accepted by the token endpoint"}
-	}
-	return finding{checkWarn, key, "could not verify: the token endpoint answered " + answer}
-}
-
-// tokenAuthStyle picks how the client authenticates at the token endpoint from what discovery
-// advertises, as a sign-in does: client_secret_basic unless only client_secret_post is offered.
-func tokenAuthStyle(p *oidc.Provider) oauth2.AuthStyle {
-	var d struct {
-		Methods []string `json:"token_endpoint_auth_methods_supported"`
-	}
-	if p.Claims(&d) == nil && !slices.Contains(d.Methods, "client_secret_basic") && slices.Contains(d.Methods, "client_secret_post") {
-		return oauth2.AuthStyleInParams
-	}
-	return oauth2.AuthStyleInHeader
+// finding is one line of -check.
+func finding(status, key, detail string) gateway.Finding {
+	return gateway.Finding{Status: status, Key: key, Detail: detail}
 }
 
 // checkHeadscale reads Headscale's version and looks a user up with the API key.
-func checkHeadscale(ctx context.Context, c linker.HeadscaleConfig) []finding {
+func checkHeadscale(ctx context.Context, c linker.HeadscaleConfig) []gateway.Finding {
 	hs := linker.NewHeadscale(c, nil)
-	var found []finding
+	var found []gateway.Finding
 	if v, err := hs.Version(ctx); err != nil {
-		found = append(found, finding{checkWarn, "headscale.url", fmt.Sprintf("version not read: %v", err)})
+		found = append(found, finding(gateway.CheckWarn, "headscale.url", fmt.Sprintf("version not read: %v", err)))
 	} else {
-		found = append(found, finding{checkOK, "headscale.url", fmt.Sprintf("Headscale %s at %s", v, c.URL)})
+		found = append(found, finding(gateway.CheckOK, "headscale.url", fmt.Sprintf("Headscale %s at %s", v, c.URL)))
 	}
 	_, err := hs.FindUsers(ctx, "name", "headgate-check")
 	switch {
 	case errors.Is(err, linker.ErrAPIKeyRefused):
-		return append(found, finding{checkFail, "headscale.api_key", err.Error()})
+		return append(found, finding(gateway.CheckFail, "headscale.api_key", err.Error()))
 	case err != nil:
-		return append(found, finding{checkFail, "headscale.url", err.Error()})
+		return append(found, finding(gateway.CheckFail, "headscale.url", err.Error()))
 	}
-	return append(found, finding{checkOK, "headscale.api_key", "accepted (a user lookup answered)"})
+	return append(found, finding(gateway.CheckOK, "headscale.api_key", "accepted (a user lookup answered)"))
 }
 
 // checkRedis sends one PING with the configured options.
-func checkRedis(ctx context.Context, c RedisConfig) []finding {
+func checkRedis(ctx context.Context, c RedisConfig) []gateway.Finding {
 	if c.URL == "" {
-		return []finding{{checkSkip, "redis.url", "not set: sessions and links are kept in process (one instance only)"}}
+		return []gateway.Finding{finding(gateway.CheckSkip, "redis.url", "not set: sessions and links are kept in process (one instance only)")}
 	}
 	o, err := c.options()
 	if err != nil {
-		return []finding{{checkFail, "redis.url", err.Error()}}
+		return []gateway.Finding{finding(gateway.CheckFail, "redis.url", err.Error())}
 	}
 	where := fmt.Sprintf("%s at %s", c.Mode, strings.Join(o.Addrs, ", "))
 	// go-redis reports a failed dial through its process-wide logger too: the FAIL line says it.
 	redis.SetLogger(redisLogger{slog.New(slog.DiscardHandler)})
 	client, err := newRedisClient(c)
 	if err != nil {
-		return []finding{{checkFail, "redis.url", err.Error()}}
+		return []gateway.Finding{finding(gateway.CheckFail, "redis.url", err.Error())}
 	}
 	defer client.Close()
 	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
 	defer cancel()
 	if err := client.Ping(ctx).Err(); err != nil {
-		return []finding{{checkFail, "redis.url", fmt.Sprintf("PING %s: %v", where, err)}}
+		return []gateway.Finding{finding(gateway.CheckFail, "redis.url", fmt.Sprintf("PING %s: %v", where, err))}
 	}
-	return []finding{{checkOK, "redis.url", "PING answered: " + where}}
+	return []gateway.Finding{finding(gateway.CheckOK, "redis.url", "PING answered: " + where)}
 }
