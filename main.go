@@ -469,5 +469,5 @@ func checkRedis(ctx context.Context, c RedisConfig) []gateway.Finding {
 	if err := client.Ping(ctx).Err(); err != nil {
 		return []gateway.Finding{finding(gateway.CheckFail, "redis.url", fmt.Sprintf("PING %s: %v", where, err))}
 	}
-	return []gateway.Finding{finding(gateway.CheckOK, "redis.url", "PING answered: " + where)}
+	return []gateway.Finding{finding(gateway.CheckOK, "redis.url", "PING answered: "+where)}
 }
