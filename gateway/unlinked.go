@@ -12,12 +12,12 @@ import (
 // verified can verify it, one whose email names several users needs an administrator.
 
 // What linker.Link.Reason says about the email strategy, one part of the reasons it joins with
-// "; ". Tests sign people in through the real linker for each, so a changed wording fails them.
+// "; ": the linker's own words, not a copy of them.
 const (
-	reasonNoEmail       = "no email"
-	reasonUnverified    = "email not verified"
-	reasonAmbiguous     = "ambiguous email"
-	reasonOtherIdentity = "email belongs to the user of another identity"
+	reasonNoEmail       = linker.ReasonNoEmail
+	reasonUnverified    = linker.ReasonEmailUnverified
+	reasonAmbiguous     = linker.ReasonEmailAmbiguous
+	reasonOtherIdentity = linker.ReasonEmailOtherIdentity
 )
 
 // unlinkedPage tells a person signed in as email, whose identity resolved to link (not

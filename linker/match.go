@@ -30,6 +30,15 @@ type emailUsers struct {
 	n, first int32
 }
 
+// Parts of Link.Reason a person can act on, for the gateway to tell them what to do. Reason joins
+// the parts of every strategy with "; "; ReasonEmailAmbiguous is followed by " (N users)".
+const (
+	ReasonNoEmail            = "no email"
+	ReasonEmailUnverified    = "email not verified"
+	ReasonEmailAmbiguous     = "ambiguous email"
+	ReasonEmailOtherIdentity = "email belongs to the user of another identity"
+)
+
 func newDirectory(users []User, listedAt time.Time) *directory {
 	d := &directory{
 		listedAt:     listedAt,
@@ -123,19 +132,19 @@ func (d *directory) matchProviderID(pid string) (int32, string) {
 func (d *directory) matchEmail(id Identity, pid string) (int32, string) {
 	switch {
 	case id.Email == "":
-		return 0, "no email"
+		return 0, ReasonNoEmail
 	case !id.EmailVerified:
-		return 0, "email not verified"
+		return 0, ReasonEmailUnverified
 	}
 	e, ok := d.byEmail[emailKey(id.Email)]
 	switch {
 	case !ok:
 		return 0, "no user with this email"
 	case e.n > 1:
-		return 0, fmt.Sprintf("ambiguous email (%d users)", e.n)
+		return 0, fmt.Sprintf("%s (%d users)", ReasonEmailAmbiguous, e.n)
 	}
 	if p := d.users[e.first].ProviderID; p != "" && p != pid && cleanProviderID(p) != pid {
-		return 0, "email belongs to the user of another identity"
+		return 0, ReasonEmailOtherIdentity
 	}
 	return e.first, ""
 }
