@@ -112,43 +112,73 @@ func TestSystemdEnvironment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(filepath.Join(root, testbed.BinDir, "headgate"), "-config", filepath.Join(root, "gateway.yaml"))
-	cmd.Env = append(env, "HEADGATE_LISTEN="+testbed.HostPort(ports[0]))
-	var log bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &log, &log
-	if err := cmd.Start(); err != nil {
+	h := startHeadgate(t, filepath.Join(root, "gateway.yaml"), append(env, "HEADGATE_LISTEN="+testbed.HostPort(ports[0])))
+	h.waitPing(t, "http://"+testbed.HostPort(ports[0]))
+	h.stop(t, 20*time.Second)
+}
+
+// headgateProcess is a headgate binary run by a test with an environment of the test's alone.
+type headgateProcess struct {
+	cmd    *exec.Cmd
+	log    bytes.Buffer
+	exited chan error // receives Wait's result once; whoever reads it puts it back
+}
+
+// startHeadgate runs the suite's headgate binary on config with exactly env; it is killed when
+// t ends, and its log shown when t failed.
+func startHeadgate(t *testing.T, config string, env []string) *headgateProcess {
+	t.Helper()
+	root, err := testbed.RepoRoot()
+	if err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	h := &headgateProcess{exited: make(chan error, 1)}
+	h.cmd = exec.Command(filepath.Join(root, testbed.BinDir, "headgate"), "-config", config)
+	h.cmd.Env = env
+	h.cmd.Stdout, h.cmd.Stderr = &h.log, &h.log
+	if err := h.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { h.exited <- h.cmd.Wait() }()
 	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
+		h.cmd.Process.Kill()
+		<-h.exited
 		if t.Failed() {
-			t.Logf("headgate's log:\n%s", log.String())
+			t.Logf("headgate's log:\n%s", h.log.String())
 		}
 	})
+	return h
+}
+
+// waitPing waits until headgate answers /ping at base, failing t when it exits first.
+func (h *headgateProcess) waitPing(t *testing.T, base string) {
+	t.Helper()
 	eventually(t, "/ping", 15*time.Second, 100*time.Millisecond, func() (bool, string) {
 		select {
-		case err := <-exited:
-			exited <- err
-			return true, ""
+		case err := <-h.exited:
+			h.exited <- err
+			t.Fatalf("headgate exited: %v", err)
 		default:
 		}
-		status, body, err := get(t.Context(), "http://"+testbed.HostPort(ports[0])+"/ping")
+		status, body, err := get(t.Context(), base+"/ping")
 		return err == nil && status == http.StatusOK, fmt.Sprintf("%d %q %v", status, body, err)
 	})
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+}
+
+// stop sends SIGTERM and checks that headgate exits 0 within grace.
+func (h *headgateProcess) stop(t *testing.T, grace time.Duration) {
+	t.Helper()
+	if err := h.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatalf("headgate exited before SIGTERM: %v", err)
 	}
 	select {
-	case err := <-exited:
-		exited <- err
+	case err := <-h.exited:
+		h.exited <- err
 		if err != nil {
 			t.Errorf("headgate after SIGTERM: got %v, want exit status 0", err)
 		}
-	case <-time.After(20 * time.Second):
-		t.Error("headgate did not exit within TimeoutStopSec (20s) of SIGTERM")
+	case <-time.After(grace):
+		t.Errorf("headgate did not exit within %s of SIGTERM", grace)
 	}
 }
 
