@@ -21,6 +21,9 @@ COPY gateway.yaml /etc/headgate/gateway.yaml
 ENV HEADGATE_LISTEN=0.0.0.0:4180
 USER 65532:65532
 EXPOSE 4180
+# The configuration's directory: `headgate healthcheck`, like headgate, reads gateway.yaml from
+# the working directory unless told otherwise.
+WORKDIR /etc/headgate
 # An empty base has no shell and no curl: headgate asks its own /ping.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=5s --retries=3 CMD ["/headgate", "healthcheck"]
 ENTRYPOINT ["/headgate"]
