@@ -19,7 +19,7 @@ NODE_DIR = $(BIN)/node-$(NODE_VERSION)
 FUZZERS = .:FuzzLoadConfig ./gateway:FuzzSafeRedirect ./gateway:FuzzStripOwnedHeaders \
 	./gateway:FuzzSkipAuth ./gateway:FuzzRouteMatch ./session:FuzzOpenCookie ./session:FuzzDeserialize ./linker:FuzzDecodeUsers ./linker:FuzzCleanProviderID
 
-.PHONY: all build test vet unit e2e demo bench fuzz peers headplane clean
+.PHONY: all build test vet unit e2e demo bench fuzz peers headplane deploy-check clean
 
 all: build
 
@@ -28,11 +28,13 @@ build:
 	$(GO) build -trimpath -o headgate .
 
 ## test: vet, then every test: unit and integration (real Redis), the fuzz seed corpora, the
-## end-to-end suite against real Dex and Headscale binaries, the benchmark's own tests, and a
+## end-to-end suite against real Dex and Headscale binaries (with the container image in podman
+## and the deploy recipes), the benchmark's own tests, the Kubernetes manifests' validator, and a
 ## short run of each fuzzer
 test: vet
 	$(GO) test -count=1 -timeout 45m $(GOTEST_FLAGS) ./...
 	cd tools/bench && $(GO) test -count=1 ./...
+	cd tools/kubecheck && $(GO) test -count=1 ./...
 	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZ_SHORT)
 
 ## fuzz: run each fuzzer for FUZZTIME (default 5m; `make fuzz FUZZTIME=1h` for a long run)
@@ -43,11 +45,18 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
 	done
 
-## vet: every Go file gofmt-ed, then go vet, of the module and of the benchmark's
+## vet: every Go file gofmt-ed, then go vet, of the module, the benchmark's and the validator's
 vet:
 	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "not gofmt-ed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	cd tools/bench && $(GO) vet ./...
+	cd tools/kubecheck && $(GO) vet ./...
+
+## deploy-check: the deploy recipes alone: the Kubernetes manifests through tools/kubecheck, then
+## the e2e tests of the image (podman), the compose file and the systemd unit
+deploy-check:
+	cd tools/kubecheck && $(GO) run . ../../deploy/kubernetes
+	$(GO) test -count=1 -v -run 'TestContainerImage|TestDockerBuildContext|TestCompose|TestSystemd' ./e2e/
 
 ## unit: the tests outside e2e, with the race detector
 unit:
