@@ -55,7 +55,10 @@ func TestSystemdUnit(t *testing.T) {
 	if !bytes.Contains(unit, []byte(installed)) {
 		t.Fatalf("headgate.service: no %q", installed)
 	}
-	binary := filepath.Join(root, testbed.BinDir, "headgate")
+	binary, err := testbed.BuildHeadgate(t.Context(), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
 	path := filepath.Join(t.TempDir(), "headgate.service")
 	if err := os.WriteFile(path, bytes.ReplaceAll(unit, []byte("/usr/local/bin/headgate"), []byte(binary)), 0o644); err != nil {
 		t.Fatal(err)
@@ -128,12 +131,12 @@ type headgateProcess struct {
 // t ends, and its log shown when t failed.
 func startHeadgate(t *testing.T, config string, env []string) *headgateProcess {
 	t.Helper()
-	root, err := testbed.RepoRoot()
+	binary, err := testbed.BuildHeadgate(t.Context(), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	h := &headgateProcess{exited: make(chan error, 1)}
-	h.cmd = exec.Command(filepath.Join(root, testbed.BinDir, "headgate"), "-config", config)
+	h.cmd = exec.Command(binary, "-config", config)
 	h.cmd.Env = env
 	h.cmd.Stdout, h.cmd.Stderr = &h.log, &h.log
 	if err := h.cmd.Start(); err != nil {

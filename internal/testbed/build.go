@@ -97,6 +97,17 @@ func PeerBinary(ctx context.Context, root, name, pkg string, logf func(string, .
 	return out, nil
 }
 
+// BuildHeadgate builds the headgate binary from the checkout into dir and returns its path, for
+// a test that runs headgate without a Stack (each Stack builds its own).
+func BuildHeadgate(ctx context.Context, dir string) (string, error) {
+	root, err := RepoRoot()
+	if err != nil {
+		return "", err
+	}
+	out := filepath.Join(dir, "headgate")
+	return out, buildHeadgate(ctx, root, out)
+}
+
 // buildHeadgate builds the headgate binary from the checkout, always: the suite tests the code
 // as it is now.
 func buildHeadgate(ctx context.Context, root, out string) error {
