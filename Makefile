@@ -66,7 +66,8 @@ unit:
 e2e:
 	$(GO) test -count=1 -timeout 45m -v $(GOTEST_FLAGS) ./e2e/...
 
-## demo: Dex, Headscale, an echo upstream and headgate on 127.0.0.1 (in-process store)
+## demo: the shipped gateway.yaml on 127.0.0.1 against Dex, Headscale, Headplane (when a build is
+## found) and an echo upstream, with the in-process store
 demo:
 	$(GO) run ./internal/demo
 
@@ -95,9 +96,10 @@ headplane:
 		mv $(HEADPLANE_DIR_BUILT).tmp $(HEADPLANE_DIR_BUILT); \
 	fi
 
-## bench: headgate beside a bare Go proxy and oauth2-proxy under wrk on 127.0.0.1, plus how
-## long the real Headscale takes to list users (about 4 minutes; the first run also builds
-## oauth2-proxy, Dex and Headscale). BENCH_FLAGS="-rounds 2 -duration 3s" for a quick look.
+## bench: headgate (in process, on Redis, with authorization) beside a bare Go proxy and
+## oauth2-proxy under wrk on 127.0.0.1, plus how long the real Headscale takes to list users
+## (about 5 minutes; the first run also builds oauth2-proxy, Dex and Headscale).
+## BENCH_FLAGS="-rounds 2 -duration 3s" for a quick look.
 bench:
 	command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
 	command -v sqlite3 >/dev/null || (apt-get update && apt-get install -y sqlite3)
