@@ -30,21 +30,23 @@ func (s *Stack) startRedis(ctx context.Context) error {
 		return err
 	}
 	s.redis = p
-	ping := func(c net.Conn) error {
-		if _, err := c.Write([]byte("PING\r\n")); err != nil {
-			return err
-		}
-		line, err := bufio.NewReader(c).ReadString('\n')
-		if err != nil {
-			return err
-		}
-		if !strings.HasPrefix(line, "+PONG") {
-			return fmt.Errorf("redis answered %q", strings.TrimSpace(line))
-		}
-		return nil
-	}
-	if err := p.waitTCP(ctx, HostPort(s.redisPort), 10*time.Second, ping); err != nil {
+	if err := p.waitTCP(ctx, HostPort(s.redisPort), 10*time.Second, pingRedis); err != nil {
 		return fmt.Errorf("start redis: %w", err)
+	}
+	return nil
+}
+
+// pingRedis sends PING on c, a new connection to a redis-server, and accepts only PONG.
+func pingRedis(c net.Conn) error {
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(line, "+PONG") {
+		return fmt.Errorf("redis answered %q", strings.TrimSpace(line))
 	}
 	return nil
 }
