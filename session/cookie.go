@@ -186,14 +186,14 @@ func (c *Cookies) Lifetime() time.Duration { return c.lifetime }
 // LoginTimeout is how long a sign-in attempt may take.
 func (c *Cookies) LoginTimeout() time.Duration { return c.loginTimeout }
 
-// IsOwn reports whether a cookie of this name belongs to the gateway (the session cookie or a
-// login cookie), so that it can be kept from the upstream. Both spellings count, with and
+// IsOwn reports whether a cookie of this name belongs to the gateway (the session cookie, a
+// login cookie or the ID-token cookie), so that it can be kept from the upstream. Both spellings count, with and
 // without the __Host- prefix, whichever this configuration sets: a cookie from before the
 // switch, from an instance not yet upgraded, or planted under the other name is the gateway's
 // too and must not reach the upstream either.
 func (c *Cookies) IsOwn(name string) bool {
 	name = strings.TrimPrefix(name, hostPrefix)
-	return name == c.base || strings.HasPrefix(name, c.baseLogin)
+	return name == c.base || name == c.base+idTokenSuffix || strings.HasPrefix(name, c.baseLogin)
 }
 
 // Seal sets the session cookie of s; it lasts until s.ExpiresAt. Seal does not keep s.
