@@ -131,7 +131,7 @@ func (g *Gateway) dropBadCookie(w http.ResponseWriter, r *http.Request, err erro
 	case errors.Is(err, session.ErrAmbiguous):
 		g.log.Warn("session cookies of two sessions, neither used", "path", r.URL.Path, "err", err)
 	}
-	g.cookies.Clear(w)
+	g.clearSession(w, r)
 }
 
 // denyUnauthenticated answers a request without a proven identity: a browser loading a page is

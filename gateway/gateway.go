@@ -86,6 +86,8 @@ type Gateway struct {
 
 	draining  chan struct{} // closed by Drain
 	drainOnce sync.Once
+	// bigIDTokenOnce logs the first ID token too large to keep (see keepIDToken).
+	bigIDTokenOnce sync.Once
 }
 
 // New builds the gateway, which keeps time and waits as timing says. It does not contact the

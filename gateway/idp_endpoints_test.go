@@ -65,6 +65,13 @@ func (idp *testIdP) EndSessions() []url.Values {
 	return slices.Clone(idp.endSessions)
 }
 
+// IDTokens returns every ID token issued so far, oldest first.
+func (idp *testIdP) IDTokens() []string {
+	idp.mu.Lock()
+	defer idp.mu.Unlock()
+	return slices.Clone(idp.idTokens)
+}
+
 func (idp *testIdP) serveJWKS(w http.ResponseWriter, r *http.Request) {
 	idp.mu.Lock()
 	k := jose.JSONWebKey{Key: &idp.key.PublicKey, KeyID: idp.kid, Algorithm: "RS256", Use: "sig"}
@@ -225,6 +232,7 @@ func (idp *testIdP) serveToken(w http.ResponseWriter, r *http.Request) {
 		idpTokenError(w, http.StatusInternalServerError, "server_error", err.Error())
 		return
 	}
+	idp.idTokens = append(idp.idTokens, raw)
 	w.Header().Set("Pragma", "no-cache")
 	writeIdPJSON(w, http.StatusOK, map[string]any{
 		"access_token": access,

@@ -47,6 +47,8 @@ type testIdP struct {
 	jwksCalls  int
 	// endSessions holds the query of each end-session request.
 	endSessions []url.Values
+	// idTokens holds each ID token issued, oldest first.
+	idTokens []string
 }
 
 // idpCode is an issued authorization code and what it was bound to.

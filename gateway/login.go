@@ -201,6 +201,7 @@ func (g *Gateway) serveCallback(w http.ResponseWriter, r *http.Request) {
 			Action:  "Try again", ActionHref: again}, err)
 		return
 	}
+	g.keepIDToken(w, r, id.rawIDToken, s.ExpiresAt)
 	g.clearFailure(w, r)
 	noteAccess(w, nil, s.Subject, link.UserName)
 	g.linkAtSignIn(ctx, s, link)
@@ -235,6 +236,9 @@ type identity struct {
 	ProviderSession string
 	// Groups are the person's groups at the provider (oidc.groups_claim), sorted.
 	Groups []string
+	// rawIDToken is the ID token as the provider issued it, for the id_token_hint of a
+	// sign-out at the provider.
+	rawIDToken string
 }
 
 func (id identity) identity() linker.Identity {
@@ -293,6 +297,7 @@ func (g *Gateway) exchange(ctx context.Context, r *http.Request, login *session.
 		Name:              claims.Name,
 		PreferredUsername: claims.PreferredUsername,
 		ProviderSession:   claims.SessionID,
+		rawIDToken:        raw,
 	}
 	if id.Subject == "" {
 		return identity{}, errors.Join(errToken, errors.New("id token without sub"))

@@ -40,9 +40,10 @@ func (g *Gateway) serveSignOut(w http.ResponseWriter, r *http.Request) {
 			g.log.Info("signed out", "sub", s.Subject)
 		}
 	}
-	g.cookies.Clear(w)
+	hint := g.idTokenHint(r)
+	g.clearSession(w, r)
 	rd := r.FormValue("rd")
-	end := g.providerSignOut(r.Context(), rd)
+	end := g.providerSignOut(r.Context(), rd, hint)
 	if _, ok := g.dataRequest(r); ok {
 		// Headplane's Logout: its client follows only a React Router redirect.
 		if end == "" {
@@ -66,8 +67,9 @@ func (g *Gateway) serveSignOut(w http.ResponseWriter, r *http.Request) {
 // (see OIDCConfig.SignOutAtProvider), or "" to finish here: when that is not configured, the
 // provider offers no end-session endpoint, or it does not answer (the person is signed out of
 // headgate either way). rd travels as the state parameter, which the provider hands back to
-// /oauth2/signed_out, where it is checked again.
-func (g *Gateway) providerSignOut(ctx context.Context, rd string) string {
+// /oauth2/signed_out, where it is checked again. hint, the ID token the session was signed in
+// with, goes as id_token_hint unless it is empty.
+func (g *Gateway) providerSignOut(ctx context.Context, rd, hint string) string {
 	if !g.cfg.OIDC.SignOutAtProvider {
 		return ""
 	}
@@ -84,6 +86,9 @@ func (g *Gateway) providerSignOut(ctx context.Context, rd string) string {
 	}
 	q := u.Query()
 	q.Set("client_id", g.cfg.OIDC.ClientID)
+	if hint != "" {
+		q.Set("id_token_hint", hint)
+	}
 	q.Set("post_logout_redirect_uri", strings.TrimSuffix(g.public.String(), "/")+"/oauth2/signed_out")
 	if rd != "" {
 		q.Set("state", g.safeRedirect(rd))
