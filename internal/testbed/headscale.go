@@ -143,7 +143,7 @@ func (s *Stack) CreateAPIKey(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("create headscale api key: %w", err)
 	}
 	key := strings.TrimSpace(string(out))
-	if !strings.HasPrefix(key, "hskey-api-") {
+	if !s.headscaleRel.isAPIKey(key) {
 		return "", errors.New("create headscale api key: the command printed no key")
 	}
 	return key, nil
@@ -191,7 +191,7 @@ func (s *Stack) CreateOIDCUser(ctx context.Context, u User) (HeadscaleUser, erro
 // headscaleOIDCLogin drives Headscale's registration login for u with a fresh, unused auth ID.
 func (s *Stack) headscaleOIDCLogin(ctx context.Context, u User) error {
 	jar, _ := cookiejar.New(nil)
-	authID := "hskey-authreq-" + rand.Text()[:24]
+	authID := s.headscaleRel.authIDPrefix + rand.Text()[:24]
 	page, err := BrowserLoginUntil(ctx, jar, s.HeadscaleURL+"/register/"+authID, u.Email, u.Password, "")
 	if err != nil {
 		return err
