@@ -226,6 +226,14 @@ func (s *Stack) ListUsers(ctx context.Context) ([]HeadscaleUser, error) {
 	return linker.NewHeadscale(cfg, nil).ListUsers(ctx)
 }
 
+// FindUsers looks up the Headscale users whose field ("name" or "email") is value, with
+// headgate's own Headscale client, the way headgate does past the listing limit.
+func (s *Stack) FindUsers(ctx context.Context, field, value string) ([]HeadscaleUser, error) {
+	cfg := linker.HeadscaleConfig{URL: s.HeadscaleURL, APIKey: s.APIKey}
+	cfg.SetDefaults()
+	return linker.NewHeadscale(cfg, nil).FindUsers(ctx, field, value)
+}
+
 // FindUser returns the one Headscale user that match accepts.
 func (s *Stack) FindUser(ctx context.Context, match func(HeadscaleUser) bool) (HeadscaleUser, error) {
 	users, err := s.ListUsers(ctx)
