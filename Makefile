@@ -15,11 +15,13 @@ HEADPLANE_COMMIT := $(shell sed -n 's/^commit=//p' internal/testbed/headplane-bu
 HEADPLANE_DIR_BUILT = $(BIN)/headplane-$(HEADPLANE_COMMIT)
 NODE_VERSION = 24.21.0
 NODE_DIR = $(BIN)/node-$(NODE_VERSION)
+# The Headscale releases `make compat` runs: versions separated by commas, or all of them.
+HEADSCALE_VERSIONS ?= all
 # Every fuzzer, as package:Name.
 FUZZERS = .:FuzzLoadConfig ./gateway:FuzzSafeRedirect ./gateway:FuzzStripOwnedHeaders \
 	./gateway:FuzzSkipAuth ./gateway:FuzzRouteMatch ./session:FuzzOpenCookie ./session:FuzzDeserialize ./linker:FuzzDecodeUsers ./linker:FuzzCleanProviderID
 
-.PHONY: all build test vet unit e2e demo bench fuzz peers headplane deploy-check clean
+.PHONY: all build test vet unit e2e compat demo bench fuzz peers headplane deploy-check clean
 
 all: build
 
@@ -65,6 +67,13 @@ unit:
 ## e2e: the end-to-end suite alone
 e2e:
 	$(GO) test -count=1 -timeout 45m -v $(GOTEST_FLAGS) ./e2e/...
+
+## compat: the linking end-to-end tests (TestHeadscaleReleases) against every Headscale release
+## in HEADSCALE_VERSIONS (default all: v0.26.1, v0.27.1 and v0.28.0, each from its module
+## tools/headscale-VERSION, and v0.29.3 from tools/peers); `make test` runs them against the
+## newest alone. The first run builds each older release into e2e/.bin/headscale-VERSION.
+compat:
+	HEADGATE_HEADSCALE_VERSIONS="$(HEADSCALE_VERSIONS)" $(GO) test -count=1 -timeout 45m -v -run '^TestHeadscaleReleases$$' ./e2e/
 
 ## demo: the shipped gateway.yaml on 127.0.0.1 against Dex, Headscale, Headplane (when a build is
 ## found) and an echo upstream, with the in-process store
