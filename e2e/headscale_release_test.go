@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -77,6 +79,43 @@ func checkHeadscaleRelease(t *testing.T, version string) {
 		t.Errorf("alice at the provider-id-only instance: got %d, %d requests upstream, want 200 and 1", page.Status, len(got))
 	} else {
 		checkIdentity(t, got[0].Header, testbed.Alice, a.Alice)
+	}
+	checkReleaseEmptyName(t, s)
+}
+
+// checkReleaseEmptyName gives Carol an OIDC user without a name, as Headscale stores one whose
+// preferred_username it refused: from 0.28 its API fills the name in (the email first), before
+// it sends the name empty and headgate fills it in the same way. Either way Carol is linked by
+// provider ID and the upstream sees her email as her Headscale user's name.
+func checkReleaseEmptyName(t *testing.T, s *testbed.Stack) {
+	t.Helper()
+	sqlite, err := exec.LookPath("sqlite3")
+	if err != nil {
+		t.Fatal("this test needs the sqlite3 command (apt-get install -y sqlite3)")
+	}
+	u := testbed.Carol
+	stmt := fmt.Sprintf("INSERT INTO users (created_at, updated_at, name, display_name, email, provider_identifier, provider) "+
+		"VALUES (datetime('now'), datetime('now'), '', '%s', '%s', '%s/%s', 'oidc');", u.Name, u.Email, s.Issuer, u.Subject())
+	if out, err := exec.CommandContext(t.Context(), sqlite, s.HeadscaleDB(), stmt).CombinedOutput(); err != nil {
+		t.Fatalf("insert carol's headscale user: %v: %s", err, out)
+	}
+	hu, err := s.FindUser(t.Context(), func(hu testbed.HeadscaleUser) bool { return hu.Email == u.Email })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before28 := slices.Contains([]string{"0.26.1", "0.27.1"}, s.HeadscaleVersion); before28 != (hu.Name == "") {
+		t.Errorf("headscale %s lists carol's user with name %q", s.HeadscaleVersion, hu.Name)
+	}
+	// A new instance: the first one remembers that Carol had no Headscale user.
+	g := startGateway(t, s, testbed.GatewayOptions{})
+	path := "/release/empty-name/carol"
+	page := login(t, g, newJar(t), u, path)
+	got := s.Upstream.Requests(path)
+	if page.Status != http.StatusOK || len(got) != 1 {
+		t.Fatalf("carol with an unnamed oidc user: got %d, %d requests upstream, want 200 and 1", page.Status, len(got))
+	}
+	if name, id := got[0].Header.Get("X-Headscale-User"), got[0].Header.Get("X-Headscale-User-Id"); name != u.Email || id != hu.ID {
+		t.Errorf("carol with an unnamed oidc user: X-Headscale-User %q, X-Headscale-User-Id %q, want %q, %q", name, id, u.Email, hu.ID)
 	}
 }
 
