@@ -81,6 +81,29 @@ func checkHeadscaleRelease(t *testing.T, version string) {
 		checkIdentity(t, got[0].Header, testbed.Alice, a.Alice)
 	}
 	checkReleaseEmptyName(t, s)
+	checkReleaseCheck(t, s)
+}
+
+// checkReleaseCheck runs `headgate -check` against the release: the API key is accepted, and
+// Headscale's version is named, or, for 0.26 (which has no /version), not read, with a warning
+// and without failing the check.
+func checkReleaseCheck(t *testing.T, s *testbed.Stack) {
+	t.Helper()
+	out, err := s.Gateway.Check(t.Context())
+	if err != nil {
+		t.Fatalf("%v:\n%s", err, out)
+	}
+	want := []string{"OK    headscale.api_key: accepted"}
+	if s.HeadscaleVersion == "0.26.1" {
+		want = append(want, "WARN  headscale.url: version not read: get headscale version: headscale answered 404 Not Found")
+	} else {
+		want = append(want, fmt.Sprintf("OK    headscale.url: Headscale v%s at %s", s.HeadscaleVersion, s.HeadscaleURL))
+	}
+	for _, line := range want {
+		if !strings.Contains(out, line) {
+			t.Errorf("headgate -check does not say %q:\n%s", line, out)
+		}
+	}
 }
 
 // checkReleaseEmptyName gives Carol an OIDC user without a name, as Headscale stores one whose
