@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"net/http"
 	"net/http/cookiejar"
 	"os"
 	"os/exec"
@@ -164,7 +163,7 @@ func (s *Stack) CreateCLIUser(ctx context.Context, name, email string) (Headscal
 
 // CreateOIDCUser makes Headscale create an OIDC user for u the way it does in production: u
 // signs in at Dex through Headscale's own registration login. No node is waiting for that
-// registration, so Headscale answers 410 after it has created the user. Should that flow stop
+// registration, so Headscale answers 410 (500 before 0.27) after it has created the user. Should that flow stop
 // creating users in a later Headscale, the user is inserted into Headscale's database with
 // the provider ID Headscale would have stored.
 func (s *Stack) CreateOIDCUser(ctx context.Context, u User) (HeadscaleUser, error) {
@@ -196,8 +195,8 @@ func (s *Stack) headscaleOIDCLogin(ctx context.Context, u User) error {
 	if err != nil {
 		return err
 	}
-	if page.Status != http.StatusGone {
-		return fmt.Errorf("headscale answered the oidc callback with %d, want 410 (%s)", page.Status, page.URL.Path)
+	if want := s.headscaleRel.loginStatus; page.Status != want {
+		return fmt.Errorf("headscale answered the oidc callback with %d, want %d (%s)", page.Status, want, page.URL.Path)
 	}
 	return nil
 }

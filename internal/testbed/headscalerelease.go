@@ -3,6 +3,7 @@ package testbed
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 )
@@ -25,25 +26,29 @@ type headscaleRelease struct {
 	// apiKeyPrefix starts the key `headscale apikeys create` prints: "hskey-api-" from 0.28;
 	// before, a key is 7 characters, a dot and the secret, and apiKeyPrefix is empty.
 	apiKeyPrefix string
+	// loginStatus is the status with which Headscale answers its OIDC login, once it has made
+	// the user, when no node waits for the registration: 410 Gone from 0.27; 0.26 answers 500
+	// ("node not found in registration cache").
+	loginStatus int
 }
 
 // headscaleReleases returns every release the harness runs, oldest first. Each release before
 // the default has a tools module of its own, tools/headscale-VERSION, and a binary of its own,
 // BinDir/headscale-VERSION; the default is built from tools/peers into BinDir/headscale.
 func headscaleReleases() []headscaleRelease {
-	older := func(version, authIDPrefix, apiKeyPrefix string) headscaleRelease {
+	older := func(version, apiKeyPrefix string, loginStatus int) headscaleRelease {
 		return headscaleRelease{
 			version: version, module: "headscale-" + version, binary: "headscale-" + version,
-			authIDPrefix: authIDPrefix, apiKeyPrefix: apiKeyPrefix,
+			apiKeyPrefix: apiKeyPrefix, loginStatus: loginStatus,
 		}
 	}
 	return []headscaleRelease{
-		older("0.26.1", "", ""),
-		older("0.27.1", "", ""),
-		older("0.28.0", "", "hskey-api-"),
+		older("0.26.1", "", http.StatusInternalServerError),
+		older("0.27.1", "", http.StatusGone),
+		older("0.28.0", "hskey-api-", http.StatusGone),
 		{
 			version: DefaultHeadscaleVersion, module: "peers", binary: "headscale",
-			authIDPrefix: "hskey-authreq-", apiKeyPrefix: "hskey-api-",
+			authIDPrefix: "hskey-authreq-", apiKeyPrefix: "hskey-api-", loginStatus: http.StatusGone,
 		},
 	}
 }
