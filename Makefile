@@ -15,11 +15,14 @@ HEADPLANE_COMMIT := $(shell sed -n 's/^commit=//p' internal/testbed/headplane-bu
 HEADPLANE_DIR_BUILT = $(BIN)/headplane-$(HEADPLANE_COMMIT)
 NODE_VERSION = 24.21.0
 NODE_DIR = $(BIN)/node-$(NODE_VERSION)
+# The Headscale releases `make test` and `make compat` run the linking tests against: versions
+# separated by commas, or all of them (`go test ./e2e/` alone runs the newest).
+HEADSCALE_VERSIONS ?= all
 # Every fuzzer, as package:Name.
 FUZZERS = .:FuzzLoadConfig ./gateway:FuzzSafeRedirect ./gateway:FuzzStripOwnedHeaders \
 	./gateway:FuzzSkipAuth ./gateway:FuzzRouteMatch ./session:FuzzOpenCookie ./session:FuzzDeserialize ./linker:FuzzDecodeUsers ./linker:FuzzCleanProviderID
 
-.PHONY: all build test vet unit e2e demo bench fuzz peers headplane deploy-check clean
+.PHONY: all build test vet unit e2e compat demo bench fuzz peers headplane deploy-check clean
 
 all: build
 
@@ -29,10 +32,11 @@ build:
 
 ## test: vet, then every test: unit and integration (real Redis), the fuzz seed corpora, the
 ## end-to-end suite against real Dex and Headscale binaries (with the container image in podman
-## and the deploy recipes), the benchmark's own tests, the Kubernetes manifests' validator, and a
+## and the deploy recipes; the linking tests against every Headscale release in
+## HEADSCALE_VERSIONS), the benchmark's own tests, the Kubernetes manifests' validator, and a
 ## short run of each fuzzer
 test: vet
-	$(GO) test -count=1 -timeout 45m $(GOTEST_FLAGS) ./...
+	HEADGATE_HEADSCALE_VERSIONS="$(HEADSCALE_VERSIONS)" $(GO) test -count=1 -timeout 45m $(GOTEST_FLAGS) ./...
 	cd tools/bench && $(GO) test -count=1 ./...
 	cd tools/kubecheck && $(GO) test -count=1 ./...
 	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZ_SHORT)
@@ -65,6 +69,13 @@ unit:
 ## e2e: the end-to-end suite alone
 e2e:
 	$(GO) test -count=1 -timeout 45m -v $(GOTEST_FLAGS) ./e2e/...
+
+## compat: the linking end-to-end tests (TestHeadscaleReleases) alone, against every Headscale
+## release in HEADSCALE_VERSIONS (default all: v0.26.1, v0.27.1 and v0.28.0, each from its module
+## tools/headscale-VERSION, and v0.29.3 from tools/peers), as `make test` runs them. The first run
+## builds each older release into e2e/.bin/headscale-VERSION (about 7 minutes on two cores).
+compat:
+	HEADGATE_HEADSCALE_VERSIONS="$(HEADSCALE_VERSIONS)" $(GO) test -count=1 -timeout 45m -v -run '^TestHeadscaleReleases$$' ./e2e/
 
 ## demo: the shipped gateway.yaml on 127.0.0.1 against Dex, Headscale, Headplane (when a build is
 ## found) and an echo upstream, with the in-process store

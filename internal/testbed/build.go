@@ -13,6 +13,7 @@ import (
 
 // Packages of the peers, built from the Go module proxy through the tools module in
 // tools/peers, which pins Headscale v0.29.3, Dex v2.45.1, Caddy v2.11.9 and oauth2-proxy v7.15.6.
+// Older Headscale releases come from a tools module each (see headscaleReleases).
 const (
 	headscalePackage = "github.com/juanfont/headscale/cmd/headscale"
 	dexPackage       = "github.com/dexidp/dex/cmd/dex"
@@ -63,16 +64,19 @@ type binaries struct {
 	headscale, dex, caddy, headgate string
 }
 
-// peerBinaries returns the Headscale, Dex and Caddy binaries in root/BinDir, building each
-// one that is missing (about 4 minutes with an empty module and build cache, under 20 seconds
-// with a warm one). The headgate binary is left for the caller to place.
-func peerBinaries(ctx context.Context, root string, logf func(string, ...any)) (binaries, error) {
+// peerBinaries returns the Headscale (of release hs), Dex and Caddy binaries in root/BinDir,
+// building each one that is missing (about 4 minutes with an empty module and build cache,
+// under 20 seconds with a warm one). The headgate binary is left for the caller to place.
+func peerBinaries(ctx context.Context, root string, hs headscaleRelease, logf func(string, ...any)) (binaries, error) {
 	var b binaries
+	var err error
+	if b.headscale, err = toolBinary(ctx, root, hs.module, hs.binary, headscalePackage, logf); err != nil {
+		return b, err
+	}
 	for _, p := range []struct {
 		path      *string
 		name, pkg string
-	}{{&b.headscale, "headscale", headscalePackage}, {&b.dex, "dex", dexPackage}, {&b.caddy, "caddy", caddyPackage}} {
-		var err error
+	}{{&b.dex, "dex", dexPackage}, {&b.caddy, "caddy", caddyPackage}} {
 		if *p.path, err = PeerBinary(ctx, root, p.name, p.pkg, logf); err != nil {
 			return b, err
 		}
@@ -80,18 +84,34 @@ func peerBinaries(ctx context.Context, root string, logf func(string, ...any)) (
 	return b, nil
 }
 
+// HeadscaleBinary returns root/BinDir's binary of the Headscale release version (empty: the
+// default), building it from the release's tools module when it is missing.
+func HeadscaleBinary(ctx context.Context, root, version string, logf func(string, ...any)) (string, error) {
+	hs, err := findHeadscaleRelease(version)
+	if err != nil {
+		return "", err
+	}
+	return toolBinary(ctx, root, hs.module, hs.binary, headscalePackage, logf)
+}
+
 // PeerBinary returns root/BinDir/name, building it from pkg (a package the tools module in
 // tools/peers pins, such as oauth2-proxy's) when it is missing.
 func PeerBinary(ctx context.Context, root, name, pkg string, logf func(string, ...any)) (string, error) {
+	return toolBinary(ctx, root, "peers", name, pkg, logf)
+}
+
+// toolBinary returns root/BinDir/name, building it from pkg, which the tools module in
+// root/tools/module pins, when it is missing.
+func toolBinary(ctx context.Context, root, module, name, pkg string, logf func(string, ...any)) (string, error) {
 	out := filepath.Join(root, BinDir, name)
 	if _, err := os.Stat(out); err == nil {
 		return out, nil
 	}
 	logf("building %s (the first build takes a few minutes)", name)
 	start := time.Now()
-	if err := goBuild(ctx, filepath.Join(root, "tools", "peers"), out, pkg); err != nil {
-		return "", fmt.Errorf("build %s from the tools module (cd tools/peers && go build -o ../../%s/%s %s): %w",
-			name, BinDir, name, pkg, err)
+	if err := goBuild(ctx, filepath.Join(root, "tools", module), out, pkg); err != nil {
+		return "", fmt.Errorf("build %s from the tools module (cd tools/%s && go build -o ../../%s/%s %s): %w",
+			name, module, BinDir, name, pkg, err)
 	}
 	logf("built %s in %s", name, time.Since(start).Round(time.Second))
 	return out, nil

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sync"
 	"time"
@@ -260,4 +261,20 @@ func (g *Gateway) Wait(ctx context.Context) error {
 func (g *Gateway) Restart(ctx context.Context) error {
 	g.Stop()
 	return g.run(ctx)
+}
+
+// Check runs `headgate -config FILE -check` with the instance's configuration and environment,
+// as an operator does before starting it, and returns what it printed. A check that reports a
+// FAIL exits non-zero, which is the error.
+func (g *Gateway) Check(ctx context.Context) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, g.bin, "-config", g.ConfigPath, "-check")
+	cmd.Dir = g.dir
+	cmd.Env = append(os.Environ(), g.env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("headgate -check: %w", err)
+	}
+	return string(out), nil
 }

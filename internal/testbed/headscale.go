@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"net/http"
 	"net/http/cookiejar"
 	"os"
 	"os/exec"
@@ -143,7 +142,7 @@ func (s *Stack) CreateAPIKey(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("create headscale api key: %w", err)
 	}
 	key := strings.TrimSpace(string(out))
-	if !strings.HasPrefix(key, "hskey-api-") {
+	if !s.headscaleRel.isAPIKey(key) {
 		return "", errors.New("create headscale api key: the command printed no key")
 	}
 	return key, nil
@@ -164,7 +163,7 @@ func (s *Stack) CreateCLIUser(ctx context.Context, name, email string) (Headscal
 
 // CreateOIDCUser makes Headscale create an OIDC user for u the way it does in production: u
 // signs in at Dex through Headscale's own registration login. No node is waiting for that
-// registration, so Headscale answers 410 after it has created the user. Should that flow stop
+// registration, so Headscale answers 410 (500 before 0.27) after it has created the user. Should that flow stop
 // creating users in a later Headscale, the user is inserted into Headscale's database with
 // the provider ID Headscale would have stored.
 func (s *Stack) CreateOIDCUser(ctx context.Context, u User) (HeadscaleUser, error) {
@@ -191,13 +190,13 @@ func (s *Stack) CreateOIDCUser(ctx context.Context, u User) (HeadscaleUser, erro
 // headscaleOIDCLogin drives Headscale's registration login for u with a fresh, unused auth ID.
 func (s *Stack) headscaleOIDCLogin(ctx context.Context, u User) error {
 	jar, _ := cookiejar.New(nil)
-	authID := "hskey-authreq-" + rand.Text()[:24]
+	authID := s.headscaleRel.authIDPrefix + rand.Text()[:24]
 	page, err := BrowserLoginUntil(ctx, jar, s.HeadscaleURL+"/register/"+authID, u.Email, u.Password, "")
 	if err != nil {
 		return err
 	}
-	if page.Status != http.StatusGone {
-		return fmt.Errorf("headscale answered the oidc callback with %d, want 410 (%s)", page.Status, page.URL.Path)
+	if want := s.headscaleRel.loginStatus; page.Status != want {
+		return fmt.Errorf("headscale answered the oidc callback with %d, want %d (%s)", page.Status, want, page.URL.Path)
 	}
 	return nil
 }
@@ -224,6 +223,14 @@ func (s *Stack) ListUsers(ctx context.Context) ([]HeadscaleUser, error) {
 	cfg := linker.HeadscaleConfig{URL: s.HeadscaleURL, APIKey: s.APIKey}
 	cfg.SetDefaults()
 	return linker.NewHeadscale(cfg, nil).ListUsers(ctx)
+}
+
+// FindUsers looks up the Headscale users whose field ("name" or "email") is value, with
+// headgate's own Headscale client, the way headgate does past the listing limit.
+func (s *Stack) FindUsers(ctx context.Context, field, value string) ([]HeadscaleUser, error) {
+	cfg := linker.HeadscaleConfig{URL: s.HeadscaleURL, APIKey: s.APIKey}
+	cfg.SetDefaults()
+	return linker.NewHeadscale(cfg, nil).FindUsers(ctx, field, value)
 }
 
 // FindUser returns the one Headscale user that match accepts.

@@ -42,6 +42,9 @@ type Options struct {
 	// Headscale on 8080, the upstream on 3000 and the first headgate instance on 4180. The
 	// demo uses them; tests use free ports so that runs never collide.
 	ShippedPorts bool
+	// HeadscaleVersion is the Headscale release the stack runs, such as "0.27.1" (see
+	// HeadscaleVersions); its binary is built on first use. Empty: DefaultHeadscaleVersion.
+	HeadscaleVersion string
 }
 
 // The ports of the shipped gateway.yaml.
@@ -61,6 +64,8 @@ type Stack struct {
 	Issuer string
 	// HeadscaleURL is Headscale's base URL.
 	HeadscaleURL string
+	// HeadscaleVersion is the Headscale release the stack runs, such as "0.29.3".
+	HeadscaleVersion string
 	// APIKey is the Headscale API key headgate uses.
 	APIKey string
 	// RedisURL is the stack's Redis, redis://127.0.0.1:PORT/0, or empty without Redis.
@@ -83,6 +88,7 @@ type Stack struct {
 	tempDir      bool
 	redisPersist bool
 	binDir       string // holds the stack's headgate binary; removed by Close
+	headscaleRel headscaleRelease
 
 	dexPort, headscalePort, headscaleMetricsPort, headscaleGRPCPort, redisPort int
 	gatewayPorts                                                               []int
@@ -140,7 +146,12 @@ func (s *Stack) start(ctx context.Context, opts Options) error {
 		return err
 	}
 	s.root = root
-	s.bin, err = peerBinaries(ctx, root, s.logf)
+	if s.headscaleRel, err = findHeadscaleRelease(opts.HeadscaleVersion); err != nil {
+		close(s.headgateBuilt)
+		return err
+	}
+	s.HeadscaleVersion = s.headscaleRel.version
+	s.bin, err = peerBinaries(ctx, root, s.headscaleRel, s.logf)
 	if err != nil {
 		close(s.headgateBuilt)
 		return err
