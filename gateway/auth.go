@@ -151,22 +151,12 @@ func (g *Gateway) denyUnauthenticated(w http.ResponseWriter, r *http.Request) {
 // so the address is absolute, and the sign-in returns to the request the trusted proxy names.
 func (g *Gateway) forwardAuthSignIn(r *http.Request) string {
 	rd := ""
-	if g.fromTrustedProxy(r) {
-		uri := r.Header.Get("X-Forwarded-Uri")
-		if uri == "" {
-			uri = r.Header.Get("X-Original-Uri")
-		}
-		host := r.Header.Get("X-Forwarded-Host")
-		if host == "" {
-			host = r.Host
-		}
+	if host, uri, ok := g.checkedRequest(r); ok && strings.HasPrefix(uri, "/") {
 		proto := r.Header.Get("X-Forwarded-Proto")
 		if proto != "http" && proto != "https" {
 			proto = g.public.Scheme
 		}
-		if strings.HasPrefix(uri, "/") {
-			rd = proto + "://" + host + uri
-		}
+		rd = proto + "://" + host + uri
 	}
 	return g.origin + g.signInHref(rd)
 }

@@ -203,22 +203,33 @@ func (g *Gateway) anyRouteAllowsUnlinked() bool {
 // Caddy send them, or X-Original-URI, as the README's nginx recipe does. A check from anyone
 // else, or that names no request, must satisfy the rules of every route.
 func (g *Gateway) forwardedRoute(r *http.Request) (*route, []*route) {
-	if g.fromTrustedProxy(r) {
-		uri := r.Header.Get("X-Forwarded-Uri")
-		if uri == "" {
-			uri = r.Header.Get("X-Original-Uri")
-		}
-		host := r.Header.Get("X-Forwarded-Host")
-		if host == "" {
-			host = r.Host
-		}
-		if u, err := url.ParseRequestURI(uri); err == nil && uri != "" {
+	if host, uri, ok := g.checkedRequest(r); ok {
+		if u, err := url.ParseRequestURI(uri); err == nil {
 			if rt, also := g.table.match(host, u.Path, u.EscapedPath()); rt != nil {
 				return rt, also
 			}
 		}
 	}
 	return g.base, g.table.every
+}
+
+// checkedRequest returns the host and request URI of the request a forward-auth check is for,
+// as a trusted proxy names them: X-Forwarded-Host (else the check's own Host), and
+// X-Forwarded-Uri or X-Original-URI. ok is false when the check is not from a trusted proxy or
+// names no URI.
+func (g *Gateway) checkedRequest(r *http.Request) (host, uri string, ok bool) {
+	if !g.fromTrustedProxy(r) {
+		return "", "", false
+	}
+	uri = r.Header.Get("X-Forwarded-Uri")
+	if uri == "" {
+		uri = r.Header.Get("X-Original-Uri")
+	}
+	host = r.Header.Get("X-Forwarded-Host")
+	if host == "" {
+		host = r.Host
+	}
+	return host, uri, uri != ""
 }
 
 // routeTable chooses the route of a request.
