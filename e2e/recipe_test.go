@@ -43,13 +43,17 @@ func checkUnlinkedThroughProxy(t *testing.T, s *testbed.Stack, proxy, front, pre
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkReadablePage(t, "Carol through "+proxy, carol, http.StatusForbidden)
-	if !strings.Contains(carol.Body, "No Headscale user") {
-		t.Errorf("Carol through %s: got %q, want headgate's page", proxy, carol.Body)
+	refused := func(what string, page *testbed.Page, path string) {
+		t.Helper()
+		checkReadablePage(t, what+" through "+proxy, page, http.StatusForbidden)
+		if !strings.Contains(page.Body, "No Headscale user") {
+			t.Errorf("%s through %s: got %q, want headgate's page", what, proxy, page.Body)
+		}
+		if n := len(upstreamSaw(prefix + path)); n != 0 {
+			t.Errorf("%s reached the upstream %d times", what, n)
+		}
 	}
-	if n := len(upstreamSaw(prefix + "carol")); n != 0 {
-		t.Errorf("Carol reached the upstream %d times", n)
-	}
+	refused("Carol", carol, "carol")
 	allow := startGateway(t, s, testbed.GatewayOptions{Unlinked: "allow", RedisKeyPrefix: key})
 	carolJar := newJar(t)
 	login(t, allow, carolJar, testbed.Carol, prefix+"carol-allowed")
@@ -57,13 +61,7 @@ func checkUnlinkedThroughProxy(t *testing.T, s *testbed.Stack, proxy, front, pre
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkReadablePage(t, "Carol's session through "+proxy, carol, http.StatusForbidden)
-	if !strings.Contains(carol.Body, "No Headscale user") {
-		t.Errorf("Carol's session through %s: got %q, want headgate's page", proxy, carol.Body)
-	}
-	if n := len(upstreamSaw(prefix + "carol-session")); n != 0 {
-		t.Errorf("Carol's session reached the upstream %d times", n)
-	}
+	refused("Carol's session", carol, "carol-session")
 }
 
 // checkProxyFailsClosed checks that the proxy, started by start on a port in front of a
