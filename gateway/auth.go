@@ -310,10 +310,7 @@ func errNameShared(link linker.Link) error {
 // nameSharedPage tells a signed-in person that their Headscale user's name is not theirs alone.
 // It does not name the other users.
 func nameSharedPage(email string, link linker.Link) page {
-	who := "your account"
-	if email != "" {
-		who = email
-	}
+	who := signedInAs(email)
 	return page{Status: http.StatusForbidden, Title: "Your Headscale user name is not unique",
 		Message: "You signed in as " + who + ", whose Headscale user is \u201c" + link.UserName + "\u201d, but another Headscale user has the same name, " +
 			"so the applications behind headgate could not tell you apart. Ask an administrator to rename one of the two users.",

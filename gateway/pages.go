@@ -227,12 +227,17 @@ const tryAgainLater = "Please try again in a minute; if this goes on, tell an ad
 // notAllowedPage is the page of a signed-in person the route's access rules leave out. It says
 // what kind of membership they lack, never the rule itself.
 func notAllowedPage(email, lacks string) page {
-	who := "your account"
-	if email != "" {
-		who = email
-	}
+	who := signedInAs(email)
 	return page{Status: http.StatusForbidden, Title: "Not allowed here",
 		Message: "You signed in as " + who + ", but this application is open only to people with " + lacks +
 			", and your account has none. Ask an administrator for access, or sign in with another account.",
 		Action: "Sign out", ActionHref: "/oauth2/sign_out"}
+}
+
+// signedInAs names a signed-in person on a page: by their email, or "your account" without one.
+func signedInAs(email string) string {
+	if email == "" {
+		return "your account"
+	}
+	return email
 }

@@ -84,10 +84,7 @@ var pageNoFailure = page{Status: http.StatusOK, Title: "Nothing to show",
 // signedInPage tells the person of s, who reached a page about a sign-in, that they are signed
 // in after all, and lets them go on.
 func (g *Gateway) signedInPage(s *session.Session) page {
-	who := "your account"
-	if s.Email != "" {
-		who = s.Email
-	}
+	who := signedInAs(s.Email)
 	return page{Status: http.StatusOK, Title: "You are signed in",
 		Message: "You are signed in as " + who + ", so there is nothing left to do here.",
 		Action:  "Continue", ActionHref: g.home()}

@@ -24,10 +24,7 @@ const (
 // linked), why they have no Headscale user and what to do; signIn is where "Sign in again"
 // goes, for when the cause is mended.
 func unlinkedPage(email string, link linker.Link, signIn string) page {
-	who := "your account"
-	if email != "" {
-		who = email
-	}
+	who := signedInAs(email)
 	p := page{Status: http.StatusForbidden, Action: "Sign in again", ActionHref: signIn}
 	switch unlinkedCause(link.Reason) {
 	case reasonUnverified:
