@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"headgate/linker"
 )
 
 // AccessConfig says who may use an upstream, beyond having a proven identity. A person is let
@@ -55,7 +57,7 @@ func (c AccessConfig) Validate(prefix string) []error {
 		}
 	}
 	for i, g := range c.HeadscaleGroups {
-		if strings.TrimPrefix(g, groupPrefix) == "" {
+		if strings.TrimPrefix(g, linker.GroupPrefix) == "" {
 			add("headscale_groups[%d]: empty", i)
 		}
 	}
@@ -66,9 +68,6 @@ func (c AccessConfig) Validate(prefix string) []error {
 	}
 	return errs
 }
-
-// groupPrefix starts the name of every group in Headscale's policy.
-const groupPrefix = "group:"
 
 // access is AccessConfig made ready to answer, once, at start.
 type access struct {
@@ -85,7 +84,7 @@ func newAccess(c AccessConfig) *access {
 	a.emails = slices.Clone(c.Emails)
 	a.domains = slices.Clone(c.EmailDomains)
 	for _, g := range c.HeadscaleGroups {
-		a.headscaleGroups = append(a.headscaleGroups, groupPrefix+strings.TrimPrefix(g, groupPrefix))
+		a.headscaleGroups = append(a.headscaleGroups, linker.GroupPrefix+strings.TrimPrefix(g, linker.GroupPrefix))
 	}
 	a.any = len(a.emails)+len(a.domains)+len(a.groups)+len(a.headscaleGroups)+len(a.headscaleUsers) == 0
 	return a

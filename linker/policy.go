@@ -9,8 +9,8 @@ import (
 	"github.com/tailscale/hujson"
 )
 
-// groupPrefix starts every group name in a Headscale policy.
-const groupPrefix = "group:"
+// GroupPrefix starts every group name in a Headscale policy ("group:admins").
+const GroupPrefix = "group:"
 
 // policyGroups reads the groups of a Headscale ACL policy: each group's name (with its
 // "group:" prefix) and its members as written. The policy is HuJSON (JSON with comments and
@@ -30,8 +30,8 @@ func policyGroups(policy []byte) (map[string][]string, error) {
 		return nil, fmt.Errorf("read headscale policy: %w", err)
 	}
 	for name := range p.Groups {
-		if !strings.HasPrefix(name, groupPrefix) || len(name) == len(groupPrefix) {
-			return nil, fmt.Errorf("read headscale policy: group %q does not start with %q", name, groupPrefix)
+		if !strings.HasPrefix(name, GroupPrefix) || len(name) == len(GroupPrefix) {
+			return nil, fmt.Errorf("read headscale policy: group %q does not start with %q", name, GroupPrefix)
 		}
 	}
 	return p.Groups, nil
