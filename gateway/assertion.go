@@ -244,17 +244,6 @@ func (a *asserter) assertion(sessionID, audience string, c assertionClaims) (str
 	return token, nil
 }
 
-// forget drops the assertions of a session that ended.
-func (a *asserter) forget(sessionID string) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	for k := range a.cache {
-		if k.session == sessionID {
-			delete(a.cache, k)
-		}
-	}
-}
-
 func (a *asserter) sign(audience string, c assertionClaims, now time.Time) (string, error) {
 	claims := struct {
 		jwt.Claims
