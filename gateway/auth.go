@@ -253,7 +253,7 @@ type userInfo struct {
 // serveUserInfo describes the signed-in person as JSON. It refuses whom /oauth2/auth refuses,
 // with the same status: 401 without a session, 403 for a person headgate does not let through.
 func (g *Gateway) serveUserInfo(w http.ResponseWriter, r *http.Request) {
-	rt, also := g.table.match(r.Host, r.URL.Path, r.URL.EscapedPath())
+	rt, also := g.table.matchURL(r.Host, r.URL)
 	if rt == nil {
 		rt = g.base
 	}

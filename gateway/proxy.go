@@ -32,7 +32,7 @@ type proxied struct {
 // with the proven identity otherwise.
 func (g *Gateway) serveProxy(w http.ResponseWriter, r *http.Request) {
 	dropH2CUpgrade(r.Header)
-	rt, also := g.table.match(r.Host, r.URL.Path, r.URL.EscapedPath())
+	rt, also := g.table.matchURL(r.Host, r.URL)
 	if rt == nil {
 		writePage(w, r, pageNoRoute)
 		return

@@ -205,7 +205,7 @@ func (g *Gateway) anyRouteAllowsUnlinked() bool {
 func (g *Gateway) forwardedRoute(r *http.Request) (*route, []*route) {
 	if host, uri, ok := g.checkedRequest(r); ok {
 		if u, err := url.ParseRequestURI(uri); err == nil {
-			if rt, also := g.table.match(host, u.Path, u.EscapedPath()); rt != nil {
+			if rt, also := g.table.matchURL(host, u); rt != nil {
 				return rt, also
 			}
 		}
@@ -284,9 +284,6 @@ func hostOf(hostport string) string {
 // route's rules too, so that no spelling of a path lets it past a stricter route to an
 // upstream that reads paths its own way.
 func (t *routeTable) match(host, decoded, raw string) (chosen *route, also []*route) {
-	if len(t.every) == 0 {
-		return t.def, nil // the default route alone, as without routes
-	}
 	h := hostOf(host)
 	routes := t.byHost[h]
 	if len(routes) == 0 {
@@ -361,6 +358,15 @@ func dropParams(p string) string {
 		segs[i], _, _ = strings.Cut(s, ";")
 	}
 	return strings.Join(segs, "/")
+}
+
+// matchURL is match for a request's URL. With the default route alone it reads nothing of u,
+// so a gateway without routes pays nothing for them on the request path.
+func (t *routeTable) matchURL(host string, u *url.URL) (*route, []*route) {
+	if len(t.every) == 0 {
+		return t.def, nil
+	}
+	return t.match(host, u.Path, u.EscapedPath())
 }
 
 // underPrefix reports whether p is prefix or below it by whole segments; fold ignores ASCII
