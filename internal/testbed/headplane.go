@@ -309,7 +309,10 @@ func (hp *Headplane) Tail(n int) string {
 	return tailFile(hp.LogPath, n)
 }
 
-// Users reads Headplane's users table (with the sqlite3 command), oldest first.
+// Users reads Headplane's users table (with the sqlite3 command), oldest first. It reads a
+// snapshot, never the live file: Headplane keeps its database in rollback-journal mode with no
+// busy timeout, so a reader's lock at the moment Headplane commits would make Headplane's own
+// write fail with "database is locked" and answer 500.
 func (hp *Headplane) Users(ctx context.Context) ([]HeadplaneUser, error) {
 	sqlite, err := exec.LookPath("sqlite3")
 	if err != nil {
@@ -317,8 +320,12 @@ func (hp *Headplane) Users(ctx context.Context) ([]HeadplaneUser, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	// Headplane writes while the test reads: wait for its lock rather than fail.
-	out, err := runCommand(ctx, "", sqlite, "-json", "-readonly", "-cmd", ".timeout 10000", filepath.Join(hp.DataDir, "hp_persist.db"),
+	snapshot, err := snapshotSQLite(ctx, filepath.Join(hp.DataDir, "hp_persist.db"))
+	if err != nil {
+		return nil, fmt.Errorf("read headplane users: %w", err)
+	}
+	defer os.Remove(snapshot)
+	out, err := runCommand(ctx, "", sqlite, "-json", "-readonly", snapshot,
 		"SELECT id, sub, name, email, role, headscale_user_id FROM users ORDER BY created_at, rowid")
 	if err != nil {
 		return nil, fmt.Errorf("read headplane users: %w", err)
