@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,7 +28,7 @@ const maxLogoutRequest = 64 << 10
 // when it names a sid, those begun in it (and the sub's sessions begun without a sid, which
 // cannot be told apart), on every instance. The token must verify
 // like an ID token (issuer, audience, signature, expiry), carry the logout event and no nonce
-// (go-oidc's VerifyLogout), and is accepted once. The provider gets 200 when the sessions are
+// (go-oidc's VerifyLogout, or verifyLogout for a token without exp), and is accepted once. The provider gets 200 when the sessions are
 // ended, 400 for a token that does not verify or was seen before, and 503 when the provider's
 // keys or the session store cannot be reached, as the specification asks.
 func (g *Gateway) serveBackchannelLogout(w http.ResponseWriter, r *http.Request) {
@@ -44,7 +45,7 @@ func (g *Gateway) serveBackchannelLogout(w http.ResponseWriter, r *http.Request)
 		g.refuseLogout(w, r, "unavailable", http.StatusServiceUnavailable, err)
 		return
 	}
-	tok, err := p.logoutVerifier.VerifyLogout(ctx, raw)
+	tok, err := g.verifyLogout(ctx, p, raw)
 	if err != nil && p.logoutKeys.unreachable() {
 		g.refuseLogout(w, r, "unavailable", http.StatusServiceUnavailable, err)
 		return
@@ -76,8 +77,62 @@ func (g *Gateway) serveBackchannelLogout(w http.ResponseWriter, r *http.Request)
 	}
 	g.metrics.backchannel.WithLabelValues("ok").Inc()
 	g.log.LogAttrs(ctx, slog.LevelInfo, "back-channel logout",
-		slog.String("sub", tok.Subject), slog.Int("sessions", n))
+		slog.String("sub", tok.Subject), slog.Bool("sid", tok.SessionID != ""), slog.Int("sessions", n))
 	w.WriteHeader(http.StatusOK)
+}
+
+// logoutEvent is the member of a logout token's events claim that makes it one.
+const logoutEvent = "http://schemas.openid.net/event/backchannel-logout"
+
+// verifyLogout checks a logout token with go-oidc's VerifyLogout. When that refuses it and
+// oidc.logout_token_max_age lets in tokens without exp, a token that indeed has no exp is
+// checked again: its signature, issuer and audience by go-oidc with no expiry, then the logout
+// claims VerifyLogout checks, and an iat within the maximum age. Its expiry is then its iat
+// plus that age, which is how long its jti is remembered.
+func (g *Gateway) verifyLogout(ctx context.Context, p *oidcProvider, raw string) (*oidc.LogoutToken, error) {
+	tok, err := p.logoutVerifier.VerifyLogout(ctx, raw)
+	if err == nil {
+		return tok, nil
+	}
+	if p.undatedLogoutVerifier == nil {
+		if strings.Contains(err.Error(), "'exp' claim") {
+			err = fmt.Errorf("%w (oidc.logout_token_max_age lets in tokens without exp)", err)
+		}
+		return nil, err
+	}
+	id, verr := p.undatedLogoutVerifier.Verify(ctx, raw)
+	if verr != nil {
+		return nil, verr
+	}
+	var claims struct {
+		Expiry json.RawMessage            `json:"exp"`
+		Events map[string]json.RawMessage `json:"events"`
+		ID     string                     `json:"jti"`
+		SID    string                     `json:"sid"`
+	}
+	if cerr := id.Claims(&claims); cerr != nil || claims.Expiry != nil {
+		return nil, err // a token with exp was judged by VerifyLogout
+	}
+	maxAge := g.cfg.OIDC.LogoutTokenMaxAge
+	age := g.timing.Now().Sub(id.IssuedAt)
+	switch {
+	case claims.Events[logoutEvent] == nil:
+		return nil, errors.New("logout token without exp: no " + logoutEvent + " event")
+	case id.Nonce != "":
+		return nil, errors.New("logout token without exp: it has a nonce, as an ID token does")
+	case claims.ID == "":
+		return nil, errors.New("logout token without exp: no jti")
+	case id.Subject == "" && claims.SID == "":
+		return nil, errors.New("logout token without exp: neither sub nor sid")
+	case id.IssuedAt.IsZero():
+		return nil, errors.New("logout token without exp: no iat")
+	case age > maxAge:
+		return nil, fmt.Errorf("logout token without exp: issued %s ago, longer than oidc.logout_token_max_age (%s)", age.Round(time.Second), maxAge)
+	case age < -time.Minute:
+		return nil, fmt.Errorf("logout token without exp: issued %s ahead of headgate's clock", (-age).Round(time.Second))
+	}
+	return &oidc.LogoutToken{Issuer: id.Issuer, Subject: id.Subject, Audience: id.Audience, IssuedAt: id.IssuedAt,
+		Expiry: id.IssuedAt.Add(maxAge), SessionID: claims.SID, TokenID: claims.ID}, nil
 }
 
 // refuseLogout answers a back-channel logout that did not end sessions, and counts it by result.

@@ -79,7 +79,7 @@ func TestBackchannelLogout(t *testing.T) {
 				t.Fatalf("logout of sid-bob: got %d, want 200", got)
 			}
 			e.wantLive(t, "after sid-bob", sessions)
-			if !strings.Contains(e.logs.String(), `msg="back-channel logout" sub=alice-sub sessions=1`) {
+			if !strings.Contains(e.logs.String(), `msg="back-channel logout" sub=alice-sub sid=true sessions=1`) {
 				t.Errorf("log lacks the logout of alice's last session:\n%s", e.logs.String())
 			}
 		})
@@ -190,4 +190,75 @@ func TestBackchannelLogoutProviderDown(t *testing.T) {
 	if got := fresh.postLogout(t, token); got != http.StatusServiceUnavailable {
 		t.Errorf("provider down before any discovery: got %d, want 503", got)
 	}
+}
+
+// TestBackchannelLogoutWithoutExp: with oidc.logout_token_max_age, a logout token that has no
+// exp (as Ory Hydra sends them) ends the sessions it names while its iat is within that age,
+// once; every other check still applies. Without it, such a token is refused and the log names
+// the key.
+func TestBackchannelLogoutWithoutExp(t *testing.T) {
+	const maxAge = 2 * time.Minute
+	e := newTestEnv(t, func(o *envOptions) { o.edit = func(c *Config) { c.OIDC.LogoutTokenMaxAge = maxAge } })
+	withAlice(e)
+	sessions := map[string]http.Header{"laptop": e.signedInWithSID(t, "sid-laptop"), "phone": e.signedInWithSID(t, "sid-phone")}
+	undated := func(claims map[string]any) string {
+		c := map[string]any{"exp": nil, "iat": e.clock.Now().Unix()}
+		for k, v := range claims {
+			c[k] = v
+		}
+		return e.idp.LogoutToken(t, c)
+	}
+
+	refused := map[string]string{
+		"no logout event":   undated(map[string]any{"sid": "sid-laptop", "events": nil}),
+		"a nonce":           undated(map[string]any{"sid": "sid-laptop", "nonce": "n"}),
+		"no jti":            undated(map[string]any{"sid": "sid-laptop", "jti": nil}),
+		"no iat":            undated(map[string]any{"sid": "sid-laptop", "iat": nil}),
+		"another client":    undated(map[string]any{"sid": "sid-laptop", "aud": "someone-else"}),
+		"from the future":   undated(map[string]any{"sid": "sid-laptop", "iat": e.clock.Now().Add(5 * time.Minute).Unix()}),
+		"too old":           undated(map[string]any{"sid": "sid-laptop", "iat": e.clock.Now().Add(-maxAge - time.Second).Unix()}),
+		"an expired exp":    e.idp.LogoutToken(t, map[string]any{"sid": "sid-laptop", "exp": e.clock.Now().Add(-time.Minute).Unix()}),
+		"sub and sid empty": undated(nil),
+	}
+	for name, token := range refused {
+		if got := e.postLogout(t, token); got != http.StatusBadRequest {
+			t.Errorf("%s: got %d, want 400", name, got)
+		}
+	}
+	e.wantLive(t, "after the refused tokens", sessions, "laptop", "phone")
+
+	laptop := undated(map[string]any{"sid": "sid-laptop"})
+	if got := e.postLogout(t, laptop); got != http.StatusOK {
+		t.Fatalf("an undated token for sid-laptop: got %d, want 200", got)
+	}
+	e.wantLive(t, "after sid-laptop", sessions, "phone")
+	// Remembered for the maximum age: a replay just inside it is refused.
+	e.clock.Advance(maxAge - time.Second)
+	if got := e.postLogout(t, laptop); got != http.StatusBadRequest {
+		t.Errorf("the same token again: got %d, want 400", got)
+	}
+	if got := e.postLogout(t, undated(map[string]any{"sub": "alice-sub"})); got != http.StatusOK {
+		t.Fatalf("an undated token for alice: got %d, want 200", got)
+	}
+	e.wantLive(t, "after alice", sessions)
+	// (iat is in whole seconds, so the ages logged are not exact.)
+	for _, want := range []string{"ago, longer than oidc.logout_token_max_age (2m0s)", "ahead of headgate's clock",
+		"logout token without exp: no iat", `msg="back-channel logout" sub="" sid=true sessions=1`, "expected audience"} {
+		if !strings.Contains(e.logs.String(), want) {
+			t.Errorf("the log lacks %q:\n%s", want, e.logs.String())
+		}
+	}
+
+	t.Run("not configured", func(t *testing.T) {
+		e := newTestEnv(t)
+		withAlice(e)
+		session := e.signedInWithSID(t, "sid-1")
+		if got := e.postLogout(t, e.idp.LogoutToken(t, map[string]any{"sid": "sid-1", "exp": nil})); got != http.StatusBadRequest {
+			t.Errorf("got %d, want 400", got)
+		}
+		e.wantLive(t, "after the undated token", map[string]http.Header{"alice": session}, "alice")
+		if want := "oidc.logout_token_max_age lets in tokens without exp"; !strings.Contains(e.logs.String(), want) {
+			t.Errorf("the log lacks %q:\n%s", want, e.logs.String())
+		}
+	})
 }

@@ -136,6 +136,13 @@ type OIDCConfig struct {
 	// "/oauth2/signed_out", which must be registered at the provider as a post-logout redirect
 	// URI. Default false: the provider's session stays, and signing in again needs no password.
 	SignOutAtProvider bool `yaml:"sign_out_at_provider"`
+
+	// LogoutTokenMaxAge makes headgate accept back-channel logout tokens that carry no exp
+	// claim, as Ory Hydra v2 sends them, when their iat is no older than this (and no more than
+	// a minute ahead of headgate's clock); each such token is remembered for this long, so it is
+	// still accepted once. Everything else is checked as for any logout token. Default 0: a
+	// token without exp is refused, as OpenID Connect Back-Channel Logout 1.0 requires exp.
+	LogoutTokenMaxAge time.Duration `yaml:"logout_token_max_age"`
 }
 
 // Defaults that SetDefaults applies to zero fields.
@@ -266,6 +273,9 @@ func (c Config) Validate() error {
 	}
 	if c.OIDC.StartTimeout < 0 {
 		add("oidc.start_timeout: must not be negative")
+	}
+	if c.OIDC.LogoutTokenMaxAge < 0 || c.OIDC.LogoutTokenMaxAge > time.Hour {
+		add("oidc.logout_token_max_age: must be between 0 (refuse tokens without exp) and 1h")
 	}
 	errs = append(errs, c.Headplane.validate()...)
 	return errors.Join(errs...)

@@ -86,7 +86,10 @@ type oidcProvider struct {
 	// logoutVerifier checks back-channel logout tokens with logoutKeys, which fetches the
 	// provider's keys at a bounded rate.
 	logoutVerifier *oidc.IDTokenVerifier
-	logoutKeys     *logoutKeys
+	// undatedLogoutVerifier checks, with the same keys but no expiry, the logout tokens without
+	// exp that OIDCConfig.LogoutTokenMaxAge lets in; nil when it is 0.
+	undatedLogoutVerifier *oidc.IDTokenVerifier
+	logoutKeys            *logoutKeys
 }
 
 func newOIDCClient(cfg OIDCConfig, redirectURL string, timing Timing) *oidcClient {
@@ -175,13 +178,19 @@ func (c *oidcClient) provider(ctx context.Context, p *oidc.Provider) *oidcProvid
 	p.Claims(&claims) // fields a provider leaves out stay empty
 	keys := &logoutKeys{url: claims.JWKS, client: c.http, now: c.timing.Now, refresh: c.timing.LogoutKeysRefresh}
 	keys.prefetch(ctx)
+	var undated *oidc.IDTokenVerifier
+	if c.cfg.LogoutTokenMaxAge > 0 {
+		undated = oidc.NewVerifier(c.cfg.Issuer, keys,
+			&oidc.Config{ClientID: c.cfg.ClientID, SupportedSigningAlgs: claims.Algorithms, SkipExpiryCheck: true})
+	}
 	return &oidcProvider{
 		endSession: claims.EndSession,
 		logoutVerifier: oidc.NewVerifier(c.cfg.Issuer, keys,
 			&oidc.Config{ClientID: c.cfg.ClientID, SupportedSigningAlgs: claims.Algorithms, Now: c.timing.Now}),
-		logoutKeys: keys,
-		provider:   p,
-		verifier:   p.Verifier(&oidc.Config{ClientID: c.cfg.ClientID, Now: c.timing.Now}),
+		undatedLogoutVerifier: undated,
+		logoutKeys:            keys,
+		provider:              p,
+		verifier:              p.Verifier(&oidc.Config{ClientID: c.cfg.ClientID, Now: c.timing.Now}),
 		oauth2: oauth2.Config{
 			ClientID:     c.cfg.ClientID,
 			ClientSecret: c.cfg.ClientSecret,
