@@ -5,7 +5,10 @@
 //	cd tools/bench && go run . [-rounds 4] [-duration 5s] [-conns 32,128] [-headscale-users 100000]
 //
 // A second bare proxy pools the buffers it copies response bodies through, as headgate does:
-// the floor for a Go proxy tuned that far.
+// the floor for a Go proxy tuned that far. A third, the tuned floor, also does the proxy part
+// of headgate's job with fixed values: it receives the same session cookie and drops it, and
+// sets X-Forwarded-For, -Host and -Proto and the five identity headers headgate sets for the
+// benchmark's person. headgate's ratios to it are the cost of everything else headgate does.
 //
 // Every gateway gets a real session by a browser-like sign-in; then wrk drives each target
 // in turn, in interleaved rounds at each connection count, so that the machine's noise falls
@@ -18,6 +21,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -57,7 +61,10 @@ type settings struct {
 	// serveBare and upstream run this binary as the bare proxy instead (see serveBare).
 	serveBare string
 	upstream  string
-	barePool  bool
+	// bareKind is the kind of bare proxy: plain, pooled or tuned (see serveBare).
+	bareKind string
+	// bareHeaders is the JSON list of [name, value] headers the tuned floor sets.
+	bareHeaders string
 }
 
 func parseFlags(args []string, stderr io.Writer) (settings, error) {
@@ -76,7 +83,8 @@ func parseFlags(args []string, stderr io.Writer) (settings, error) {
 	fs.BoolVar(&st.keep, "keep", false, "keep the stack's configurations and logs")
 	fs.StringVar(&st.serveBare, "serve-bare", "", "internal: serve the bare proxy on this address")
 	fs.StringVar(&st.upstream, "upstream", "", "internal: the bare proxy's upstream URL")
-	fs.BoolVar(&st.barePool, "bare-pool", false, "internal: the bare proxy pools its copy buffers")
+	fs.StringVar(&st.bareKind, "bare", "plain", "internal: the kind of bare proxy: plain, pooled or tuned")
+	fs.StringVar(&st.bareHeaders, "bare-headers", "[]", "internal: the headers the tuned floor sets, as JSON [[name, value], ...]")
 	if err := fs.Parse(args); err != nil {
 		return st, err
 	}
@@ -117,7 +125,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		return err
 	}
 	if st.serveBare != "" {
-		return serveBare(ctx, st.serveBare, st.upstream, st.barePool)
+		var headers [][2]string
+		if err := json.Unmarshal([]byte(st.bareHeaders), &headers); err != nil {
+			return fmt.Errorf("-bare-headers: %w", err)
+		}
+		return serveBare(ctx, st.serveBare, st.upstream, st.bareKind, headers)
 	}
 	wrk, err := exec.LookPath("wrk")
 	if err != nil {

@@ -68,26 +68,38 @@ func (m machine) print(w io.Writer) {
 // printResults prints the summary table (each target and connection count, averaged over
 // the rounds) and the table of every run.
 func printResults(w io.Writer, st settings, targets []*target, results []runResult) {
-	bare := targets[0]
-	bareRun := map[[2]int]runResult{} // by round and connections
+	// Ratios are taken to the bare proxy and to the tuned floor in the same round.
+	bases := []*target{targets[0]}
+	if i := slices.IndexFunc(targets, func(t *target) bool { return t.name == floorName }); i >= 0 {
+		bases = append(bases, targets[i])
+	}
+	baseRun := map[*target]map[[2]int]runResult{} // by round and connections
+	for _, b := range bases {
+		baseRun[b] = map[[2]int]runResult{}
+	}
 	for _, r := range results {
-		if r.target == bare {
-			bareRun[[2]int{r.round, r.conns}] = r
+		if runs, ok := baseRun[r.target]; ok {
+			runs[[2]int{r.round, r.conns}] = r
 		}
 	}
-	ratio := func(r runResult) (rps, p99 float64) {
-		b := bareRun[[2]int{r.round, r.conns}]
+	ratio := func(r runResult, base *target) (rps, p99 float64) {
+		b := baseRun[base][[2]int{r.round, r.conns}]
 		return r.rps / b.rps, float64(r.p99) / float64(b.p99)
 	}
 
 	fmt.Fprintf(w, "Signed-in GET / through each target: %d rounds of %s per target and connection count (wrk, %d threads), "+
-		"the median over the rounds; ratios are to the bare proxy in the same round (median, and range). Errors are summed; "+
-		"CPU per request (user + system, over every round) and peak RSS are the target's process alone.\n\n",
+		"the median over the rounds; ratios are to the bare proxy and to the tuned floor in the same round (median, and range). "+
+		"Errors are summed; CPU per request (user + system, over every round) and peak RSS are the target's process alone.\n\n",
 		st.rounds, st.duration, st.threads)
-	rows := [][]string{{"target", "conns", "req/s", "p50", "p99", "errors", "CPU/req", "peak RSS", "req/s vs bare", "p99 vs bare"}}
+	header := []string{"target", "conns", "req/s", "p50", "p99", "errors", "CPU/req", "peak RSS"}
+	for _, b := range bases {
+		header = append(header, "req/s vs "+shortName(b), "p99 vs "+shortName(b))
+	}
+	rows := [][]string{header}
 	for _, conns := range st.conns {
 		for _, t := range targets {
-			var rps, p50, p99, rpsRatios, p99Ratios []float64
+			var rps, p50, p99 []float64
+			ratios := make([][2][]float64, len(bases)) // per base: req/s and p99 ratios
 			var requests, errors int64
 			var cpu time.Duration
 			for _, r := range results {
@@ -100,8 +112,10 @@ func printResults(w io.Writer, st settings, targets []*target, results []runResu
 				requests += r.requests
 				errors += r.errors
 				cpu += r.cpu
-				a, b := ratio(r)
-				rpsRatios, p99Ratios = append(rpsRatios, a), append(p99Ratios, b)
+				for i, b := range bases {
+					a, c := ratio(r, b)
+					ratios[i][0], ratios[i][1] = append(ratios[i][0], a), append(ratios[i][1], c)
+				}
 			}
 			if len(rps) == 0 {
 				continue
@@ -114,25 +128,46 @@ func printResults(w io.Writer, st settings, targets []*target, results []runResu
 			if requests > 0 {
 				cpuPerReq = fmt.Sprintf("%.0f µs", float64(cpu.Microseconds())/float64(requests))
 			}
-			rpsRatio, p99Ratio := "1", "1"
-			if t != bare {
-				rpsRatio, p99Ratio = fmtRatios(rpsRatios), fmtRatios(p99Ratios)
-			}
-			rows = append(rows, []string{t.name, fmt.Sprint(conns), fmt.Sprintf("%.0f", median(rps)),
+			row := []string{t.name, fmt.Sprint(conns), fmt.Sprintf("%.0f", median(rps)),
 				fmtDuration(time.Duration(median(p50))), fmtDuration(time.Duration(median(p99))),
-				fmt.Sprint(errors), cpuPerReq, rss, rpsRatio, p99Ratio})
+				fmt.Sprint(errors), cpuPerReq, rss}
+			for i, b := range bases {
+				if t == b {
+					row = append(row, "1", "1")
+				} else {
+					row = append(row, fmtRatios(ratios[i][0]), fmtRatios(ratios[i][1]))
+				}
+			}
+			rows = append(rows, row)
 		}
 	}
 	printTable(w, rows)
 
 	fmt.Fprintf(w, "\nEvery run, in the order it ran:\n\n")
-	rows = [][]string{{"round", "conns", "target", "req/s", "p50", "p99", "errors", "req/s vs bare", "p99 vs bare"}}
+	header = []string{"round", "conns", "target", "req/s", "p50", "p99", "errors"}
+	for _, b := range bases {
+		header = append(header, "req/s vs "+shortName(b), "p99 vs "+shortName(b))
+	}
+	rows = [][]string{header}
 	for _, r := range results {
-		a, b := ratio(r)
-		rows = append(rows, []string{fmt.Sprint(r.round), fmt.Sprint(r.conns), r.target.name, fmt.Sprintf("%.0f", r.rps),
-			fmtDuration(r.p50), fmtDuration(r.p99), fmt.Sprint(r.errors), fmt.Sprintf("%.2f", a), fmt.Sprintf("%.2f", b)})
+		row := []string{fmt.Sprint(r.round), fmt.Sprint(r.conns), r.target.name, fmt.Sprintf("%.0f", r.rps),
+			fmtDuration(r.p50), fmtDuration(r.p99), fmt.Sprint(r.errors)}
+		for _, b := range bases {
+			a, c := ratio(r, b)
+			row = append(row, fmt.Sprintf("%.2f", a), fmt.Sprintf("%.2f", c))
+		}
+		rows = append(rows, row)
 	}
 	printTable(w, rows)
+}
+
+// shortName is how a ratio column names its base: "bare" for the bare proxy, "floor" for the
+// tuned floor.
+func shortName(t *target) string {
+	if t.name == floorName {
+		return "floor"
+	}
+	return "bare"
 }
 
 func printRedisCounts(w io.Writer, counts []redisCount) {

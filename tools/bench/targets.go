@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -14,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,6 +38,31 @@ type upstream struct {
 	url  string
 	hits atomic.Int64
 	srv  *http.Server
+	// recording, while true, makes the upstream keep the identity headers of each request in
+	// identity: off under load, so that it costs nothing there.
+	recording atomic.Bool
+	identity  atomic.Pointer[[][2]string]
+}
+
+// identityHeaders are the headers headgate sets for a signed-in person, in the order the
+// tuned floor sets them.
+var identityHeaders = []string{"X-Headscale-User", "X-Headscale-User-Id", "X-Forwarded-User",
+	"X-Forwarded-Email", "X-Forwarded-Preferred-Username"}
+
+// identityOf fetches path from t's URL with t's cookie and returns the identity headers the
+// upstream received, as name and value pairs.
+func (u *upstream) identityOf(ctx context.Context, t *target) ([][2]string, error) {
+	u.recording.Store(true)
+	defer u.recording.Store(false)
+	u.identity.Store(nil)
+	if err := checkTarget(ctx, t); err != nil {
+		return nil, err
+	}
+	seen := u.identity.Load()
+	if seen == nil {
+		return nil, fmt.Errorf("%s: no request reached the upstream", t.name)
+	}
+	return *seen, nil
 }
 
 func startUpstream() (*upstream, error) {
@@ -46,6 +73,15 @@ func startUpstream() (*upstream, error) {
 	u := &upstream{url: "http://" + l.Addr().String()}
 	u.srv = &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		u.hits.Add(1)
+		if u.recording.Load() && r.Header.Get("X-Headscale-User") != "" {
+			var seen [][2]string
+			for _, name := range identityHeaders {
+				if v := r.Header.Get(name); v != "" {
+					seen = append(seen, [2]string{name, v})
+				}
+			}
+			u.identity.Store(&seen)
+		}
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Write([]byte(upstreamBody))
 	})}
@@ -53,12 +89,15 @@ func startUpstream() (*upstream, error) {
 	return u, nil
 }
 
-// serveBare runs the bare proxy until ctx ends: httputil.ReverseProxy with Rewrite and an
-// idle pool as large as headgate's, so that every connection of the load keeps its upstream
-// connection. With pooled, it also takes its copy buffers from a pool instead of making a
-// 32 KiB buffer per response. It runs in a process of its own so that its CPU time and RSS are
-// measured the way the gateways' are.
-func serveBare(ctx context.Context, addr, upstreamURL string, pooled bool) error {
+// serveBare runs a bare proxy until ctx ends: httputil.ReverseProxy with Rewrite and an idle
+// pool as large as headgate's, so that every connection of the load keeps its upstream
+// connection. The kind says how far it is tuned: plain makes a 32 KiB copy buffer per
+// response, as httputil.ReverseProxy does by itself; pooled takes its copy buffers from a
+// pool; tuned pools them as headgate does and does the proxy part of headgate's work with
+// fixed values: it drops the Cookie header and sets headers, the identity headers headgate
+// sets for the benchmark's person. It runs in a process of its own so that its CPU time and
+// RSS are measured the way the gateways' are.
+func serveBare(ctx context.Context, addr, upstreamURL, kind string, headers [][2]string) error {
 	target, err := url.Parse(upstreamURL)
 	if err != nil || target.Host == "" {
 		return fmt.Errorf("-upstream: %q is not a URL", upstreamURL)
@@ -73,8 +112,22 @@ func serveBare(ctx context.Context, addr, upstreamURL string, pooled bool) error
 		},
 		Transport: transport,
 	}
-	if pooled {
+	switch kind {
+	case "plain":
+	case "pooled":
 		proxy.BufferPool = &plainBufferPool{}
+	case "tuned":
+		proxy.BufferPool = &arrayBufferPool{}
+		proxy.Rewrite = func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.SetXForwarded()
+			pr.Out.Header.Del("Cookie")
+			for _, h := range headers {
+				pr.Out.Header.Set(h[0], h[1])
+			}
+		}
+	default:
+		return fmt.Errorf("-bare: %q is not plain, pooled or tuned", kind)
 	}
 	srv := &http.Server{Addr: addr, Handler: proxy, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
@@ -85,6 +138,23 @@ func serveBare(ctx context.Context, addr, upstreamURL string, pooled bool) error
 		return fmt.Errorf("serve bare proxy: %w", err)
 	}
 	return nil
+}
+
+// arrayBufferPool pools 16 KiB copy buffers as array pointers, so that lending and returning
+// one allocates nothing: the pool headgate's proxy has.
+type arrayBufferPool struct{ pool sync.Pool }
+
+func (p *arrayBufferPool) Get() []byte {
+	if b, ok := p.pool.Get().(*[16 << 10]byte); ok {
+		return b[:]
+	}
+	return new([16 << 10]byte)[:]
+}
+
+func (p *arrayBufferPool) Put(b []byte) {
+	if len(b) == 16<<10 && cap(b) == 16<<10 {
+		p.pool.Put((*[16 << 10]byte)(b))
+	}
 }
 
 // plainBufferPool is the simplest buffer pool a Go proxy can have: a sync.Pool of 32 KiB
@@ -100,6 +170,9 @@ func (p *plainBufferPool) Get() []byte {
 
 func (p *plainBufferPool) Put(b []byte) { p.pool.Put(b) }
 
+// floorName names the tuned floor, the target headgate's ratios are also taken to.
+const floorName = "tuned floor"
+
 // target is one server under load.
 type target struct {
 	name string
@@ -110,6 +183,8 @@ type target struct {
 	pid int
 	// redis reports whether the target keeps its sessions in the stack's Redis.
 	redis bool
+	// bare reports whether the target is a bare proxy, which lets any request through.
+	bare bool
 }
 
 // environment is everything the benchmark runs: the stack (Dex, Headscale, Redis and the
@@ -185,13 +260,13 @@ func startEnvironment(ctx context.Context, st settings, logf func(string, ...any
 		return nil, fmt.Errorf("find redis: %w", err)
 	}
 
-	// Two bare proxies, then the two oauth2-proxy instances.
-	ports, err := testbed.FreePorts(4)
+	// Three bare proxies, then the two oauth2-proxy instances.
+	ports, err := testbed.FreePorts(5)
 	if err != nil {
 		return nil, err
 	}
-	o2pRedisURL := fmt.Sprintf("http://127.0.0.1:%d", ports[2])
-	o2pCookieURL := fmt.Sprintf("http://127.0.0.1:%d", ports[3])
+	o2pRedisURL := fmt.Sprintf("http://127.0.0.1:%d", ports[3])
+	o2pCookieURL := fmt.Sprintf("http://127.0.0.1:%d", ports[4])
 	client := testbed.DexClient{ID: "oauth2-proxy", Secret: rand.Text(),
 		RedirectURIs: []string{o2pRedisURL + "/oauth2/callback", o2pCookieURL + "/oauth2/callback"}}
 	if err := env.stack.AddDexClient(ctx, client); err != nil {
@@ -205,22 +280,24 @@ func startEnvironment(ctx context.Context, st settings, logf func(string, ...any
 	if err != nil {
 		return nil, fmt.Errorf("find this program to run the bare proxy: %w", err)
 	}
-	for i, b := range []struct {
-		name string
-		args []string
-	}{
-		{"bare proxy", nil},
-		{"pooled bare proxy", []string{"-bare-pool"}},
-	} {
-		addr := fmt.Sprintf("127.0.0.1:%d", ports[i])
-		logName := strings.ReplaceAll(b.name, " ", "-") + ".log"
-		args := append([]string{"-serve-bare", addr, "-upstream", env.upstream.url}, b.args...)
-		c, err := testbed.StartProcess(ctx, b.name, filepath.Join(env.stack.Dir, logName), "http://"+addr+"/", self, args...)
+	startBare := func(name, kind, port string, extra ...string) (*target, error) {
+		addr := "127.0.0.1:" + port
+		logName := strings.ReplaceAll(name, " ", "-") + ".log"
+		args := append([]string{"-serve-bare", addr, "-upstream", env.upstream.url, "-bare", kind}, extra...)
+		c, err := testbed.StartProcess(ctx, name, filepath.Join(env.stack.Dir, logName), "http://"+addr+"/", self, args...)
 		if err != nil {
 			return nil, err
 		}
 		env.children = append(env.children, c)
-		env.targets = append(env.targets, &target{name: b.name, url: "http://" + addr, pid: c.PID()})
+		t := &target{name: name, url: "http://" + addr, pid: c.PID()}
+		env.targets = append(env.targets, t)
+		return t, nil
+	}
+	if _, err := startBare("bare proxy", "plain", fmt.Sprint(ports[0])); err != nil {
+		return nil, err
+	}
+	if _, err := startBare("pooled bare proxy", "pooled", fmt.Sprint(ports[1])); err != nil {
+		return nil, err
 	}
 
 	// Both instances log at warn, so that no per-request log line weighs on the numbers.
@@ -253,6 +330,25 @@ func startEnvironment(ctx context.Context, st settings, logf func(string, ...any
 			return nil, fmt.Errorf("%s: sign-in ended with %d, not the upstream's page: %s", g.name, page.Status, strings.Join(page.Hops, " -> "))
 		}
 		env.targets = append(env.targets, &target{name: g.name, url: gw.URL, cookie: cookieHeader(jar, gw.URL), pid: pid, redis: g.redis})
+	}
+
+	// The tuned floor sets the identity headers "headgate memory" sets, and receives and drops
+	// the same cookie.
+	memory := env.targets[2]
+	identity, err := env.upstream.identityOf(ctx, memory)
+	if err != nil {
+		return nil, err
+	}
+	headers, _ := json.Marshal(identity)
+	floor, err := startBare(floorName, "tuned", fmt.Sprint(ports[2]), "-bare-headers", string(headers))
+	if err != nil {
+		return nil, err
+	}
+	floor.cookie, floor.bare = memory.cookie, true
+	if got, err := env.upstream.identityOf(ctx, floor); err != nil {
+		return nil, err
+	} else if !slices.Equal(got, identity) {
+		return nil, fmt.Errorf("the tuned floor sends %q, headgate %q", got, identity)
 	}
 
 	for _, o := range []struct {
@@ -339,7 +435,7 @@ func checkTarget(ctx context.Context, t *target) error {
 	if page.Status != http.StatusOK || page.Body != upstreamBody {
 		return fmt.Errorf("%s: a signed-in request got %d, not the upstream's page", t.name, page.Status)
 	}
-	if t.cookie == "" {
+	if t.cookie == "" || t.bare {
 		return nil
 	}
 	page, err = testbed.Fetch(ctx, nil, http.MethodGet, t.url+"/", nil)
