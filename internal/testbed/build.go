@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -104,17 +105,46 @@ func PeerBinary(ctx context.Context, root, name, pkg string, logf func(string, .
 // root/tools/module pins, when it is missing.
 func toolBinary(ctx context.Context, root, module, name, pkg string, logf func(string, ...any)) (string, error) {
 	out := filepath.Join(root, BinDir, name)
-	if _, err := os.Stat(out); err == nil {
-		return out, nil
+	built := func() bool {
+		_, err := os.Stat(out)
+		return err == nil
 	}
-	logf("building %s (the first build takes a few minutes)", name)
-	start := time.Now()
-	if err := goBuild(ctx, filepath.Join(root, "tools", module), out, pkg); err != nil {
-		return "", fmt.Errorf("build %s from the tools module (cd tools/%s && go build -o ../../%s/%s %s): %w",
-			name, module, BinDir, name, pkg, err)
+	err := buildOnce(out, built, func() error {
+		logf("building %s (the first build takes a few minutes)", name)
+		start := time.Now()
+		if err := goBuild(ctx, filepath.Join(root, "tools", module), out, pkg); err != nil {
+			return fmt.Errorf("build %s from the tools module (cd tools/%s && go build -o ../../%s/%s %s): %w",
+				name, module, BinDir, name, pkg, err)
+		}
+		logf("built %s in %s", name, time.Since(start).Round(time.Second))
+		return nil
+	})
+	return out, err
+}
+
+// buildOnce runs build unless built reports the binary out is there, holding a lock on out
+// (an flock on out + ".lock") while it looks again and builds: tests starting in parallel, in
+// this process or another, build a binary once, and the others wait for it rather than
+// compile the same packages beside it.
+func buildOnce(out string, built func() bool, build func() error) error {
+	if built() {
+		return nil
 	}
-	logf("built %s in %s", name, time.Since(start).Round(time.Second))
-	return out, nil
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		return err
+	}
+	lock, err := os.OpenFile(out+".lock", os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return err
+	}
+	defer lock.Close() // closing the file releases the lock
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return fmt.Errorf("lock %s: %w", lock.Name(), err)
+	}
+	if built() {
+		return nil
+	}
+	return build()
 }
 
 // BuildHeadgate builds the headgate binary from the checkout into dir and returns its path, for

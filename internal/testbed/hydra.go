@@ -33,17 +33,21 @@ const (
 // and build cache, SQLite's C code among it).
 func hydraBinary(ctx context.Context, root string, logf func(string, ...any)) (string, error) {
 	out := filepath.Join(root, BinDir, "hydra")
-	if info, err := buildinfo.ReadFile(out); err == nil && info.Main.Path == hydraPackage && info.Main.Version == hydraVersion {
-		return out, nil
+	built := func() bool {
+		info, err := buildinfo.ReadFile(out)
+		return err == nil && info.Main.Path == hydraPackage && info.Main.Version == hydraVersion
 	}
-	logf("building hydra %s (the first build takes a few minutes)", hydraVersion)
-	start := time.Now()
-	if err := goBuild(ctx, filepath.Join(root, "tools", "hydra"), out, hydraPackage, "-tags", hydraTags); err != nil {
-		return "", fmt.Errorf("build hydra from the tools module (cd tools/hydra && go build -tags %s -o ../../%s/hydra %s): %w",
-			hydraTags, BinDir, hydraPackage, err)
-	}
-	logf("built hydra in %s", time.Since(start).Round(time.Second))
-	return out, nil
+	err := buildOnce(out, built, func() error {
+		logf("building hydra %s (the first build takes a few minutes)", hydraVersion)
+		start := time.Now()
+		if err := goBuild(ctx, filepath.Join(root, "tools", "hydra"), out, hydraPackage, "-tags", hydraTags); err != nil {
+			return fmt.Errorf("build hydra from the tools module (cd tools/hydra && go build -tags %s -o ../../%s/hydra %s): %w",
+				hydraTags, BinDir, hydraPackage, err)
+		}
+		logf("built hydra in %s", time.Since(start).Round(time.Second))
+		return nil
+	})
+	return out, err
 }
 
 // Hydra is a running Ory Hydra with its login and consent app, and headgate registered as a
