@@ -16,7 +16,8 @@
 // request and peak RSS of each target's process, each gateway's ratios to the bare proxy in
 // the same round, and the Redis commands each Redis-backed gateway sends per request. With
 // -headscale-users it also times the stack's real Headscale answering headgate's user listing
-// at up to that many users; with -perf DIR it profiles every target under load with perf.
+// at up to that many users; with -perf DIR it profiles every target under load with perf. Last,
+// it times -signins sign-ins through each gateway, with the CPU each gateway and Dex spend.
 package main
 
 import (
@@ -57,6 +58,8 @@ type settings struct {
 	headscaleUsers int
 	// perfDir, when set, also profiles each target with perf into this directory.
 	perfDir string
+	// signIns is how many sign-ins to time through each gateway (0: none).
+	signIns int
 
 	// serveBare and upstream run this binary as the bare proxy instead (see serveBare).
 	serveBare string
@@ -80,6 +83,7 @@ func parseFlags(args []string, stderr io.Writer) (settings, error) {
 	fs.IntVar(&st.headscaleUsers, "headscale-users", 0, "also time Headscale listing 1,000, 10,000, ... up to this many users (0: skip)")
 	fs.StringVar(&st.perfDir, "perf", "", "also profile each target with perf under load, writing profiles and reports into this directory "+
 		"(the bare proxy's symbols need a go build of this program, not go run)")
+	fs.IntVar(&st.signIns, "signins", 200, "sign-ins to time through each gateway, 4 at a time (0: skip)")
 	fs.BoolVar(&st.keep, "keep", false, "keep the stack's configurations and logs")
 	fs.StringVar(&st.serveBare, "serve-bare", "", "internal: serve the bare proxy on this address")
 	fs.StringVar(&st.upstream, "upstream", "", "internal: the bare proxy's upstream URL")
@@ -112,6 +116,9 @@ func parseFlags(args []string, stderr io.Writer) (settings, error) {
 	}
 	if st.headscaleUsers < 0 {
 		problems = append(problems, errors.New("-headscale-users: must not be negative"))
+	}
+	if st.signIns < 0 {
+		problems = append(problems, errors.New("-signins: must not be negative"))
 	}
 	if st.redisRequests < 1 {
 		problems = append(problems, errors.New("-redis-requests: must be at least 1"))
@@ -167,10 +174,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if err != nil {
 		return err
 	}
+	var signIns []signInResult
+	if st.signIns > 0 {
+		if signIns, err = timeSignIns(ctx, env, st.signIns, 4, logf); err != nil {
+			return err
+		}
+	}
 	fmt.Fprintln(stdout)
 	printResults(stdout, st, env.targets, results)
 	fmt.Fprintln(stdout)
 	printRedisCounts(stdout, redisCounts)
+	if len(signIns) > 0 {
+		fmt.Fprintln(stdout)
+		printSignIns(stdout, signIns)
+	}
 	if st.headscaleUsers > 0 {
 		timings, err := timeUserListing(ctx, env, st.headscaleUsers, logf)
 		if err != nil {

@@ -185,6 +185,8 @@ type target struct {
 	redis bool
 	// bare reports whether the target is a bare proxy, which lets any request through.
 	bare bool
+	// signIn is the URL a browser opens to sign in through the target; empty for a bare proxy.
+	signIn string
 }
 
 // environment is everything the benchmark runs: the stack (Dex, Headscale, Redis and the
@@ -329,7 +331,8 @@ func startEnvironment(ctx context.Context, st settings, logf func(string, ...any
 		if page.Status != http.StatusOK || page.Body != upstreamBody {
 			return nil, fmt.Errorf("%s: sign-in ended with %d, not the upstream's page: %s", g.name, page.Status, strings.Join(page.Hops, " -> "))
 		}
-		env.targets = append(env.targets, &target{name: g.name, url: gw.URL, cookie: cookieHeader(jar, gw.URL), pid: pid, redis: g.redis})
+		env.targets = append(env.targets, &target{name: g.name, url: gw.URL, cookie: cookieHeader(jar, gw.URL), pid: pid, redis: g.redis,
+			signIn: gw.URL + "/"})
 	}
 
 	// The tuned floor sets the identity headers "headgate memory" sets, and receives and drops
@@ -369,14 +372,16 @@ func startEnvironment(ctx context.Context, st settings, logf func(string, ...any
 		}
 		env.children = append(env.children, c)
 		jar := newJar()
-		page, err := testbed.BrowserLogin(ctx, jar, o.url+"/oauth2/start?rd=%2F", testbed.Bob.Email, testbed.Bob.Password)
+		signIn := o.url + "/oauth2/start?rd=%2F"
+		page, err := testbed.BrowserLogin(ctx, jar, signIn, testbed.Bob.Email, testbed.Bob.Password)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w\n%s", o.name, err, c.Tail(20))
 		}
 		if page.Status != http.StatusOK || page.Body != upstreamBody {
 			return nil, fmt.Errorf("%s: sign-in ended with %d, not the upstream's page: %s\n%s", o.name, page.Status, strings.Join(page.Hops, " -> "), c.Tail(20))
 		}
-		env.targets = append(env.targets, &target{name: o.name, url: o.url, cookie: cookieHeader(jar, o.url), pid: c.PID(), redis: o.redis})
+		env.targets = append(env.targets, &target{name: o.name, url: o.url, cookie: cookieHeader(jar, o.url), pid: c.PID(), redis: o.redis,
+			signIn: signIn})
 	}
 
 	for _, t := range env.targets {
