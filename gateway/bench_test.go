@@ -214,6 +214,29 @@ func BenchmarkServeBareProxy(b *testing.B) {
 	serveParallel(b, bare, "")
 }
 
+// BenchmarkServeTunedFloor is the floor for the proxy part of headgate's job: a ReverseProxy
+// with the same transport and buffer pool that receives the same session cookie and drops it,
+// and sets X-Forwarded-* and the identity headers headgate sets, with fixed values.
+func BenchmarkServeTunedFloor(b *testing.B) {
+	g, cookie, upstream := benchGateway(b)
+	u, _ := url.Parse(upstream.URL)
+	floor := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(u)
+			pr.SetXForwarded()
+			pr.Out.Header.Del("Cookie")
+			pr.Out.Header.Set(headerUser, "alice")
+			pr.Out.Header.Set(headerUserID, "1")
+			pr.Out.Header.Set(headerForwardedUser, "alice")
+			pr.Out.Header.Set(headerForwardedEmail, "alice@example.com")
+			pr.Out.Header.Set(headerForwardedUsername, "alice")
+		},
+		Transport:  g.proxy.Transport,
+		BufferPool: g.proxy.BufferPool,
+	}
+	serveParallel(b, floor, cookie)
+}
+
 // BenchmarkAuthenticate is the identity proof alone: open the cookie, check the session, resolve
 // the link, all warm.
 func BenchmarkAuthenticate(b *testing.B) {
