@@ -95,7 +95,7 @@ func (r *RedisStore) Check(ctx context.Context, s *Session) error {
 		return ErrExpired
 	}
 	if e, ok := r.local.get(s.ID); ok {
-		if e.revoked {
+		if e.revoked() {
 			return ErrRevoked
 		}
 		// Confirmed since the last subscription began: a revocation would have arrived. Without
