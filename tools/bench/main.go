@@ -86,7 +86,7 @@ func parseFlags(args []string, stderr io.Writer) (settings, error) {
 	fs.StringVar(&st.sessions.redisAddr, "sessions-redis", "127.0.0.1:6379", "the Redis of -sessions (its keys get a prefix of their own and are deleted at the end)")
 	fs.IntVar(&st.sessions.instances, "sessions-instances", 4, "store instances of -sessions")
 	fs.IntVar(&st.sessions.workers, "sessions-workers", 64, "concurrent checks per instance while -sessions warms and re-checks")
-	fs.IntVar(&st.sessions.revocations, "sessions-revocations", 1000, "sign-outs -sessions times")
+	fs.IntVar(&st.sessions.revocations, "sessions-revocations", 1000, "sign-outs -sessions times with the instances idle, and as many under load")
 	fs.Float64Var(&st.sessions.load, "sessions-load", 5000, "checks per second each instance serves while -sessions times sign-outs")
 	fs.DurationVar(&st.sessions.work, "sessions-work", 50*time.Microsecond, "computation after each of those checks, standing for the rest of a request")
 	fs.BoolVar(&st.keep, "keep", false, "keep the stack's configurations and logs")

@@ -139,44 +139,41 @@ type spreadResult struct {
 	cpu  float64
 }
 
-// measureRevocations revokes b.st.revocations sessions, the first-th from the last and those
-// before it, each on the next instance in turn, a hundred a second, while every instance
-// serves load checks a second, each followed by
-// b.st.work of computation standing for the rest of a request; it times each revocation until
-// every other instance's Check answers ErrRevoked, asked every 50µs from the moment before
-// Revoke is called.
-func (b *sessionBench) measureRevocations(ctx context.Context, load float64, first int) (spreadResult, error) {
-	r := spreadResult{revocations: b.st.revocations}
+// measureRevocations times sign-outs with the instances idle and under load, side by side:
+// in alternating blocks of 50 it revokes 2×b.st.revocations sessions, the last ones, each on
+// the next instance in turn, a hundred a second, while in every other block each instance
+// serves b.st.load checks a second, each followed by b.st.work of computation standing for the
+// rest of a request. It times each sign-out until every other instance's Check answers
+// ErrRevoked, asked every 50µs from the moment before Revoke is called.
+func (b *sessionBench) measureRevocations(ctx context.Context) ([2]spreadResult, error) {
+	var r [2]spreadResult
 	loadCtx, stopLoad := context.WithCancel(ctx)
+	var on atomic.Bool
 	var checks atomic.Int64
 	var loadErr error
 	var once sync.Once
 	var wg sync.WaitGroup
 	const perInstance = 16
-	interval := time.Duration(float64(time.Second) * perInstance / max(load, 1))
+	interval := time.Duration(float64(time.Second) * perInstance / b.st.load)
 	for _, s := range b.stores {
-		if load == 0 {
-			break
-		}
 		for g := range perInstance {
 			wg.Go(func() {
 				rng := rand.New(rand.NewPCG(uint64(g), uint64(len(s.name))))
-				next := time.Now()
 				var sink uint64
 				defer func() { _ = sink }()
 				for loadCtx.Err() == nil {
+					if !on.Load() {
+						time.Sleep(time.Millisecond)
+						continue
+					}
+					next := time.Now().Add(interval)
 					err := s.store.Check(loadCtx, b.randomSession(rng))
 					if err != nil && !errors.Is(err, session.ErrRevoked) && loadCtx.Err() == nil {
 						once.Do(func() { loadErr = err })
 					}
 					checks.Add(1)
 					sink += spin(b.st.work)
-					next = next.Add(interval)
-					if d := time.Until(next); d > 0 {
-						time.Sleep(d)
-					} else {
-						next = time.Now()
-					}
+					time.Sleep(time.Until(next))
 				}
 			})
 		}
@@ -185,60 +182,86 @@ func (b *sessionBench) measureRevocations(ctx context.Context, load float64, fir
 		stopLoad()
 		wg.Wait()
 	}()
-	time.Sleep(time.Second) // the load settles
-	cpu0, _ := cpuTime(os.Getpid())
-	checks0 := checks.Load()
-	began := time.Now()
-	for j := range b.st.revocations {
-		origin := b.stores[j%len(b.stores)]
-		// The last sessions, which the load is as likely to hit as any other.
-		id := b.ids[len(b.ids)-1-first-j]
-		done := make([]time.Duration, 0, len(b.stores)-1)
-		var mu sync.Mutex
-		var pollers sync.WaitGroup
-		start := time.Now()
-		for _, s := range b.stores {
-			if s == origin {
-				continue
+	var took [2]time.Duration
+	var cpu [2]time.Duration
+	var served [2]int64
+	const block = 50
+	for j := range 2 * b.st.revocations {
+		phase := j / block % 2
+		if j%block == 0 {
+			on.Store(phase == 1)
+			if phase == 1 {
+				time.Sleep(200 * time.Millisecond) // the load settles
 			}
-			pollers.Go(func() {
-				sess := &session.Session{ID: id, ExpiresAt: b.expires}
-				// A poller that never blocked would keep the scheduler from reading the network
-				// between its preemptions, delaying the very message it waits for.
-				for ctx.Err() == nil && !errors.Is(s.store.Check(ctx, sess), session.ErrRevoked) {
-					time.Sleep(50 * time.Microsecond)
-				}
-				d := time.Since(start)
-				mu.Lock()
-				done = append(done, d)
-				mu.Unlock()
-			})
 		}
-		if err := origin.store.Revoke(ctx, &session.Session{ID: id, ExpiresAt: b.expires}); err != nil {
-			return r, fmt.Errorf("revoke: %w", err)
+		began, cpu0, checks0 := time.Now(), processCPU(), checks.Load()
+		all, each, err := b.timeRevocation(ctx, b.stores[j%len(b.stores)], b.ids[len(b.ids)-1-j])
+		if err != nil {
+			return r, err
 		}
-		pollers.Wait()
-		if ctx.Err() != nil {
-			return r, ctx.Err()
-		}
-		r.all = append(r.all, slices.Max(done))
-		r.each = append(r.each, done...)
 		time.Sleep(10 * time.Millisecond)
+		took[phase] += time.Since(began)
+		cpu[phase] += processCPU() - cpu0
+		served[phase] += checks.Load() - checks0
+		r[phase].all = append(r[phase].all, all)
+		r[phase].each = append(r[phase].each, each...)
 	}
-	took := time.Since(began)
-	cpu1, _ := cpuTime(os.Getpid())
-	r.load = float64(checks.Load()-checks0) / took.Seconds()
-	r.cpu = (cpu1 - cpu0).Seconds() / took.Seconds() / float64(runtime.NumCPU())
 	stopLoad()
 	wg.Wait()
 	if loadErr != nil {
 		return r, fmt.Errorf("load: %w", loadErr)
 	}
-	slices.Sort(r.all)
-	slices.Sort(r.each)
-	b.logf("revocations at %.0f checks/s: %d, all others stopped: p50 %s p99 %s max %s; load %.0f checks/s, CPU %.0f%%",
-		load, r.revocations, pct(r.all, 50), pct(r.all, 99), r.all[len(r.all)-1], r.load, 100*r.cpu)
+	for i := range r {
+		r[i].revocations = len(r[i].all)
+		r[i].load = float64(served[i]) / took[i].Seconds()
+		r[i].cpu = cpu[i].Seconds() / took[i].Seconds() / float64(runtime.NumCPU())
+		slices.Sort(r[i].all)
+		slices.Sort(r[i].each)
+		b.logf("revocations at %.0f checks/s: %d, all others stopped: p50 %s p99 %s max %s; CPU %.0f%%",
+			r[i].load, r[i].revocations, pct(r[i].all, 50), pct(r[i].all, 99), r[i].all[len(r[i].all)-1], 100*r[i].cpu)
+	}
 	return r, nil
+}
+
+// timeRevocation revokes the session id on origin and reports how long it took until every
+// other instance answered revoked, and until each did.
+func (b *sessionBench) timeRevocation(ctx context.Context, origin *benchStore, id string) (time.Duration, []time.Duration, error) {
+	each := make([]time.Duration, 0, len(b.stores)-1)
+	var mu sync.Mutex
+	var pollers sync.WaitGroup
+	start := time.Now()
+	for _, s := range b.stores {
+		if s == origin {
+			continue
+		}
+		pollers.Go(func() {
+			sess := &session.Session{ID: id, ExpiresAt: b.expires}
+			// A poller that never blocked would keep the scheduler from reading the network
+			// between its preemptions, delaying the very message it waits for.
+			for ctx.Err() == nil && !errors.Is(s.store.Check(ctx, sess), session.ErrRevoked) {
+				time.Sleep(50 * time.Microsecond)
+			}
+			d := time.Since(start)
+			mu.Lock()
+			each = append(each, d)
+			mu.Unlock()
+		})
+	}
+	err := origin.store.Revoke(ctx, &session.Session{ID: id, ExpiresAt: b.expires})
+	pollers.Wait()
+	if err != nil {
+		return 0, nil, fmt.Errorf("revoke: %w", err)
+	}
+	if ctx.Err() != nil {
+		return 0, nil, ctx.Err()
+	}
+	return slices.Max(each), each, nil
+}
+
+// processCPU is the CPU time this process has used.
+func processCPU() time.Duration {
+	d, _ := cpuTime(os.Getpid())
+	return d
 }
 
 // spin computes for d, standing for the work of a request other than its session check.
