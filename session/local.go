@@ -2,7 +2,6 @@ package session
 
 import (
 	"crypto/sha256"
-	"encoding/base64"
 	"math"
 	"sync"
 	"time"
@@ -15,7 +14,8 @@ import (
 // so an entry is kept small and free of pointers: the map is then never scanned by the garbage
 // collector, and a session costs no allocation of its own beyond its slot.
 type localView struct {
-	ids    *base64.Encoding
+	// digits maps a character of NewID's alphabet to its 6 bits and any other byte to 0xff.
+	digits [256]byte
 	shards [localShards]localShard
 }
 
@@ -49,24 +49,53 @@ const revokedGen = math.MaxUint64
 func (e entry) revoked() bool { return e.gen == revokedGen }
 
 func newLocalView() *localView {
-	v := &localView{ids: base64.RawURLEncoding.Strict()}
+	v := &localView{}
+	for i := range v.digits {
+		v.digits[i] = 0xff
+	}
+	for i, c := range []byte(idAlphabet) {
+		v.digits[c] = byte(i)
+	}
 	for i := range v.shards {
 		v.shards[i].m = make(map[viewKey]entry)
 	}
 	return v
 }
 
-// key returns the key of id. Decoding is strict, so that no two IDs of NewID's form share one.
+// idAlphabet is that of base64.RawURLEncoding, in which NewID writes its 16 bytes.
+const idAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+// key returns the key of id.
 func (v *localView) key(id string) viewKey {
 	var k viewKey
-	if len(id) == base64.RawURLEncoding.EncodedLen(len(k)) {
-		if n, err := v.ids.Decode(k[:], []byte(id)); err == nil && n == len(k) {
-			return k
-		}
+	if v.decode(id, &k) {
+		return k
 	}
 	sum := sha256.Sum256([]byte(id))
 	copy(k[:], sum[:])
 	return k
+}
+
+// decode decodes an ID of NewID's form into k and reports whether it was one: 22 characters
+// of the alphabet, 132 bits of which the last 4 are zero. It is strict, so that no two IDs of
+// that form share a key, and it is written out because every check pays for it: it takes a
+// fraction of the time of base64's Decode.
+func (v *localView) decode(id string, k *viewKey) bool {
+	if len(id) != 22 {
+		return false
+	}
+	var bad byte
+	for g := range 5 {
+		a, b, c, d := v.digits[id[4*g]], v.digits[id[4*g+1]], v.digits[id[4*g+2]], v.digits[id[4*g+3]]
+		bad |= a | b | c | d
+		n := uint32(a)<<18 | uint32(b)<<12 | uint32(c)<<6 | uint32(d)
+		k[3*g], k[3*g+1], k[3*g+2] = byte(n>>16), byte(n>>8), byte(n)
+	}
+	a, b := v.digits[id[20]], v.digits[id[21]]
+	bad |= a | b
+	k[15] = a<<2 | b>>4
+	// A valid digit is below 64, so bad has its high bits clear unless a byte was not one.
+	return bad&0xc0 == 0 && b&0x0f == 0
 }
 
 // shard picks by a byte of the key, random in either form.

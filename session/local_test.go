@@ -57,3 +57,25 @@ func TestLocalViewGetAllocates(t *testing.T) {
 		}
 	}
 }
+
+// TestLocalViewDecode: an ID of NewID's form is keyed by the very 16 bytes it encodes.
+func TestLocalViewDecode(t *testing.T) {
+	v := newLocalView()
+	for range 1000 {
+		id := NewID()
+		want, err := base64.RawURLEncoding.Strict().DecodeString(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var k viewKey
+		if !v.decode(id, &k) || !bytes.Equal(k[:], want) {
+			t.Fatalf("decode(%q): got %x, want %x", id, k, want)
+		}
+	}
+	for _, id := range []string{"", "short", "AAAAAAAAAAAAAAAAAAAAA=", "AAAAAAAAAAAAAAAAAAAA.A", "AAAAAAAAAAAAAAAAAAAAAB", "AAAAAAAAAAAAAAAAAAAAAAA"} {
+		var k viewKey
+		if v.decode(id, &k) {
+			t.Errorf("decode(%q): got true, want false", id)
+		}
+	}
+}
