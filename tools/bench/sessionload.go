@@ -147,54 +147,31 @@ type spreadResult struct {
 // ErrRevoked, asked every 50µs from the moment before Revoke is called.
 func (b *sessionBench) measureRevocations(ctx context.Context) ([2]spreadResult, error) {
 	var r [2]spreadResult
-	loadCtx, stopLoad := context.WithCancel(ctx)
-	var on atomic.Bool
-	var checks atomic.Int64
-	var loadErr error
-	var once sync.Once
-	var wg sync.WaitGroup
-	const perInstance = 16
-	interval := time.Duration(float64(time.Second) * perInstance / b.st.load)
-	for _, s := range b.stores {
-		for g := range perInstance {
-			wg.Go(func() {
-				rng := rand.New(rand.NewPCG(uint64(g), uint64(len(s.name))))
-				var sink uint64
-				defer func() { _ = sink }()
-				for loadCtx.Err() == nil {
-					if !on.Load() {
-						time.Sleep(time.Millisecond)
-						continue
-					}
-					next := time.Now().Add(interval)
-					err := s.store.Check(loadCtx, b.randomSession(rng))
-					if err != nil && !errors.Is(err, session.ErrRevoked) && loadCtx.Err() == nil {
-						once.Do(func() { loadErr = err })
-					}
-					checks.Add(1)
-					sink += spin(b.st.work)
-					time.Sleep(time.Until(next))
-				}
-			})
-		}
-	}
-	defer func() {
-		stopLoad()
-		wg.Wait()
-	}()
-	var took [2]time.Duration
-	var cpu [2]time.Duration
+	var took, cpu [2]time.Duration
 	var served [2]int64
 	const block = 50
+	var l *load
+	stop := func() error {
+		if l == nil {
+			return nil
+		}
+		err := l.stop()
+		l = nil
+		return err
+	}
+	defer stop()
 	for j := range 2 * b.st.revocations {
 		phase := j / block % 2
 		if j%block == 0 {
-			on.Store(phase == 1)
+			if err := stop(); err != nil {
+				return r, err
+			}
 			if phase == 1 {
+				l = b.startLoad(ctx)
 				time.Sleep(200 * time.Millisecond) // the load settles
 			}
 		}
-		began, cpu0, checks0 := time.Now(), processCPU(), checks.Load()
+		began, cpu0, checks0 := time.Now(), processCPU(), l.served()
 		all, each, err := b.timeRevocation(ctx, b.stores[j%len(b.stores)], b.ids[len(b.ids)-1-j])
 		if err != nil {
 			return r, err
@@ -202,14 +179,12 @@ func (b *sessionBench) measureRevocations(ctx context.Context) ([2]spreadResult,
 		time.Sleep(10 * time.Millisecond)
 		took[phase] += time.Since(began)
 		cpu[phase] += processCPU() - cpu0
-		served[phase] += checks.Load() - checks0
+		served[phase] += l.served() - checks0
 		r[phase].all = append(r[phase].all, all)
 		r[phase].each = append(r[phase].each, each...)
 	}
-	stopLoad()
-	wg.Wait()
-	if loadErr != nil {
-		return r, fmt.Errorf("load: %w", loadErr)
+	if err := stop(); err != nil {
+		return r, err
 	}
 	for i := range r {
 		r[i].revocations = len(r[i].all)
@@ -221,6 +196,62 @@ func (b *sessionBench) measureRevocations(ctx context.Context) ([2]spreadResult,
 			r[i].load, r[i].revocations, pct(r[i].all, 50), pct(r[i].all, 99), r[i].all[len(r[i].all)-1], 100*r[i].cpu)
 	}
 	return r, nil
+}
+
+// load is checks served by every instance in the background.
+type load struct {
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	checks atomic.Int64
+	once   sync.Once
+	err    error
+}
+
+// served is how many checks l has served so far; a nil load has served none.
+func (l *load) served() int64 {
+	if l == nil {
+		return 0
+	}
+	return l.checks.Load()
+}
+
+// stop ends l and reports the first unexpected answer it had.
+func (l *load) stop() error {
+	l.cancel()
+	l.wg.Wait()
+	if l.err != nil {
+		return fmt.Errorf("load: %w", l.err)
+	}
+	return nil
+}
+
+// startLoad makes every instance serve b.st.load checks a second, each followed by b.st.work
+// of computation, until it is stopped.
+func (b *sessionBench) startLoad(ctx context.Context) *load {
+	ctx, cancel := context.WithCancel(ctx)
+	l := &load{cancel: cancel}
+	const perInstance = 16
+	interval := time.Duration(float64(time.Second) * perInstance / b.st.load)
+	for _, s := range b.stores {
+		for g := range perInstance {
+			l.wg.Go(func() {
+				rng := rand.New(rand.NewPCG(rand.Uint64(), uint64(g)))
+				var sink uint64
+				defer func() { _ = sink }()
+				for ctx.Err() == nil {
+					next := time.Now().Add(interval)
+					err := s.store.Check(ctx, b.randomSession(rng))
+					if err != nil && !errors.Is(err, session.ErrRevoked) && ctx.Err() == nil {
+						l.once.Do(func() { l.err = err })
+					}
+					l.checks.Add(1)
+					sink += spin(b.st.work)
+					time.Sleep(time.Until(next))
+				}
+			})
+		}
+	}
+	return l
 }
 
 // timeRevocation revokes the session id on origin and reports how long it took until every
