@@ -18,8 +18,8 @@
 // -headscale-users it also times the stack's real Headscale answering headgate's user listing
 // at up to that many users; with -perf DIR it profiles every target under load with perf.
 //
-// With -sessions N it measures the Redis session store at scale instead, against a Redis of
-// its own choosing (see sessions.go):
+// With -sessions N it measures the Redis session store at scale instead, against a running
+// Redis (see sessions.go):
 //
 //	cd tools/bench && go run . -sessions 1000000 [-sessions-redis 127.0.0.1:6379]
 package main
