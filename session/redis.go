@@ -26,6 +26,7 @@ type RedisStore struct {
 	prefix  string
 	channel string
 	local   *localView
+	lookups *lookups
 	timing  Timing
 
 	// gen counts subscriptions to the revocation channel. A live answer confirmed in an older
@@ -50,6 +51,7 @@ func NewRedisStore(client redis.UniversalClient, prefix string, timing Timing) *
 		prefix:  prefix,
 		channel: prefix + "revoked",
 		local:   newLocalView(),
+		lookups: newLookups(client, lookupTrips, lookupBatch),
 		timing:  timing.withDefaults(),
 		kick:    make(chan struct{}, 1),
 		pending: make(map[string]time.Time),
@@ -93,7 +95,7 @@ func (r *RedisStore) Check(ctx context.Context, s *Session) error {
 		return ErrExpired
 	}
 	if e, ok := r.local.get(s.ID); ok {
-		if e.revoked {
+		if e.revoked() {
 			return ErrRevoked
 		}
 		// Confirmed since the last subscription began: a revocation would have arrived. Without
@@ -105,7 +107,8 @@ func (r *RedisStore) Check(ctx context.Context, s *Session) error {
 	if r.down(now) {
 		return fmt.Errorf("check session: %w", ErrUnavailable)
 	}
-	// Parallel requests of one page share a lookup.
+	// Parallel requests of one page share a lookup; lookups of different sessions at once share
+	// round trips.
 	_, err, _ := r.flight.Do(s.ID, func() (any, error) { return nil, r.lookup(ctx, s) })
 	return err
 }
@@ -113,12 +116,12 @@ func (r *RedisStore) Check(ctx context.Context, s *Session) error {
 // lookup asks Redis whether the record of s exists and remembers the answer.
 func (r *RedisStore) lookup(ctx context.Context, s *Session) error {
 	gen := r.gen.Load()
-	n, err := r.client.Exists(ctx, r.recordKey(s.ID)).Result()
+	exists, err := r.lookups.exists(ctx, r.recordKey(s.ID))
 	if err != nil {
 		return r.failed(ctx, "check session", err)
 	}
 	r.up()
-	if n == 0 {
+	if !exists {
 		r.local.revoke(s.ID, s.ExpiresAt)
 		return ErrRevoked
 	}

@@ -400,7 +400,7 @@ func TestRedisRevocationRacingLookup(t *testing.T) {
 	// A revocation message arrives while a lookup that saw the record is in flight.
 	v.revoke("id", now.Add(DefaultTiming().Tombstone))
 	v.confirm("id", 1, now, now.Add(time.Hour))
-	if e, _ := v.get("id"); !e.revoked {
+	if e, _ := v.get("id"); !e.revoked() {
 		t.Error("got live, want the revocation kept")
 	}
 }

@@ -18,6 +18,11 @@
 // -headscale-users it also times the stack's real Headscale answering headgate's user listing
 // at up to that many users; with -perf DIR it profiles every target under load with perf. Last,
 // it times -signins sign-ins through each gateway, with the CPU each gateway and Dex spend.
+//
+// With -sessions N it measures the Redis session store at scale instead, against a running
+// Redis (see sessions.go):
+//
+//	cd tools/bench && go run . -sessions 1000000 [-sessions-redis 127.0.0.1:6379]
 package main
 
 import (
@@ -60,6 +65,8 @@ type settings struct {
 	perfDir string
 	// signIns is how many sign-ins to time through each gateway (0: none).
 	signIns int
+	// sessions, when its n is not zero, runs the sessions benchmark instead (see sessions.go).
+	sessions sessionSettings
 
 	// serveBare and upstream run this binary as the bare proxy instead (see serveBare).
 	serveBare string
@@ -84,6 +91,13 @@ func parseFlags(args []string, stderr io.Writer) (settings, error) {
 	fs.StringVar(&st.perfDir, "perf", "", "also profile each target with perf under load, writing profiles and reports into this directory "+
 		"(the bare proxy's symbols need a go build of this program, not go run)")
 	fs.IntVar(&st.signIns, "signins", 200, "sign-ins to time through each gateway, 4 at a time (0: skip)")
+	fs.IntVar(&st.sessions.n, "sessions", 0, "instead, measure session.RedisStore with this many live sessions in Redis (see -sessions-*)")
+	fs.StringVar(&st.sessions.redisAddr, "sessions-redis", "127.0.0.1:6379", "the Redis of -sessions (its keys get a prefix of their own and are deleted at the end)")
+	fs.IntVar(&st.sessions.instances, "sessions-instances", 4, "store instances of -sessions")
+	fs.IntVar(&st.sessions.workers, "sessions-workers", 64, "concurrent checks per instance while -sessions warms and re-checks")
+	fs.IntVar(&st.sessions.revocations, "sessions-revocations", 1000, "sign-outs -sessions times with the instances idle, and as many under load")
+	fs.Float64Var(&st.sessions.load, "sessions-load", 5000, "checks per second each instance serves while -sessions times sign-outs")
+	fs.DurationVar(&st.sessions.work, "sessions-work", 50*time.Microsecond, "computation after each of those checks, standing for the rest of a request")
 	fs.BoolVar(&st.keep, "keep", false, "keep the stack's configurations and logs")
 	fs.StringVar(&st.serveBare, "serve-bare", "", "internal: serve the bare proxy on this address")
 	fs.StringVar(&st.upstream, "upstream", "", "internal: the bare proxy's upstream URL")
@@ -123,6 +137,10 @@ func parseFlags(args []string, stderr io.Writer) (settings, error) {
 	if st.redisRequests < 1 {
 		problems = append(problems, errors.New("-redis-requests: must be at least 1"))
 	}
+	if st.sessions.n < 0 || st.sessions.n > 0 && (st.sessions.instances < 2 || st.sessions.workers < 1 ||
+		st.sessions.revocations < 1 || 2*st.sessions.revocations > st.sessions.n || st.sessions.load <= 0) {
+		problems = append(problems, errors.New("-sessions: needs N >= 0 and, with N, at least 2 instances, 1 worker, 1 to N/2 revocations and a positive load"))
+	}
 	return st, errors.Join(problems...)
 }
 
@@ -138,12 +156,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		}
 		return serveBare(ctx, st.serveBare, st.upstream, st.bareKind, headers)
 	}
+	logf := func(format string, args ...any) {
+		fmt.Fprintf(stderr, "bench: %s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+	}
+	if st.sessions.n > 0 {
+		return runSessions(ctx, st.sessions, stdout, logf)
+	}
 	wrk, err := exec.LookPath("wrk")
 	if err != nil {
 		return errors.New("wrk is not installed: apt-get install -y wrk (or make bench, which installs it)")
-	}
-	logf := func(format string, args ...any) {
-		fmt.Fprintf(stderr, "bench: %s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
 	}
 	began := time.Now()
 	env, err := startEnvironment(ctx, st, logf)
