@@ -65,6 +65,14 @@ type settings struct {
 	bareKind string
 	// bareHeaders is the JSON list of [name, value] headers the tuned floor sets.
 	bareHeaders string
+
+	// streams, when not zero, runs the streams benchmark instead (see streams.go) with this
+	// many concurrent streams, of streamSessions sessions, in streamRounds rounds, each held
+	// open for streamHold.
+	streams        int
+	streamSessions int
+	streamRounds   int
+	streamHold     time.Duration
 }
 
 func parseFlags(args []string, stderr io.Writer) (settings, error) {
@@ -85,6 +93,10 @@ func parseFlags(args []string, stderr io.Writer) (settings, error) {
 	fs.StringVar(&st.upstream, "upstream", "", "internal: the bare proxy's upstream URL")
 	fs.StringVar(&st.bareKind, "bare", "plain", "internal: the kind of bare proxy: plain, pooled or tuned")
 	fs.StringVar(&st.bareHeaders, "bare-headers", "[]", "internal: the headers the tuned floor sets, as JSON [[name, value], ...]")
+	fs.IntVar(&st.streams, "streams", 0, "instead, measure this many concurrent event streams and WebSockets through headgate and the tuned floor (0: no)")
+	fs.IntVar(&st.streamSessions, "stream-sessions", 100, "with -streams: the sessions the streams belong to")
+	fs.IntVar(&st.streamRounds, "stream-rounds", 2, "with -streams: interleaved rounds over both targets and both kinds of stream")
+	fs.DurationVar(&st.streamHold, "stream-hold", 20*time.Second, "with -streams: how long the streams are held open while CPU time is measured")
 	if err := fs.Parse(args); err != nil {
 		return st, err
 	}
@@ -113,6 +125,9 @@ func parseFlags(args []string, stderr io.Writer) (settings, error) {
 	if st.headscaleUsers < 0 {
 		problems = append(problems, errors.New("-headscale-users: must not be negative"))
 	}
+	if st.streams < 0 || st.streamSessions < 1 || st.streamRounds < 1 || st.streamHold < time.Second {
+		problems = append(problems, errors.New("-streams: must not be negative, with -stream-sessions and -stream-rounds at least 1 and -stream-hold at least 1s"))
+	}
 	if st.redisRequests < 1 {
 		problems = append(problems, errors.New("-redis-requests: must be at least 1"))
 	}
@@ -131,12 +146,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		}
 		return serveBare(ctx, st.serveBare, st.upstream, st.bareKind, headers)
 	}
+	logf := func(format string, args ...any) {
+		fmt.Fprintf(stderr, "bench: %s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+	}
+	if st.streams > 0 {
+		return runStreams(ctx, st, stdout, logf)
+	}
 	wrk, err := exec.LookPath("wrk")
 	if err != nil {
 		return errors.New("wrk is not installed: apt-get install -y wrk (or make bench, which installs it)")
-	}
-	logf := func(format string, args ...any) {
-		fmt.Fprintf(stderr, "bench: %s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
 	}
 	began := time.Now()
 	env, err := startEnvironment(ctx, st, logf)

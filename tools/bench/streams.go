@@ -1,0 +1,456 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"headgate/internal/testbed"
+)
+
+// The streams benchmark (-streams N): N concurrent signed-in streams, each carrying one
+// message a second, through headgate (on Redis) and, side by side, through the tuned floor;
+// first as event streams, then as WebSockets. Each measurement starts the target's process
+// afresh, so that its RSS before the streams is its idle RSS; the rounds alternate the
+// targets. It reports what a stream adds to each process's RSS and what it costs in CPU per
+// second it is open, headgate's ratios to the floor, how long a sign-out takes to end all of
+// one person's streams, and whether headgate's goroutines and streams return to their idle
+// count once the streams close.
+
+// streamTarget is a proxy the streams go through, restarted for each measurement.
+type streamTarget struct {
+	name    string
+	addr    string // host:port
+	restart func(ctx context.Context) (pid int, err error)
+	// metricsURL is headgate's /metrics; empty for the floor, which has none.
+	metricsURL string
+	// signIn, for headgate, signs a fresh session in and returns its Cookie header; nil for
+	// the floor.
+	signIn func(ctx context.Context) (string, error)
+}
+
+// streamResult is one measurement of one target.
+type streamResult struct {
+	target *streamTarget
+	kind   streamKind
+	round  int
+	// idleRSS and openRSS are the process's RSS before the streams and with them open;
+	// closedRSS once they closed (the Go runtime returns freed memory to the system slowly).
+	idleRSS, openRSS, closedRSS int64
+	// cpu is the CPU time the process used while the streams were held open for hold.
+	cpu  time.Duration
+	hold time.Duration
+	// messages is how many messages the clients received while held.
+	messages int64
+	streams  int
+	// For headgate: goroutines idle, open and after the close (from go_goroutines), the
+	// streams it still counted after the close, and the time from sending a sign-out to the
+	// end of the last of that session's streams.
+	idleG, openG, closedG int
+	closedStreams         int
+	signOut               time.Duration
+	signedOut             int
+}
+
+func (r streamResult) rssPerStream() float64 {
+	return float64(r.openRSS-r.idleRSS) / float64(r.streams)
+}
+
+func (r streamResult) cpuPerStreamSecond() time.Duration {
+	return time.Duration(float64(r.cpu) / (float64(r.streams) * r.hold.Seconds()))
+}
+
+// runStreams runs the streams benchmark and prints its report.
+func runStreams(ctx context.Context, st settings, stdout io.Writer, logf func(string, ...any)) (err error) {
+	// Each stream holds a socket at the client and one at the upstream (both in this
+	// process) and two in the proxy, which inherits this process's limit.
+	if err := raiseFileLimit(uint64(4*st.streams + 4096)); err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "headgate-bench-streams-")
+	if err != nil {
+		return fmt.Errorf("create the benchmark's directory: %w", err)
+	}
+	keep := st.keep
+	defer func() {
+		if keep || err != nil {
+			fmt.Fprintf(os.Stderr, "bench: configurations and logs kept in %s\n", dir)
+		} else {
+			os.RemoveAll(dir)
+		}
+	}()
+	up, err := startUpstream(streamUpstream(time.Second))
+	if err != nil {
+		return err
+	}
+	defer up.srv.Close()
+	logf("starting Dex, Headscale and Redis")
+	stack, err := testbed.Start(ctx, testbed.Options{Redis: true, MaxGateways: 1, Dir: dir, Logf: logf})
+	if err != nil {
+		return err
+	}
+	defer stack.Close()
+	if _, err := stack.CreateCLIUser(ctx, testbed.Bob.Username, testbed.Bob.Email); err != nil {
+		return err
+	}
+	ports, err := testbed.FreePorts(2)
+	if err != nil {
+		return err
+	}
+	metricsAddr := testbed.HostPort(ports[1])
+	gw, err := stack.StartGateway(ctx, testbed.GatewayOptions{RedisKeyPrefix: "bench-streams:", Extra: map[string]any{
+		"upstream": up.url, "log": map[string]any{"level": "warn"}, "metrics_listen": metricsAddr}})
+	if err != nil {
+		return err
+	}
+	signIn := func(ctx context.Context) (string, error) {
+		jar := newJar()
+		page, err := gw.Login(ctx, jar, testbed.Bob.Email, testbed.Bob.Password, "/")
+		if err != nil {
+			return "", err
+		}
+		if page.Status != http.StatusOK || page.Body != upstreamBody {
+			return "", fmt.Errorf("sign-in ended with %d, not the upstream's page", page.Status)
+		}
+		return cookieHeader(jar, gw.URL), nil
+	}
+	logf("signing in %d sessions", st.streamSessions)
+	cookies, err := signInMany(ctx, st.streamSessions, signIn)
+	if err != nil {
+		return err
+	}
+
+	// The floor sets the identity headers headgate sets and drops the same cookie.
+	identity, err := up.identityOf(ctx, &target{name: "headgate", url: gw.URL, cookie: cookies[0]})
+	if err != nil {
+		return err
+	}
+	headers, _ := json.Marshal(identity)
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find this program to run the floor: %w", err)
+	}
+	floorAddr := testbed.HostPort(ports[0])
+	var floorProc *testbed.Process
+	defer func() {
+		if floorProc != nil {
+			floorProc.Stop()
+		}
+	}()
+	targets := []*streamTarget{
+		{name: "headgate", addr: strings.TrimPrefix(gw.URL, "http://"), metricsURL: "http://" + metricsAddr + "/metrics", signIn: signIn,
+			restart: func(ctx context.Context) (int, error) {
+				if err := gw.Restart(ctx); err != nil {
+					return 0, err
+				}
+				return listenerPID(strings.TrimPrefix(gw.URL, "http://"))
+			}},
+		{name: floorName, addr: floorAddr, restart: func(ctx context.Context) (int, error) {
+			if floorProc != nil {
+				floorProc.Stop()
+			}
+			p, err := testbed.StartProcess(ctx, floorName, filepath.Join(dir, "tuned-floor.log"), "http://"+floorAddr+"/", self,
+				"-serve-bare", floorAddr, "-upstream", up.url, "-bare", "tuned", "-bare-headers", string(headers))
+			if err != nil {
+				return 0, err
+			}
+			floorProc = p
+			return p.PID(), nil
+		}},
+	}
+
+	var results []streamResult
+	for round := 1; round <= st.streamRounds; round++ {
+		for _, kind := range []streamKind{kindEvents, kindSocket} {
+			for i := range targets {
+				t := targets[(i+round-1)%len(targets)]
+				logf("round %d: %d %ss through %s", round, st.streams, kind, t.name)
+				r, err := measureStreams(ctx, st, t, kind, cookies)
+				if err != nil {
+					return fmt.Errorf("%s, %ss: %w", t.name, kind, err)
+				}
+				r.round = round
+				results = append(results, r)
+			}
+		}
+	}
+	fmt.Fprintln(stdout)
+	printStreamResults(stdout, st, targets, results)
+	return nil
+}
+
+// signInMany signs n sessions in, a few at a time.
+func signInMany(ctx context.Context, n int, signIn func(context.Context) (string, error)) ([]string, error) {
+	cookies := make([]string, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 4)
+	for i := range n {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			cookies[i], errs[i] = signIn(ctx)
+		})
+	}
+	wg.Wait()
+	return cookies, errors.Join(errs...)
+}
+
+// measureStreams restarts t, opens st.streams streams of kind through it, holds them open for
+// st.streamHold, and closes them. Through headgate, one session has a hundredth of the streams
+// (at least one) and signs out while they are open.
+func measureStreams(ctx context.Context, st settings, t *streamTarget, kind streamKind, cookies []string) (streamResult, error) {
+	r := streamResult{target: t, kind: kind, hold: st.streamHold, streams: st.streams}
+	pid, err := t.restart(ctx)
+	if err != nil {
+		return r, err
+	}
+	var (
+		victim      string
+		victimCount = max(1, st.streams/100)
+	)
+	if t.signIn != nil {
+		if victim, err = t.signIn(ctx); err != nil {
+			return r, fmt.Errorf("sign in the session to sign out: %w", err)
+		}
+	}
+	time.Sleep(time.Second) // the process settles after its start and the sign-in
+	if r.idleRSS, err = currentRSS(pid); err != nil {
+		return r, err
+	}
+	if t.metricsURL != "" {
+		m, err := readMetrics(ctx, t.metricsURL)
+		if err != nil {
+			return r, err
+		}
+		r.idleG = int(m["go_goroutines"])
+	}
+
+	clients := make([]*streamClient, st.streams)
+	defer func() {
+		for _, c := range clients {
+			if c != nil {
+				c.close()
+			}
+		}
+	}()
+	errs := make([]error, st.streams)
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range 64 {
+		wg.Go(func() {
+			for i := range next {
+				cookie := cookies[i%len(cookies)]
+				if victim != "" && i < victimCount {
+					cookie = victim
+				}
+				clients[i], errs[i] = openStream(ctx, t.addr, kind, cookie)
+			}
+		})
+	}
+	for i := range st.streams {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return r, err
+	}
+
+	time.Sleep(3 * time.Second) // the streams settle after their opening burst
+	if r.openRSS, err = currentRSS(pid); err != nil {
+		return r, err
+	}
+	msgs0 := messages(clients)
+	cpu0, err := cpuTime(pid)
+	if err != nil {
+		return r, err
+	}
+	time.Sleep(st.streamHold)
+	cpu1, err := cpuTime(pid)
+	if err != nil {
+		return r, err
+	}
+	r.cpu, r.messages = cpu1-cpu0, messages(clients)-msgs0
+	if t.metricsURL != "" {
+		m, err := readMetrics(ctx, t.metricsURL)
+		if err != nil {
+			return r, err
+		}
+		r.openG = int(m["go_goroutines"])
+		if got := int(m["headgate_streams"]); got != st.streams {
+			return r, fmt.Errorf("headgate counts %d streams, want %d", got, st.streams)
+		}
+	}
+
+	if victim != "" {
+		if r.signOut, err = timeSignOut(ctx, t, victim, clients[:victimCount]); err != nil {
+			return r, err
+		}
+		r.signedOut = victimCount
+		for i, c := range clients[victimCount:] {
+			select {
+			case <-c.ended:
+				return r, fmt.Errorf("stream %d of another session ended with the sign-out", victimCount+i)
+			default:
+			}
+		}
+	}
+
+	for i, c := range clients {
+		c.close()
+		clients[i] = nil
+	}
+	if t.metricsURL != "" {
+		// Streams and goroutines go back to their idle count within a few seconds.
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			m, err := readMetrics(ctx, t.metricsURL)
+			if err != nil {
+				return r, err
+			}
+			r.closedG, r.closedStreams = int(m["go_goroutines"]), int(m["headgate_streams"])
+			if r.closedStreams == 0 && r.closedG <= r.idleG || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	r.closedRSS, err = currentRSS(pid)
+	return r, err
+}
+
+// timeSignOut signs the session of cookie out at t and returns the time until the last of its
+// streams ended.
+func timeSignOut(ctx context.Context, t *streamTarget, cookie string, streams []*streamClient) (time.Duration, error) {
+	start := time.Now()
+	page, err := testbed.Fetch(ctx, nil, http.MethodGet, "http://"+t.addr+"/oauth2/sign_out", http.Header{"Cookie": {cookie}})
+	if err != nil {
+		return 0, fmt.Errorf("sign out: %w", err)
+	}
+	if page.Status != http.StatusOK && page.Status != http.StatusFound {
+		return 0, fmt.Errorf("sign out: got %d", page.Status)
+	}
+	var last time.Time
+	timeout := time.After(30 * time.Second)
+	for i, c := range streams {
+		select {
+		case <-c.ended:
+			if c.endedAt.After(last) {
+				last = c.endedAt
+			}
+		case <-timeout:
+			return 0, fmt.Errorf("sign out: stream %d of the session still open after 30s", i)
+		}
+	}
+	return last.Sub(start), nil
+}
+
+// messages is how many messages the clients have received.
+func messages(clients []*streamClient) int64 {
+	var n int64
+	for _, c := range clients {
+		n += c.messages.Load()
+	}
+	return n
+}
+
+// readMetrics reads the unlabelled series of a Prometheus text exposition.
+func readMetrics(ctx context.Context, url string) (map[string]float64, error) {
+	page, err := testbed.Fetch(ctx, nil, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, fmt.Errorf("read metrics: %w", err)
+	}
+	m := map[string]float64{}
+	for _, line := range strings.Split(page.Body, "\n") {
+		name, value, ok := strings.Cut(line, " ")
+		if !ok || strings.HasPrefix(name, "#") || strings.Contains(name, "{") {
+			continue
+		}
+		if v, err := strconv.ParseFloat(value, 64); err == nil {
+			m[name] = v
+		}
+	}
+	return m, nil
+}
+
+// raiseFileLimit raises this process's limit on open files to at least n; the processes it
+// starts inherit it (and Go programs among them raise their soft limit to it). Raising the hard
+// limit needs root.
+func raiseFileLimit(n uint64) error {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return fmt.Errorf("read the open file limit: %w", err)
+	}
+	if lim.Cur >= n {
+		return nil
+	}
+	lim.Cur, lim.Max = n, max(lim.Max, n)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return fmt.Errorf("raise the open file limit to %d for the streams (as root, or ulimit -Hn %d): %w", n, n, err)
+	}
+	return nil
+}
+
+// printStreamResults prints, for each kind of stream, each target's median cost per stream
+// and headgate's ratios to the floor round by round, then the sign-outs and the closes.
+func printStreamResults(w io.Writer, st settings, targets []*streamTarget, results []streamResult) {
+	fmt.Fprintf(w, "%d concurrent streams, one message a second each, of %d sessions; %d rounds, each stream held %s per measurement; medians over the rounds\n\n",
+		st.streams, st.streamSessions, st.streamRounds, st.streamHold)
+	rows := [][]string{{"stream", "target", "RSS per stream", "CPU per stream-second", "messages per stream-second", "RSS ratio", "CPU ratio"}}
+	for _, kind := range []streamKind{kindEvents, kindSocket} {
+		for _, t := range targets {
+			var rss, cpu, rate, rssRatio, cpuRatio []float64
+			for _, r := range results {
+				if r.kind != kind || r.target != t {
+					continue
+				}
+				rss = append(rss, r.rssPerStream())
+				cpu = append(cpu, float64(r.cpuPerStreamSecond()))
+				rate = append(rate, float64(r.messages)/(float64(r.streams)*r.hold.Seconds()))
+				if t.name == floorName {
+					continue
+				}
+				for _, f := range results {
+					if f.kind == kind && f.round == r.round && f.target.name == floorName {
+						rssRatio = append(rssRatio, r.rssPerStream()/f.rssPerStream())
+						cpuRatio = append(cpuRatio, float64(r.cpuPerStreamSecond())/float64(f.cpuPerStreamSecond()))
+					}
+				}
+			}
+			row := []string{string(kind), t.name, fmt.Sprintf("%.1f KiB", median(rss)/1024),
+				fmt.Sprintf("%.1f µs", median(cpu)/float64(time.Microsecond)), fmt.Sprintf("%.2f", median(rate)), "", ""}
+			if len(rssRatio) > 0 {
+				row[5], row[6] = fmtRatios(rssRatio), fmtRatios(cpuRatio)
+			}
+			rows = append(rows, row)
+		}
+	}
+	printTable(w, rows)
+
+	fmt.Fprintln(w)
+	rows = [][]string{{"stream", "round", "sign-out ended its streams", "goroutines idle / open / closed", "streams after close", "RSS idle / open / closed"}}
+	for _, r := range results {
+		if r.target.metricsURL == "" {
+			continue
+		}
+		rows = append(rows, []string{string(r.kind), strconv.Itoa(r.round),
+			fmt.Sprintf("%d in %s", r.signedOut, fmtDuration(r.signOut)),
+			fmt.Sprintf("%d / %d / %d", r.idleG, r.openG, r.closedG), strconv.Itoa(r.closedStreams),
+			fmt.Sprintf("%s / %s / %s", mib(r.idleRSS), mib(r.openRSS), mib(r.closedRSS))})
+	}
+	printTable(w, rows)
+	fmt.Fprintln(w, "\nheadgate, by round. Freed memory goes back to the system only as the Go runtime collects and scavenges it, so the RSS after the close stays high for a while.")
+}
+
+func mib(b int64) string { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) }
