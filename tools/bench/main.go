@@ -65,6 +65,8 @@ type settings struct {
 	bareKind string
 	// bareHeaders is the JSON list of [name, value] headers the tuned floor sets.
 	bareHeaders string
+	// serveStreams runs this binary as the streams' upstream instead (see serveStreams).
+	serveStreams string
 
 	// streams, when not zero, runs the streams benchmark instead (see streams.go) with this
 	// many concurrent streams, of streamSessions sessions, in streamRounds rounds, each held
@@ -93,6 +95,7 @@ func parseFlags(args []string, stderr io.Writer) (settings, error) {
 	fs.StringVar(&st.upstream, "upstream", "", "internal: the bare proxy's upstream URL")
 	fs.StringVar(&st.bareKind, "bare", "plain", "internal: the kind of bare proxy: plain, pooled or tuned")
 	fs.StringVar(&st.bareHeaders, "bare-headers", "[]", "internal: the headers the tuned floor sets, as JSON [[name, value], ...]")
+	fs.StringVar(&st.serveStreams, "serve-streams", "", "internal: serve the streams' upstream on this address")
 	fs.IntVar(&st.streams, "streams", 0, "instead, measure this many concurrent event streams and WebSockets through headgate and the tuned floor (0: no)")
 	fs.IntVar(&st.streamSessions, "stream-sessions", 100, "with -streams: the sessions the streams belong to")
 	fs.IntVar(&st.streamRounds, "stream-rounds", 2, "with -streams: interleaved rounds over both targets and both kinds of stream")
@@ -138,6 +141,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	st, err := parseFlags(args, stderr)
 	if err != nil {
 		return err
+	}
+	if st.serveStreams != "" {
+		return serveStreams(ctx, st.serveStreams)
 	}
 	if st.serveBare != "" {
 		var headers [][2]string

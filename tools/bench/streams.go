@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -58,8 +59,11 @@ type streamResult struct {
 	// end of the last of that session's streams.
 	idleG, openG, closedG int
 	closedStreams         int
-	signOut               time.Duration
-	signedOut             int
+	// stack and heap are the Go runtime's stack and heap in use with the streams open
+	// (go_memstats_stack_inuse_bytes, go_memstats_heap_inuse_bytes).
+	stack, heap int64
+	signOut     time.Duration
+	signedOut   int
 }
 
 func (r streamResult) rssPerStream() float64 {
@@ -72,9 +76,9 @@ func (r streamResult) cpuPerStreamSecond() time.Duration {
 
 // runStreams runs the streams benchmark and prints its report.
 func runStreams(ctx context.Context, st settings, stdout io.Writer, logf func(string, ...any)) (err error) {
-	// Each stream holds a socket at the client and one at the upstream (both in this
-	// process) and two in the proxy, which inherits this process's limit.
-	if err := raiseFileLimit(uint64(4*st.streams + 4096)); err != nil {
+	// A proxy holds two sockets per stream, the client's and the upstream's; the clients and
+	// the upstream are processes of their own, with one each.
+	if err := checkFileLimit(2*st.streams + 200); err != nil {
 		return err
 	}
 	dir, err := os.MkdirTemp("", "headgate-bench-streams-")
@@ -89,11 +93,21 @@ func runStreams(ctx context.Context, st settings, stdout io.Writer, logf func(st
 			os.RemoveAll(dir)
 		}
 	}()
-	up, err := startUpstream(streamUpstream(time.Second))
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find this program to run the upstream and the floor: %w", err)
+	}
+	ports, err := testbed.FreePorts(3)
 	if err != nil {
 		return err
 	}
-	defer up.srv.Close()
+	upURL := "http://" + testbed.HostPort(ports[2])
+	up, err := testbed.StartProcess(ctx, "stream upstream", filepath.Join(dir, "stream-upstream.log"), upURL+"/", self,
+		"-serve-streams", testbed.HostPort(ports[2]))
+	if err != nil {
+		return err
+	}
+	defer up.Stop()
 	logf("starting Dex, Headscale and Redis")
 	stack, err := testbed.Start(ctx, testbed.Options{Redis: true, MaxGateways: 1, Dir: dir, Logf: logf})
 	if err != nil {
@@ -103,13 +117,9 @@ func runStreams(ctx context.Context, st settings, stdout io.Writer, logf func(st
 	if _, err := stack.CreateCLIUser(ctx, testbed.Bob.Username, testbed.Bob.Email); err != nil {
 		return err
 	}
-	ports, err := testbed.FreePorts(2)
-	if err != nil {
-		return err
-	}
 	metricsAddr := testbed.HostPort(ports[1])
 	gw, err := stack.StartGateway(ctx, testbed.GatewayOptions{RedisKeyPrefix: "bench-streams:", Extra: map[string]any{
-		"upstream": up.url, "log": map[string]any{"level": "warn"}, "metrics_listen": metricsAddr}})
+		"upstream": upURL, "log": map[string]any{"level": "warn"}, "metrics_listen": metricsAddr}})
 	if err != nil {
 		return err
 	}
@@ -131,15 +141,11 @@ func runStreams(ctx context.Context, st settings, stdout io.Writer, logf func(st
 	}
 
 	// The floor sets the identity headers headgate sets and drops the same cookie.
-	identity, err := up.identityOf(ctx, &target{name: "headgate", url: gw.URL, cookie: cookies[0]})
+	identity, err := identityThrough(ctx, gw.URL, cookies[0])
 	if err != nil {
 		return err
 	}
 	headers, _ := json.Marshal(identity)
-	self, err := os.Executable()
-	if err != nil {
-		return fmt.Errorf("find this program to run the floor: %w", err)
-	}
 	floorAddr := testbed.HostPort(ports[0])
 	var floorProc *testbed.Process
 	defer func() {
@@ -160,13 +166,22 @@ func runStreams(ctx context.Context, st settings, stdout io.Writer, logf func(st
 				floorProc.Stop()
 			}
 			p, err := testbed.StartProcess(ctx, floorName, filepath.Join(dir, "tuned-floor.log"), "http://"+floorAddr+"/", self,
-				"-serve-bare", floorAddr, "-upstream", up.url, "-bare", "tuned", "-bare-headers", string(headers))
+				"-serve-bare", floorAddr, "-upstream", upURL, "-bare", "tuned", "-bare-headers", string(headers))
 			if err != nil {
 				return 0, err
 			}
 			floorProc = p
 			return p.PID(), nil
 		}},
+	}
+
+	if _, err := targets[1].restart(ctx); err != nil {
+		return err
+	}
+	if got, err := identityThrough(ctx, "http://"+floorAddr, cookies[0]); err != nil {
+		return err
+	} else if !slices.Equal(got, identity) {
+		return fmt.Errorf("the tuned floor sends %q, headgate %q", got, identity)
 	}
 
 	var results []streamResult
@@ -187,6 +202,50 @@ func runStreams(ctx context.Context, st settings, stdout io.Writer, logf func(st
 	fmt.Fprintln(stdout)
 	printStreamResults(stdout, st, targets, results)
 	return nil
+}
+
+// serveStreams serves the streams' upstream on addr until ctx ends: the streams under
+// /stream/, at /identity the identity headers it received as JSON [[name, value], ...], and
+// upstreamBody at every other path.
+func serveStreams(ctx context.Context, addr string) error {
+	mux := http.NewServeMux()
+	mux.Handle("/stream/", streamUpstream(time.Second))
+	mux.HandleFunc("/identity", func(w http.ResponseWriter, r *http.Request) {
+		seen := [][2]string{}
+		for _, name := range identityHeaders {
+			if v := r.Header.Get(name); v != "" {
+				seen = append(seen, [2]string{name, v})
+			}
+		}
+		json.NewEncoder(w).Encode(seen)
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Write([]byte(upstreamBody))
+	})
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve the streams' upstream: %w", err)
+	}
+	return nil
+}
+
+// identityThrough returns the identity headers the upstream receives through the proxy at
+// proxyURL with cookie.
+func identityThrough(ctx context.Context, proxyURL, cookie string) ([][2]string, error) {
+	page, err := testbed.Fetch(ctx, nil, http.MethodGet, proxyURL+"/identity", http.Header{"Cookie": {cookie}})
+	if err != nil {
+		return nil, fmt.Errorf("identity headers: %w", err)
+	}
+	var seen [][2]string
+	if page.Status != http.StatusOK || json.Unmarshal([]byte(page.Body), &seen) != nil || len(seen) == 0 {
+		return nil, fmt.Errorf("identity headers through %s: got %d %q", proxyURL, page.Status, page.Body)
+	}
+	return seen, nil
 }
 
 // signInMany signs n sessions in, a few at a time.
@@ -288,6 +347,7 @@ func measureStreams(ctx context.Context, st settings, t *streamTarget, kind stre
 			return r, err
 		}
 		r.openG = int(m["go_goroutines"])
+		r.stack, r.heap = int64(m["go_memstats_stack_inuse_bytes"]), int64(m["go_memstats_heap_inuse_bytes"])
 		if got := int(m["headgate_streams"]); got != st.streams {
 			return r, fmt.Errorf("headgate counts %d streams, want %d", got, st.streams)
 		}
@@ -384,20 +444,17 @@ func readMetrics(ctx context.Context, url string) (map[string]float64, error) {
 	return m, nil
 }
 
-// raiseFileLimit raises this process's limit on open files to at least n; the processes it
-// starts inherit it (and Go programs among them raise their soft limit to it). Raising the hard
-// limit needs root.
-func raiseFileLimit(n uint64) error {
+// checkFileLimit makes sure a process started from this one may open n files. Go programs
+// raise their soft limit to the hard limit by themselves, so the hard limit is what counts;
+// only a privileged process can raise it.
+func checkFileLimit(n int) error {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		return fmt.Errorf("read the open file limit: %w", err)
 	}
-	if lim.Cur >= n {
-		return nil
-	}
-	lim.Cur, lim.Max = n, max(lim.Max, n)
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		return fmt.Errorf("raise the open file limit to %d for the streams (as root, or ulimit -Hn %d): %w", n, n, err)
+	if lim.Max < uint64(n) {
+		return fmt.Errorf("-streams: a proxy needs %d open files, and the hard limit (ulimit -Hn) is %d: at most %d streams here",
+			n, lim.Max, (int(lim.Max)-200)/2)
 	}
 	return nil
 }
@@ -439,7 +496,7 @@ func printStreamResults(w io.Writer, st settings, targets []*streamTarget, resul
 	printTable(w, rows)
 
 	fmt.Fprintln(w)
-	rows = [][]string{{"stream", "round", "sign-out ended its streams", "goroutines idle / open / closed", "streams after close", "RSS idle / open / closed"}}
+	rows = [][]string{{"stream", "round", "sign-out ended its streams", "goroutines idle / open / closed", "streams after close", "RSS idle / open / closed", "stack / heap per stream"}}
 	for _, r := range results {
 		if r.target.metricsURL == "" {
 			continue
@@ -447,7 +504,8 @@ func printStreamResults(w io.Writer, st settings, targets []*streamTarget, resul
 		rows = append(rows, []string{string(r.kind), strconv.Itoa(r.round),
 			fmt.Sprintf("%d in %s", r.signedOut, fmtDuration(r.signOut)),
 			fmt.Sprintf("%d / %d / %d", r.idleG, r.openG, r.closedG), strconv.Itoa(r.closedStreams),
-			fmt.Sprintf("%s / %s / %s", mib(r.idleRSS), mib(r.openRSS), mib(r.closedRSS))})
+			fmt.Sprintf("%s / %s / %s", mib(r.idleRSS), mib(r.openRSS), mib(r.closedRSS)),
+			fmt.Sprintf("%.1f / %.1f KiB", float64(r.stack)/float64(r.streams)/1024, float64(r.heap)/float64(r.streams)/1024)})
 	}
 	printTable(w, rows)
 	fmt.Fprintln(w, "\nheadgate, by round. Freed memory goes back to the system only as the Go runtime collects and scavenges it, so the RSS after the close stays high for a while.")

@@ -65,18 +65,13 @@ func (u *upstream) identityOf(ctx context.Context, t *target) ([][2]string, erro
 	return *seen, nil
 }
 
-// startUpstream starts the upstream; streams, when not nil, serves the paths under /stream/.
-func startUpstream(streams http.Handler) (*upstream, error) {
+func startUpstream() (*upstream, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("start upstream: %w", err)
 	}
 	u := &upstream{url: "http://" + l.Addr().String()}
 	u.srv = &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if streams != nil && strings.HasPrefix(r.URL.Path, "/stream/") {
-			streams.ServeHTTP(w, r)
-			return
-		}
 		u.hits.Add(1)
 		if u.recording.Load() && r.Header.Get("X-Headscale-User") != "" {
 			var seen [][2]string
@@ -243,7 +238,7 @@ func startEnvironment(ctx context.Context, st settings, logf func(string, ...any
 	if err != nil {
 		return nil, err
 	}
-	if env.upstream, err = startUpstream(nil); err != nil {
+	if env.upstream, err = startUpstream(); err != nil {
 		return nil, err
 	}
 	// A directory of the benchmark's own, which it removes itself unless -keep.
