@@ -17,6 +17,14 @@
 // the same round, and the Redis commands each Redis-backed gateway sends per request. With
 // -headscale-users it also times the stack's real Headscale answering headgate's user listing
 // at up to that many users; with -perf DIR it profiles every target under load with perf.
+//
+// With -streams N it measures long-lived streams instead (see streams.go):
+//
+//	cd tools/bench && go run . -streams 10000 [-stream-sessions 100] [-stream-rounds 2] [-stream-hold 20s]
+//
+// A proxy holds two sockets per stream, so N is bounded by the hard limit on open files
+// (ulimit -Hn), which only a privileged process can raise: it runs (limit - 200) / 2 streams
+// when N is more, and says so.
 package main
 
 import (
@@ -75,6 +83,8 @@ type settings struct {
 	streamSessions int
 	streamRounds   int
 	streamHold     time.Duration
+	// streamRelease is how long, after the last round, headgate's RSS is watched fall back.
+	streamRelease time.Duration
 }
 
 func parseFlags(args []string, stderr io.Writer) (settings, error) {
@@ -100,6 +110,7 @@ func parseFlags(args []string, stderr io.Writer) (settings, error) {
 	fs.IntVar(&st.streamSessions, "stream-sessions", 100, "with -streams: the sessions the streams belong to")
 	fs.IntVar(&st.streamRounds, "stream-rounds", 2, "with -streams: interleaved rounds over both targets and both kinds of stream")
 	fs.DurationVar(&st.streamHold, "stream-hold", 20*time.Second, "with -streams: how long the streams are held open while CPU time is measured")
+	fs.DurationVar(&st.streamRelease, "stream-release", 3*time.Minute, "with -streams: after the last round, how long to watch headgate's RSS fall back once its streams closed (0: not at all)")
 	if err := fs.Parse(args); err != nil {
 		return st, err
 	}

@@ -78,8 +78,11 @@ func (r streamResult) cpuPerStreamSecond() time.Duration {
 func runStreams(ctx context.Context, st settings, stdout io.Writer, logf func(string, ...any)) (err error) {
 	// A proxy holds two sockets per stream, the client's and the upstream's; the clients and
 	// the upstream are processes of their own, with one each.
-	if err := checkFileLimit(2*st.streams + 200); err != nil {
+	if most, err := mostStreams(); err != nil {
 		return err
+	} else if st.streams > most {
+		logf("%d streams instead of %d: a proxy holds two sockets a stream, and the hard limit on open files (ulimit -Hn) allows %d", most, st.streams, most)
+		st.streams = most
 	}
 	dir, err := os.MkdirTemp("", "headgate-bench-streams-")
 	if err != nil {
@@ -199,9 +202,52 @@ func runStreams(ctx context.Context, st settings, stdout io.Writer, logf func(st
 			}
 		}
 	}
+	var release string
+	if st.streamRelease > 0 {
+		if release, err = watchRelease(ctx, st.streamRelease, targets[0], results, logf); err != nil {
+			return err
+		}
+	}
 	fmt.Fprintln(stdout)
 	printStreamResults(stdout, st, targets, results)
+	if release != "" {
+		fmt.Fprintln(stdout, release)
+	}
 	return nil
+}
+
+// watchRelease watches the RSS of headgate's process, whose streams of the last measurement
+// closed, until it is back within a tenth of the streams' share of its idle RSS, or for at most
+// limit, and describes how it fell.
+func watchRelease(ctx context.Context, limit time.Duration, t *streamTarget, results []streamResult, logf func(string, ...any)) (string, error) {
+	var last streamResult
+	for _, r := range results {
+		if r.target == t {
+			last = r
+		}
+	}
+	pid, err := listenerPID(t.addr)
+	if err != nil {
+		return "", err
+	}
+	logf("watching headgate's RSS fall back for up to %s", limit)
+	start := time.Now()
+	var rss int64
+	for {
+		if rss, err = currentRSS(pid); err != nil {
+			return "", err
+		}
+		if rss <= last.idleRSS+(last.openRSS-last.idleRSS)/10 || time.Since(start) >= limit {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(5 * time.Second):
+		}
+	}
+	return fmt.Sprintf("headgate's RSS after its last %ss closed: %s at once, %s %s later (idle %s, with the streams open %s).",
+		last.kind, mib(last.closedRSS), mib(rss), time.Since(start).Round(time.Second), mib(last.idleRSS), mib(last.openRSS)), nil
 }
 
 // serveStreams serves the streams' upstream on addr until ctx ends: the streams under
@@ -444,19 +490,16 @@ func readMetrics(ctx context.Context, url string) (map[string]float64, error) {
 	return m, nil
 }
 
-// checkFileLimit makes sure a process started from this one may open n files. Go programs
-// raise their soft limit to the hard limit by themselves, so the hard limit is what counts;
-// only a privileged process can raise it.
-func checkFileLimit(n int) error {
+// mostStreams is how many streams a proxy started from this process can hold: two sockets
+// each, and a few hundred files besides, within the hard limit on open files. Go programs
+// raise their soft limit to the hard limit by themselves; only a privileged process can raise
+// the hard limit.
+func mostStreams() (int, error) {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		return fmt.Errorf("read the open file limit: %w", err)
+		return 0, fmt.Errorf("read the open file limit: %w", err)
 	}
-	if lim.Max < uint64(n) {
-		return fmt.Errorf("-streams: a proxy needs %d open files, and the hard limit (ulimit -Hn) is %d: at most %d streams here",
-			n, lim.Max, (int(lim.Max)-200)/2)
-	}
-	return nil
+	return int(min(lim.Max, 1<<30)-200) / 2, nil
 }
 
 // printStreamResults prints, for each kind of stream, each target's median cost per stream
