@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha1"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"headgate/internal/testbed"
 )
 
 // The streams the benchmark opens: an event stream (Server-Sent Events) or a WebSocket, each
@@ -209,4 +212,48 @@ func (c *streamClient) openSocket(addr, cookie string, br *bufio.Reader) (func()
 func (c *streamClient) close() {
 	c.conn.Close()
 	<-c.ended
+}
+
+// serveStreams serves the streams' upstream on addr until ctx ends: the streams under
+// /stream/, at /identity the identity headers it received as JSON [[name, value], ...], and
+// upstreamBody at every other path.
+func serveStreams(ctx context.Context, addr string) error {
+	mux := http.NewServeMux()
+	mux.Handle("/stream/", streamUpstream(time.Second))
+	mux.HandleFunc("/identity", func(w http.ResponseWriter, r *http.Request) {
+		seen := [][2]string{}
+		for _, name := range identityHeaders {
+			if v := r.Header.Get(name); v != "" {
+				seen = append(seen, [2]string{name, v})
+			}
+		}
+		json.NewEncoder(w).Encode(seen)
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Write([]byte(upstreamBody))
+	})
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve the streams' upstream: %w", err)
+	}
+	return nil
+}
+
+// identityThrough returns the identity headers the upstream receives through the proxy at
+// proxyURL with cookie.
+func identityThrough(ctx context.Context, proxyURL, cookie string) ([][2]string, error) {
+	page, err := testbed.Fetch(ctx, nil, http.MethodGet, proxyURL+"/identity", http.Header{"Cookie": {cookie}})
+	if err != nil {
+		return nil, fmt.Errorf("identity headers: %w", err)
+	}
+	var seen [][2]string
+	if page.Status != http.StatusOK || json.Unmarshal([]byte(page.Body), &seen) != nil || len(seen) == 0 {
+		return nil, fmt.Errorf("identity headers through %s: got %d %q", proxyURL, page.Status, page.Body)
+	}
+	return seen, nil
 }

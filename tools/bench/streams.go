@@ -250,50 +250,6 @@ func watchRelease(ctx context.Context, limit time.Duration, t *streamTarget, res
 		last.kind, mib(last.closedRSS), mib(rss), time.Since(start).Round(time.Second), mib(last.idleRSS), mib(last.openRSS)), nil
 }
 
-// serveStreams serves the streams' upstream on addr until ctx ends: the streams under
-// /stream/, at /identity the identity headers it received as JSON [[name, value], ...], and
-// upstreamBody at every other path.
-func serveStreams(ctx context.Context, addr string) error {
-	mux := http.NewServeMux()
-	mux.Handle("/stream/", streamUpstream(time.Second))
-	mux.HandleFunc("/identity", func(w http.ResponseWriter, r *http.Request) {
-		seen := [][2]string{}
-		for _, name := range identityHeaders {
-			if v := r.Header.Get(name); v != "" {
-				seen = append(seen, [2]string{name, v})
-			}
-		}
-		json.NewEncoder(w).Encode(seen)
-	})
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		w.Write([]byte(upstreamBody))
-	})
-	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		<-ctx.Done()
-		srv.Close()
-	}()
-	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serve the streams' upstream: %w", err)
-	}
-	return nil
-}
-
-// identityThrough returns the identity headers the upstream receives through the proxy at
-// proxyURL with cookie.
-func identityThrough(ctx context.Context, proxyURL, cookie string) ([][2]string, error) {
-	page, err := testbed.Fetch(ctx, nil, http.MethodGet, proxyURL+"/identity", http.Header{"Cookie": {cookie}})
-	if err != nil {
-		return nil, fmt.Errorf("identity headers: %w", err)
-	}
-	var seen [][2]string
-	if page.Status != http.StatusOK || json.Unmarshal([]byte(page.Body), &seen) != nil || len(seen) == 0 {
-		return nil, fmt.Errorf("identity headers through %s: got %d %q", proxyURL, page.Status, page.Body)
-	}
-	return seen, nil
-}
-
 // signInMany signs n sessions in, a few at a time.
 func signInMany(ctx context.Context, n int, signIn func(context.Context) (string, error)) ([]string, error) {
 	cookies := make([]string, n)
@@ -501,57 +457,3 @@ func mostStreams() (int, error) {
 	}
 	return int(min(lim.Max, 1<<30)-200) / 2, nil
 }
-
-// printStreamResults prints, for each kind of stream, each target's median cost per stream
-// and headgate's ratios to the floor round by round, then the sign-outs and the closes.
-func printStreamResults(w io.Writer, st settings, targets []*streamTarget, results []streamResult) {
-	fmt.Fprintf(w, "%d concurrent streams, one message a second each, of %d sessions; %d rounds, each stream held %s per measurement; medians over the rounds\n\n",
-		st.streams, st.streamSessions, st.streamRounds, st.streamHold)
-	rows := [][]string{{"stream", "target", "RSS per stream", "CPU per stream-second", "messages per stream-second", "RSS ratio", "CPU ratio"}}
-	for _, kind := range []streamKind{kindEvents, kindSocket} {
-		for _, t := range targets {
-			var rss, cpu, rate, rssRatio, cpuRatio []float64
-			for _, r := range results {
-				if r.kind != kind || r.target != t {
-					continue
-				}
-				rss = append(rss, r.rssPerStream())
-				cpu = append(cpu, float64(r.cpuPerStreamSecond()))
-				rate = append(rate, float64(r.messages)/(float64(r.streams)*r.hold.Seconds()))
-				if t.name == floorName {
-					continue
-				}
-				for _, f := range results {
-					if f.kind == kind && f.round == r.round && f.target.name == floorName {
-						rssRatio = append(rssRatio, r.rssPerStream()/f.rssPerStream())
-						cpuRatio = append(cpuRatio, float64(r.cpuPerStreamSecond())/float64(f.cpuPerStreamSecond()))
-					}
-				}
-			}
-			row := []string{string(kind), t.name, fmt.Sprintf("%.1f KiB", median(rss)/1024),
-				fmt.Sprintf("%.1f µs", median(cpu)/float64(time.Microsecond)), fmt.Sprintf("%.2f", median(rate)), "", ""}
-			if len(rssRatio) > 0 {
-				row[5], row[6] = fmtRatios(rssRatio), fmtRatios(cpuRatio)
-			}
-			rows = append(rows, row)
-		}
-	}
-	printTable(w, rows)
-
-	fmt.Fprintln(w)
-	rows = [][]string{{"stream", "round", "sign-out ended its streams", "goroutines idle / open / closed", "streams after close", "RSS idle / open / closed", "stack / heap per stream"}}
-	for _, r := range results {
-		if r.target.metricsURL == "" {
-			continue
-		}
-		rows = append(rows, []string{string(r.kind), strconv.Itoa(r.round),
-			fmt.Sprintf("%d in %s", r.signedOut, fmtDuration(r.signOut)),
-			fmt.Sprintf("%d / %d / %d", r.idleG, r.openG, r.closedG), strconv.Itoa(r.closedStreams),
-			fmt.Sprintf("%s / %s / %s", mib(r.idleRSS), mib(r.openRSS), mib(r.closedRSS)),
-			fmt.Sprintf("%.1f / %.1f KiB", float64(r.stack)/float64(r.streams)/1024, float64(r.heap)/float64(r.streams)/1024)})
-	}
-	printTable(w, rows)
-	fmt.Fprintln(w, "\nheadgate, by round. Freed memory goes back to the system only as the Go runtime collects and scavenges it, so the RSS after the close stays high for a while.")
-}
-
-func mib(b int64) string { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) }
