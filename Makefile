@@ -18,6 +18,7 @@ NODE_DIR = $(BIN)/node-$(NODE_VERSION)
 # The Headscale releases `make test` and `make compat` run the linking tests against: versions
 # separated by commas, or all of them (`go test ./e2e/` alone runs the newest).
 HEADSCALE_VERSIONS ?= all
+BENCH_STREAMS ?= 10000
 # Every fuzzer, as package:Name.
 FUZZERS = .:FuzzLoadConfig ./gateway:FuzzSafeRedirect ./gateway:FuzzStripOwnedHeaders \
 	./gateway:FuzzSkipAuth ./gateway:FuzzRouteMatch ./session:FuzzOpenCookie ./session:FuzzDeserialize ./linker:FuzzDecodeUsers ./linker:FuzzCleanProviderID
@@ -112,12 +113,16 @@ headplane:
 ## bench: headgate (in process, on Redis, with authorization) beside a bare Go proxy and
 ## oauth2-proxy under wrk on 127.0.0.1, plus how long the real Headscale takes to list users
 ## (about 5 minutes; the first run also builds oauth2-proxy, Dex and Headscale).
-## BENCH_FLAGS="-rounds 2 -duration 3s" for a quick look.
+## BENCH_FLAGS="-rounds 2 -duration 3s" for a quick look. Then BENCH_STREAMS concurrent event
+## streams and WebSockets through headgate and the tuned floor (about 10 minutes; fewer when the
+## hard limit on open files is too low for two sockets a stream; 0: skip), BENCH_STREAM_FLAGS
+## for its other flags.
 bench:
 	command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
 	command -v sqlite3 >/dev/null || (apt-get update && apt-get install -y sqlite3)
 	cd tools/bench && $(GO) build -o $(CURDIR)/$(BIN)/bench .
 	$(BIN)/bench -headscale-users 100000 $(BENCH_FLAGS)
+	@if [ "$(BENCH_STREAMS)" != 0 ]; then $(BIN)/bench -streams $(BENCH_STREAMS) $(BENCH_STREAM_FLAGS); fi
 
 clean:
 	rm -rf headgate $(BIN)

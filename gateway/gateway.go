@@ -84,8 +84,8 @@ type Gateway struct {
 	// crossOrigin judges whether a POST comes from another origin (see serveSignOut).
 	crossOrigin *http.CrossOriginProtection
 
-	draining  chan struct{} // closed by Drain
-	drainOnce sync.Once
+	// streams are the event streams and upgraded connections being proxied (see stream.go).
+	streams *streamRegistry
 	// bigIDTokenOnce logs the first ID token too large to keep (see keepIDToken).
 	bigIDTokenOnce sync.Once
 }
@@ -99,23 +99,25 @@ func New(cfg Config, cookies *session.Cookies, store Store, links *linker.Linker
 		return nil, err
 	}
 	public, _ := url.Parse(cfg.PublicURL)
-	m, err := newMetrics(reg, groups)
+	timing = timing.withDefaults()
+	streams := newStreamRegistry(store, timing)
+	m, err := newMetrics(reg, groups, streams)
 	if err != nil {
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
 	g := &Gateway{
-		cfg:      cfg,
-		public:   public,
-		origin:   public.Scheme + "://" + public.Host,
-		hpPath:   strings.TrimSuffix(cfg.Headplane.Path, "/"),
-		cookies:  cookies,
-		store:    store,
-		links:    links,
-		groups:   groups,
-		log:      log,
-		metrics:  m,
-		timing:   timing.withDefaults(),
-		draining: make(chan struct{}),
+		cfg:     cfg,
+		public:  public,
+		origin:  public.Scheme + "://" + public.Host,
+		hpPath:  strings.TrimSuffix(cfg.Headplane.Path, "/"),
+		cookies: cookies,
+		store:   store,
+		links:   links,
+		groups:  groups,
+		log:     log,
+		metrics: m,
+		timing:  timing,
+		streams: streams,
 	}
 	g.hpLinkAtSignIn = g.hpPath != "" && *cfg.Headplane.LinkAtSignIn
 	if g.hpPath != "" {

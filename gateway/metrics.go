@@ -22,8 +22,8 @@ type metrics struct {
 }
 
 // newMetrics makes the gateway's series and registers them with reg (nil: none), with the age
-// of groups' policy when groups is set.
-func newMetrics(reg prometheus.Registerer, groups *linker.PolicyGroups) (*metrics, error) {
+// of groups' policy when groups is set and the number of streams open.
+func newMetrics(reg prometheus.Registerer, groups *linker.PolicyGroups, streams *streamRegistry) (*metrics, error) {
 	m := &metrics{
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "headgate_logins_total",
@@ -63,7 +63,12 @@ func newMetrics(reg prometheus.Registerer, groups *linker.PolicyGroups) (*metric
 	if reg == nil {
 		return m, nil
 	}
-	collectors := []prometheus.Collector{m.logins, m.backchannel, m.auth, m.headplaneLinkRefused, m.proxied, m.storeFailSoft, m.upstreamErrors}
+	collectors := []prometheus.Collector{m.logins, m.backchannel, m.auth, m.headplaneLinkRefused, m.proxied, m.storeFailSoft, m.upstreamErrors,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "headgate_streams",
+			Help: "Event streams and upgraded connections (WebSockets) being proxied, each ended when its session ends.",
+		}, func() float64 { return float64(streams.count()) }),
+	}
 	if groups != nil {
 		collectors = append(collectors, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "headgate_headscale_policy_age_seconds",

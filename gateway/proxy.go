@@ -31,39 +31,48 @@ type proxied struct {
 // serveProxy proxies a request to its route's upstream: without identity for skip_auth paths,
 // with the proven identity otherwise.
 func (g *Gateway) serveProxy(w http.ResponseWriter, r *http.Request) {
+	if px := g.admit(w, r); px != nil {
+		g.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), proxyKey{}, px)))
+	}
+}
+
+// admit finds a request's route and, unless the route exempts the request, proves its
+// identity. It returns what the proxy needs, or nil when it answered the request itself. It is
+// kept apart from serveProxy so that its kilobyte of locals is off the stack while the proxy
+// runs: an event stream's goroutine stays blocked there for hours, and a stack that ends up
+// above a quarter of its size is not shrunk (with 10,000 streams, 8 KiB more per stream).
+func (g *Gateway) admit(w http.ResponseWriter, r *http.Request) *proxied {
 	dropH2CUpgrade(r.Header)
 	rt, also := g.table.matchURL(r.Host, r.URL)
 	if rt == nil {
 		writePage(w, r, pageNoRoute)
-		return
+		return nil
 	}
 	if len(also) == 0 && rt.skips(r) {
 		noteAccess(w, rt, "", "")
-		g.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), proxyKey{}, &proxied{route: rt, in: r})))
-		return
+		return &proxied{route: rt, in: r}
 	}
 	p, res, err := g.authenticate(r, rt, also)
 	noteAccess(w, rt, p.subject(), p.link.UserName)
 	if res != authOK {
 		if page, ok := g.dataRequest(r); ok {
 			g.refuseDataRequest(w, r, page, res, err)
-			return
+			return nil
 		}
 		g.refuse(w, r, p, res, err, rt, true)
-		return
+		return nil
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead && g.headplaneIndex(r) && !g.guardLink(w, r, p) {
-		return
+		return nil
 	}
 	if g.asserter != nil {
 		if p.assertion, err = g.assert(p, rt); err != nil {
 			g.fail(w, r, pageAssertionDown.withAction("Try again", g.againHref(r)), err)
-			return
+			return nil
 		}
 	}
 	g.metrics.proxied.Inc()
-	px := &proxied{route: rt, in: r, authenticated: true, principal: p}
-	g.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), proxyKey{}, px)))
+	return &proxied{route: rt, in: r, authenticated: true, principal: p}
 }
 
 // dropH2CUpgrade removes a request's Upgrade header when it asks for h2c, HTTP/2 over plain

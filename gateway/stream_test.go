@@ -11,12 +11,12 @@ import (
 	"time"
 )
 
-// streamingUpstream serves an endless event stream at /events and, at /socket, an upgraded
-// connection that echoes what it reads, until the other side goes away.
+// streamingUpstream serves an endless event stream at every path ending in /events and, at
+// /socket, an upgraded connection that echoes what it reads, until the other side goes away.
 func streamingUpstream() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case "/events":
+		switch {
+		case strings.HasSuffix(r.URL.Path, "/events"):
 			w.Header().Set("Content-Type", "text/event-stream")
 			for i := 0; ; i++ {
 				if _, err := fmt.Fprintf(w, "data: %d\n\n", i); err != nil {
@@ -29,7 +29,7 @@ func streamingUpstream() http.Handler {
 				case <-time.After(20 * time.Millisecond):
 				}
 			}
-		case "/socket":
+		case r.URL.Path == "/socket":
 			conn, rw, err := http.NewResponseController(w).Hijack()
 			if err != nil {
 				return
@@ -47,7 +47,15 @@ func streamingUpstream() http.Handler {
 // openEvents opens the event stream through the gateway and reads its first event.
 func openEvents(t *testing.T, e *testEnv, h http.Header) *bufio.Reader {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, e.srv.URL+"/events", nil)
+	_, r := openEventsAt(t, e, "/events", h)
+	return r
+}
+
+// openEventsAt opens the event stream at path through the gateway and reads its first event;
+// it returns the stream's body, for the test to close, and a reader of the events after it.
+func openEventsAt(t *testing.T, e *testEnv, path string, h http.Header) (io.Closer, *bufio.Reader) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, e.srv.URL+path, nil)
 	req.Header = h.Clone()
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -61,7 +69,7 @@ func openEvents(t *testing.T, e *testEnv, h http.Header) *bufio.Reader {
 	if line, err := r.ReadString('\n'); err != nil || !strings.HasPrefix(line, "data: ") {
 		t.Fatalf("first event: got %q, %v", line, err)
 	}
-	return r
+	return resp.Body, r
 }
 
 // openSocket upgrades a connection through the gateway and checks that it echoes.

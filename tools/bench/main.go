@@ -23,6 +23,14 @@
 // Redis (see sessions.go):
 //
 //	cd tools/bench && go run . -sessions 1000000 [-sessions-redis 127.0.0.1:6379]
+//
+// With -streams N it measures long-lived streams instead (see streams.go):
+//
+//	cd tools/bench && go run . -streams 10000 [-stream-sessions 100] [-stream-rounds 2] [-stream-hold 20s]
+//
+// A proxy holds two sockets per stream, so N is bounded by the hard limit on open files
+// (ulimit -Hn), which only a privileged process can raise: it runs (limit - 200) / 2 streams
+// when N is more, and says so.
 package main
 
 import (
@@ -75,6 +83,18 @@ type settings struct {
 	bareKind string
 	// bareHeaders is the JSON list of [name, value] headers the tuned floor sets.
 	bareHeaders string
+	// serveStreams runs this binary as the streams' upstream instead (see serveStreams).
+	serveStreams string
+
+	// streams, when not zero, runs the streams benchmark instead (see streams.go) with this
+	// many concurrent streams, of streamSessions sessions, in streamRounds rounds, each held
+	// open for streamHold.
+	streams        int
+	streamSessions int
+	streamRounds   int
+	streamHold     time.Duration
+	// streamRelease is how long, after the last round, headgate's RSS is watched fall back.
+	streamRelease time.Duration
 }
 
 func parseFlags(args []string, stderr io.Writer) (settings, error) {
@@ -103,6 +123,12 @@ func parseFlags(args []string, stderr io.Writer) (settings, error) {
 	fs.StringVar(&st.upstream, "upstream", "", "internal: the bare proxy's upstream URL")
 	fs.StringVar(&st.bareKind, "bare", "plain", "internal: the kind of bare proxy: plain, pooled or tuned")
 	fs.StringVar(&st.bareHeaders, "bare-headers", "[]", "internal: the headers the tuned floor sets, as JSON [[name, value], ...]")
+	fs.StringVar(&st.serveStreams, "serve-streams", "", "internal: serve the streams' upstream on this address")
+	fs.IntVar(&st.streams, "streams", 0, "instead, measure this many concurrent event streams and WebSockets through headgate and the tuned floor (0: no)")
+	fs.IntVar(&st.streamSessions, "stream-sessions", 100, "with -streams: the sessions the streams belong to")
+	fs.IntVar(&st.streamRounds, "stream-rounds", 2, "with -streams: interleaved rounds over both targets and both kinds of stream")
+	fs.DurationVar(&st.streamHold, "stream-hold", 20*time.Second, "with -streams: how long the streams are held open while CPU time is measured")
+	fs.DurationVar(&st.streamRelease, "stream-release", 3*time.Minute, "with -streams: after the last round, how long to watch headgate's RSS fall back once its streams closed (0: not at all)")
 	if err := fs.Parse(args); err != nil {
 		return st, err
 	}
@@ -134,6 +160,9 @@ func parseFlags(args []string, stderr io.Writer) (settings, error) {
 	if st.signIns < 0 {
 		problems = append(problems, errors.New("-signins: must not be negative"))
 	}
+	if st.streams < 0 || st.streamSessions < 1 || st.streamRounds < 1 || st.streamHold < time.Second {
+		problems = append(problems, errors.New("-streams: must not be negative, with -stream-sessions and -stream-rounds at least 1 and -stream-hold at least 1s"))
+	}
 	if st.redisRequests < 1 {
 		problems = append(problems, errors.New("-redis-requests: must be at least 1"))
 	}
@@ -149,6 +178,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if err != nil {
 		return err
 	}
+	if st.serveStreams != "" {
+		return serveStreams(ctx, st.serveStreams)
+	}
 	if st.serveBare != "" {
 		var headers [][2]string
 		if err := json.Unmarshal([]byte(st.bareHeaders), &headers); err != nil {
@@ -161,6 +193,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	}
 	if st.sessions.n > 0 {
 		return runSessions(ctx, st.sessions, stdout, logf)
+	}
+	if st.streams > 0 {
+		return runStreams(ctx, st, stdout, logf)
 	}
 	wrk, err := exec.LookPath("wrk")
 	if err != nil {
@@ -197,7 +232,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	}
 	var signIns []signInResult
 	if st.signIns > 0 {
-		if signIns, err = timeSignIns(ctx, env, st.signIns, 4, logf); err != nil {
+		if signIns, err = timeSignIns(ctx, env, st.signIns, logf); err != nil {
 			return err
 		}
 	}

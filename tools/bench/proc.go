@@ -37,22 +37,32 @@ func cpuTime(pid int) (time.Duration, error) {
 
 // peakRSS is the largest resident set size process pid has had (VmHWM), in bytes.
 func peakRSS(pid int) (int64, error) {
+	return statusBytes(pid, "VmHWM")
+}
+
+// currentRSS is the resident set size of process pid (VmRSS), in bytes.
+func currentRSS(pid int) (int64, error) {
+	return statusBytes(pid, "VmRSS")
+}
+
+// statusBytes reads a size in kB from /proc/PID/status, in bytes.
+func statusBytes(pid int, key string) (int64, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, fmt.Errorf("read peak rss: %w", err)
+		return 0, fmt.Errorf("read %s: %w", key, err)
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), key+":"); ok {
 			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
 			if err != nil {
-				return 0, fmt.Errorf("read peak rss: VmHWM %q", v)
+				return 0, fmt.Errorf("read %s: %q", key, v)
 			}
 			return kb << 10, nil
 		}
 	}
-	return 0, fmt.Errorf("read peak rss: no VmHWM in /proc/%d/status", pid)
+	return 0, fmt.Errorf("read %s: not in /proc/%d/status", key, pid)
 }
 
 // listenerPID finds the process listening on addr (127.0.0.1:PORT), for servers that the

@@ -211,7 +211,7 @@ func fmtDuration(d time.Duration) string {
 func printTable(w io.Writer, rows [][]string) {
 	left := make([]bool, len(rows[0]))
 	for i, h := range rows[0] {
-		left[i] = h == "target" || h == "by command" || h == "full listing" || h == "?email= lookup"
+		left[i] = h == "target" || h == "stream" || h == "by command" || h == "full listing" || h == "?email= lookup"
 	}
 	widths := make([]int, len(rows[0]))
 	for _, row := range rows {

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	"headgate/internal/testbed"
@@ -22,13 +21,13 @@ type signInResult struct {
 	cpu, idpCPU time.Duration
 }
 
-// timeSignIns signs the benchmark's person in n times through every gateway, conc at a time,
+// timeSignIns signs the benchmark's person in n times through every gateway, four at a time,
 // each in a fresh browser: the gateway's start, Dex's login form and password, the callback
 // and the first proxied request, which must be the upstream's page. The person's Headscale
 // link is cached by then (each gateway signed them in once at the start), as it is for anyone
 // who signed in before. CPU is read from /proc for the gateway's process and for Dex's, so
 // that the gateway's own cost per sign-in is apart from the identity provider's.
-func timeSignIns(ctx context.Context, env *environment, n, conc int, logf func(string, ...any)) ([]signInResult, error) {
+func timeSignIns(ctx context.Context, env *environment, n int, logf func(string, ...any)) ([]signInResult, error) {
 	issuer, err := url.Parse(env.stack.Issuer)
 	if err != nil {
 		return nil, err
@@ -42,11 +41,11 @@ func timeSignIns(ctx context.Context, env *environment, n, conc int, logf func(s
 		if t.signIn == "" {
 			continue
 		}
-		logf("%d sign-ins through %s, %d at a time", n, t.name, conc)
+		logf("%d sign-ins through %s", n, t.name)
 		cpu0, err1 := cpuTime(t.pid)
 		idp0, err2 := cpuTime(dexPID)
 		began := time.Now()
-		err := signInMany(ctx, t, n, conc)
+		_, err := signInMany(ctx, n, func(ctx context.Context) (string, error) { return "", signInOnce(ctx, t) })
 		elapsed := time.Since(began)
 		cpu1, err3 := cpuTime(t.pid)
 		idp1, err4 := cpuTime(dexPID)
@@ -58,36 +57,6 @@ func timeSignIns(ctx context.Context, env *environment, n, conc int, logf func(s
 		results = append(results, signInResult{target: t, n: n, elapsed: elapsed, cpu: cpu1 - cpu0, idpCPU: idp1 - idp0})
 	}
 	return results, nil
-}
-
-// signInMany runs n sign-ins through t, conc at a time, and returns the first failure.
-func signInMany(ctx context.Context, t *target, n, conc int) error {
-	jobs := make(chan struct{}, n)
-	for range n {
-		jobs <- struct{}{}
-	}
-	close(jobs)
-	var (
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		firstErr error
-	)
-	for range conc {
-		wg.Go(func() {
-			for range jobs {
-				if err := signInOnce(ctx, t); err != nil {
-					mu.Lock()
-					if firstErr == nil {
-						firstErr = err
-					}
-					mu.Unlock()
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	return firstErr
 }
 
 func signInOnce(ctx context.Context, t *target) error {
