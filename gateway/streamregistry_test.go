@@ -236,3 +236,60 @@ func goroutineStacks() []string {
 		buf = make([]byte, 2*len(buf))
 	}
 }
+
+// TestStreamCheckRunsChecksTogether: the checks of one round run side by side, so that a
+// round whose checks each wait on Redis (after a lost subscription) does not take their sum:
+// a store that answers only once 16 checks are waiting at once lets the round through.
+func TestStreamCheckRunsChecksTogether(t *testing.T) {
+	clock := newFakeClock(t)
+	store := &gatheringStore{want: streamCheckWorkers, all: make(chan struct{})}
+	r := newStreamRegistry(store, clock.timing().withDefaults())
+	t.Cleanup(r.drain)
+	var bodies []*closeRecorder
+	for i := range 40 {
+		b := &closeRecorder{}
+		r.add(&stream{body: b, session: &session.Session{ID: fmt.Sprint("s", i), ExpiresAt: clock.Now().Add(time.Hour)}})
+		bodies = append(bodies, b)
+	}
+	before := gatewayGoroutines()
+	r.check(nil)
+	if got := store.gathered.Load(); !got {
+		t.Fatalf("no %d checks were under way at once", streamCheckWorkers)
+	}
+	if got, want := store.checks.Load(), int32(40); got != want {
+		t.Errorf("checks in the round: got %d, want %d", got, want)
+	}
+	wantClosed(t, "the live sessions' streams", bodies, false)
+	if got := gatewayGoroutines() - before; got > 0 {
+		t.Errorf("goroutines of the round left after it: %d, want none", got)
+	}
+}
+
+// gatheringStore answers every session live, but holds its first checks until want of them wait
+// at once; a check whose context ends first (as in a round one at a time) stops waiting.
+type gatheringStore struct {
+	Store
+	want     int
+	waiting  atomic.Int32
+	checks   atomic.Int32
+	gathered atomic.Bool
+	all      chan struct{}
+}
+
+func (s *gatheringStore) Check(ctx context.Context, _ *session.Session) error {
+	s.checks.Add(1)
+	if s.gathered.Load() {
+		return nil
+	}
+	if int(s.waiting.Add(1)) == s.want {
+		s.gathered.Store(true)
+		close(s.all)
+	}
+	select {
+	case <-s.all:
+		return nil
+	case <-ctx.Done():
+		s.waiting.Add(-1)
+		return fmt.Errorf("check session: %w: %w", session.ErrUnavailable, ctx.Err())
+	}
+}
