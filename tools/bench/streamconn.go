@@ -215,24 +215,13 @@ func (c *streamClient) close() {
 }
 
 // serveStreams serves the streams' upstream on addr until ctx ends: the streams under
-// /stream/, at /identity the identity headers it received as JSON [[name, value], ...], and
-// upstreamBody at every other path.
+// /stream/, at identityPath the identity headers it received, and upstreamBody at every other
+// path.
 func serveStreams(ctx context.Context, addr string) error {
 	mux := http.NewServeMux()
 	mux.Handle("/stream/", streamUpstream(time.Second))
-	mux.HandleFunc("/identity", func(w http.ResponseWriter, r *http.Request) {
-		seen := [][2]string{}
-		for _, name := range identityHeaders {
-			if v := r.Header.Get(name); v != "" {
-				seen = append(seen, [2]string{name, v})
-			}
-		}
-		json.NewEncoder(w).Encode(seen)
-	})
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		w.Write([]byte(upstreamBody))
-	})
+	mux.HandleFunc(identityPath, writeIdentity)
+	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) { writeUpstreamPage(w) })
 	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()
@@ -247,7 +236,7 @@ func serveStreams(ctx context.Context, addr string) error {
 // identityThrough returns the identity headers the upstream receives through the proxy at
 // proxyURL with cookie.
 func identityThrough(ctx context.Context, proxyURL, cookie string) ([][2]string, error) {
-	page, err := testbed.Fetch(ctx, nil, http.MethodGet, proxyURL+"/identity", http.Header{"Cookie": {cookie}})
+	page, err := testbed.Fetch(ctx, nil, http.MethodGet, proxyURL+identityPath, http.Header{"Cookie": {cookie}})
 	if err != nil {
 		return nil, fmt.Errorf("identity headers: %w", err)
 	}

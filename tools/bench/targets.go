@@ -38,10 +38,6 @@ type upstream struct {
 	url  string
 	hits atomic.Int64
 	srv  *http.Server
-	// recording, while true, makes the upstream keep the identity headers of each request in
-	// identity: off under load, so that it costs nothing there.
-	recording atomic.Bool
-	identity  atomic.Pointer[[][2]string]
 }
 
 // identityHeaders are the headers headgate sets for a signed-in person, in the order the
@@ -49,22 +45,28 @@ type upstream struct {
 var identityHeaders = []string{"X-Headscale-User", "X-Headscale-User-Id", "X-Forwarded-User",
 	"X-Forwarded-Email", "X-Forwarded-Preferred-Username"}
 
-// identityOf fetches path from t's URL with t's cookie and returns the identity headers the
-// upstream received, as name and value pairs.
-func (u *upstream) identityOf(ctx context.Context, t *target) ([][2]string, error) {
-	u.recording.Store(true)
-	defer u.recording.Store(false)
-	u.identity.Store(nil)
-	if err := checkTarget(ctx, t); err != nil {
-		return nil, err
+// identityPath is where an upstream answers with the identity headers it received (see
+// writeIdentity, and identityThrough, which asks for them through a proxy).
+const identityPath = "/identity"
+
+// writeIdentity answers with the identity headers r carried, as JSON [[name, value], ...].
+func writeIdentity(w http.ResponseWriter, r *http.Request) {
+	seen := [][2]string{}
+	for _, name := range identityHeaders {
+		if v := r.Header.Get(name); v != "" {
+			seen = append(seen, [2]string{name, v})
+		}
 	}
-	seen := u.identity.Load()
-	if seen == nil {
-		return nil, fmt.Errorf("%s: no request reached the upstream", t.name)
-	}
-	return *seen, nil
+	json.NewEncoder(w).Encode(seen)
 }
 
+// writeUpstreamPage answers with upstreamBody.
+func writeUpstreamPage(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Write([]byte(upstreamBody))
+}
+
+// startUpstream serves upstreamBody at every path but identityPath.
 func startUpstream() (*upstream, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -73,17 +75,11 @@ func startUpstream() (*upstream, error) {
 	u := &upstream{url: "http://" + l.Addr().String()}
 	u.srv = &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		u.hits.Add(1)
-		if u.recording.Load() && r.Header.Get("X-Headscale-User") != "" {
-			var seen [][2]string
-			for _, name := range identityHeaders {
-				if v := r.Header.Get(name); v != "" {
-					seen = append(seen, [2]string{name, v})
-				}
-			}
-			u.identity.Store(&seen)
+		if r.URL.Path == identityPath {
+			writeIdentity(w, r)
+			return
 		}
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		w.Write([]byte(upstreamBody))
+		writeUpstreamPage(w)
 	})}
 	go u.srv.Serve(l)
 	return u, nil
@@ -338,7 +334,7 @@ func startEnvironment(ctx context.Context, st settings, logf func(string, ...any
 	// The tuned floor sets the identity headers "headgate memory" sets, and receives and drops
 	// the same cookie.
 	memory := env.targets[2]
-	identity, err := env.upstream.identityOf(ctx, memory)
+	identity, err := identityThrough(ctx, memory.url, memory.cookie)
 	if err != nil {
 		return nil, err
 	}
@@ -348,7 +344,7 @@ func startEnvironment(ctx context.Context, st settings, logf func(string, ...any
 		return nil, err
 	}
 	floor.cookie, floor.bare = memory.cookie, true
-	if got, err := env.upstream.identityOf(ctx, floor); err != nil {
+	if got, err := identityThrough(ctx, floor.url, floor.cookie); err != nil {
 		return nil, err
 	} else if !slices.Equal(got, identity) {
 		return nil, fmt.Errorf("the tuned floor sends %q, headgate %q", got, identity)
