@@ -71,7 +71,7 @@ type binaries struct {
 func peerBinaries(ctx context.Context, root string, hs headscaleRelease, logf func(string, ...any)) (binaries, error) {
 	var b binaries
 	var err error
-	if b.headscale, err = toolBinary(ctx, root, hs.module, hs.binary, headscalePackage, logf); err != nil {
+	if b.headscale, err = hs.tool().binary(ctx, root, logf); err != nil {
 		return b, err
 	}
 	for _, p := range []struct {
@@ -92,31 +92,47 @@ func HeadscaleBinary(ctx context.Context, root, version string, logf func(string
 	if err != nil {
 		return "", err
 	}
-	return toolBinary(ctx, root, hs.module, hs.binary, headscalePackage, logf)
+	return hs.tool().binary(ctx, root, logf)
+}
+
+// tool is the build of the release's binary from its tools module.
+func (hs headscaleRelease) tool() toolBuild {
+	return toolBuild{module: hs.module, name: hs.binary, pkg: headscalePackage}
 }
 
 // PeerBinary returns root/BinDir/name, building it from pkg (a package the tools module in
 // tools/peers pins, such as oauth2-proxy's) when it is missing.
 func PeerBinary(ctx context.Context, root, name, pkg string, logf func(string, ...any)) (string, error) {
-	return toolBinary(ctx, root, "peers", name, pkg, logf)
+	return toolBuild{module: "peers", name: name, pkg: pkg}.binary(ctx, root, logf)
 }
 
-// toolBinary returns root/BinDir/name, building it from pkg, which the tools module in
-// root/tools/module pins, when it is missing.
-func toolBinary(ctx context.Context, root, module, name, pkg string, logf func(string, ...any)) (string, error) {
-	out := filepath.Join(root, BinDir, name)
+// toolBuild is a binary built from pkg, which the tools module in tools/module pins, into
+// BinDir/name.
+type toolBuild struct {
+	module, name, pkg string
+	flags             []string // for go build, such as -tags
+	// current reports whether the binary at path is the one to use; nil: any binary there is.
+	current func(path string) bool
+}
+
+// binary returns root/BinDir/name, building it when it is missing or not current.
+func (b toolBuild) binary(ctx context.Context, root string, logf func(string, ...any)) (string, error) {
+	out := filepath.Join(root, BinDir, b.name)
 	built := func() bool {
+		if b.current != nil {
+			return b.current(out)
+		}
 		_, err := os.Stat(out)
 		return err == nil
 	}
 	err := buildOnce(out, built, func() error {
-		logf("building %s (the first build takes a few minutes)", name)
+		logf("building %s (the first build takes a few minutes)", b.name)
 		start := time.Now()
-		if err := goBuild(ctx, filepath.Join(root, "tools", module), out, pkg); err != nil {
-			return fmt.Errorf("build %s from the tools module (cd tools/%s && go build -o ../../%s/%s %s): %w",
-				name, module, BinDir, name, pkg, err)
+		if err := goBuild(ctx, filepath.Join(root, "tools", b.module), out, b.pkg, b.flags...); err != nil {
+			return fmt.Errorf("build %s from the tools module (cd tools/%s && go build %s -o ../../%s/%s %s): %w",
+				b.name, b.module, strings.Join(b.flags, " "), BinDir, b.name, b.pkg, err)
 		}
-		logf("built %s in %s", name, time.Since(start).Round(time.Second))
+		logf("built %s in %s", b.name, time.Since(start).Round(time.Second))
 		return nil
 	})
 	return out, err

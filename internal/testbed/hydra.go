@@ -32,22 +32,11 @@ const (
 // information names another release than hydraVersion (about 4 minutes with an empty module
 // and build cache, SQLite's C code among it).
 func hydraBinary(ctx context.Context, root string, logf func(string, ...any)) (string, error) {
-	out := filepath.Join(root, BinDir, "hydra")
-	built := func() bool {
-		info, err := buildinfo.ReadFile(out)
-		return err == nil && info.Main.Path == hydraPackage && info.Main.Version == hydraVersion
-	}
-	err := buildOnce(out, built, func() error {
-		logf("building hydra %s (the first build takes a few minutes)", hydraVersion)
-		start := time.Now()
-		if err := goBuild(ctx, filepath.Join(root, "tools", "hydra"), out, hydraPackage, "-tags", hydraTags); err != nil {
-			return fmt.Errorf("build hydra from the tools module (cd tools/hydra && go build -tags %s -o ../../%s/hydra %s): %w",
-				hydraTags, BinDir, hydraPackage, err)
-		}
-		logf("built hydra in %s", time.Since(start).Round(time.Second))
-		return nil
-	})
-	return out, err
+	return toolBuild{module: "hydra", name: "hydra", pkg: hydraPackage, flags: []string{"-tags", hydraTags},
+		current: func(path string) bool {
+			info, err := buildinfo.ReadFile(path)
+			return err == nil && info.Main.Path == hydraPackage && info.Main.Version == hydraVersion
+		}}.binary(ctx, root, logf)
 }
 
 // Hydra is a running Ory Hydra with its login and consent app, and headgate registered as a
