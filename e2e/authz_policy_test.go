@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -37,21 +36,12 @@ func policyWithGroups(groups map[string][]string) string {
 // endpoint url, and false when it has none.
 func metricValue(t *testing.T, url, name string) (float64, bool) {
 	t.Helper()
-	page, err := testbed.Fetch(t.Context(), nil, http.MethodGet, url, nil)
-	if err != nil || page.Status != http.StatusOK {
-		t.Fatalf("GET %s: %v (status %v)", url, err, page)
+	values, err := testbed.ReadMetrics(t.Context(), url)
+	if err != nil {
+		t.Fatal(err)
 	}
-	sc := bufio.NewScanner(strings.NewReader(page.Body))
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatalf("%s: %v", name, err)
-			}
-			return f, true
-		}
-	}
-	return 0, false
+	v, ok := values[name]
+	return v, ok
 }
 
 // TestHeadscalePolicyGroups sets ACL policies on the real Headscale through its CLI and

@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -290,7 +289,7 @@ func measureStreams(ctx context.Context, st settings, t *streamTarget, kind stre
 		return r, err
 	}
 	if t.metricsURL != "" {
-		m, err := readMetrics(ctx, t.metricsURL)
+		m, err := testbed.ReadMetrics(ctx, t.metricsURL)
 		if err != nil {
 			return r, err
 		}
@@ -344,7 +343,7 @@ func measureStreams(ctx context.Context, st settings, t *streamTarget, kind stre
 	}
 	r.cpu, r.messages = cpu1-cpu0, messages(clients)-msgs0
 	if t.metricsURL != "" {
-		m, err := readMetrics(ctx, t.metricsURL)
+		m, err := testbed.ReadMetrics(ctx, t.metricsURL)
 		if err != nil {
 			return r, err
 		}
@@ -377,7 +376,7 @@ func measureStreams(ctx context.Context, st settings, t *streamTarget, kind stre
 		// Streams and goroutines go back to their idle count within a few seconds.
 		deadline := time.Now().Add(30 * time.Second)
 		for {
-			m, err := readMetrics(ctx, t.metricsURL)
+			m, err := testbed.ReadMetrics(ctx, t.metricsURL)
 			if err != nil {
 				return r, err
 			}
@@ -425,25 +424,6 @@ func messages(clients []*streamClient) int64 {
 		n += c.messages.Load()
 	}
 	return n
-}
-
-// readMetrics reads the unlabelled series of a Prometheus text exposition.
-func readMetrics(ctx context.Context, url string) (map[string]float64, error) {
-	page, err := testbed.Fetch(ctx, nil, http.MethodGet, url, nil)
-	if err != nil {
-		return nil, fmt.Errorf("read metrics: %w", err)
-	}
-	m := map[string]float64{}
-	for _, line := range strings.Split(page.Body, "\n") {
-		name, value, ok := strings.Cut(line, " ")
-		if !ok || strings.HasPrefix(name, "#") || strings.Contains(name, "{") {
-			continue
-		}
-		if v, err := strconv.ParseFloat(value, 64); err == nil {
-			m[name] = v
-		}
-	}
-	return m, nil
 }
 
 // mostStreams is how many streams a proxy started from this process can hold: two sockets
