@@ -26,11 +26,11 @@ const maxLogoutRequest = 64 << 10
 // Back-Channel Logout (the provider posts a signed logout token when a person signs out there,
 // is disabled, or an administrator ends their session): every session of the token's sub, or,
 // when it names a sid, those begun in it (and the sub's sessions begun without a sid, which
-// cannot be told apart), on every instance. The token must verify
-// like an ID token (issuer, audience, signature, expiry), carry the logout event and no nonce
-// (go-oidc's VerifyLogout, or verifyLogout for a token without exp), and is accepted once. The provider gets 200 when the sessions are
-// ended, 400 for a token that does not verify or was seen before, and 503 when the provider's
-// keys or the session store cannot be reached, as the specification asks.
+// cannot be told apart), on every instance. The token must verify like an ID token (issuer,
+// audience, signature, expiry), carry the logout event and no nonce (see verifyLogout), and
+// is accepted once. The provider gets 200 when the sessions are ended, 400 for a token that
+// does not verify or was seen before, and 503 when the provider's keys or the session store
+// cannot be reached, as the specification asks.
 func (g *Gateway) serveBackchannelLogout(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	w.Header().Set("Cache-Control", "no-store")
