@@ -97,6 +97,21 @@ func openSocket(t *testing.T, e *testEnv, h http.Header) (net.Conn, *bufio.Reade
 	return conn, r
 }
 
+// nextEvent reads r up to its next event's data line, and fails the test if the stream ends
+// first.
+func nextEvent(t *testing.T, what string, r *bufio.Reader) {
+	t.Helper()
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("%s: %v, want more events", what, err)
+		}
+		if strings.HasPrefix(line, "data: ") {
+			return
+		}
+	}
+}
+
 // untilEnd reads r until it ends, and fails when that takes longer than limit.
 func untilEnd(t *testing.T, what string, r io.Reader, limit time.Duration) (time.Duration, error) {
 	t.Helper()
@@ -156,15 +171,7 @@ func TestStreamsEndWithTheirSession(t *testing.T) {
 			for range 2 {
 				e.clock.Advance(e.gw.timing.StreamCheck)
 			}
-			for {
-				line, err := keptEvents.ReadString('\n')
-				if err != nil {
-					t.Fatalf("another session's event stream: %v, want more events", err)
-				}
-				if strings.HasPrefix(line, "data: ") {
-					break
-				}
-			}
+			nextEvent(t, "another session's event stream", keptEvents)
 			fmt.Fprint(keptSocket, "still\n")
 			if line, err := keptReader.ReadString('\n'); err != nil || line != "still\n" {
 				t.Errorf("another session's upgraded connection: got %q, %v, want the echo", line, err)

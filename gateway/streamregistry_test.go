@@ -51,15 +51,7 @@ func TestSessionStreamsEndTogether(t *testing.T) {
 	for range 2 {
 		e.clock.Advance(e.gw.timing.StreamCheck)
 	}
-	for {
-		line, err := kept.ReadString('\n')
-		if err != nil {
-			t.Fatalf("another session's event stream: %v, want more events", err)
-		}
-		if strings.HasPrefix(line, "data: ") {
-			break
-		}
-	}
+	nextEvent(t, "another session's event stream", kept)
 }
 
 // TestClosedStreamsLeaveTheRegistry: a stream the client closes leaves the registry, whether
