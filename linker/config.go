@@ -63,6 +63,8 @@ type HeadscaleConfig struct {
 const (
 	matchProviderID = "provider_id"
 	matchEmail      = "email"
+	// matchUserID is the Method of a link ResolveUser made; it cannot be configured.
+	matchUserID = "user_id"
 )
 
 // Defaults that SetDefaults applies to zero fields.

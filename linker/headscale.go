@@ -88,7 +88,7 @@ func (h *Headscale) ListUsers(ctx context.Context) ([]User, error) {
 	return users, nil
 }
 
-// FindUsers returns the users whose field ("email" or "name") equals value exactly, as
+// FindUsers returns the users whose field ("email", "name" or "id") equals value exactly, as
 // Headscale compares it (case-sensitively). It is one API call, and does not grow with the
 // number of users.
 func (h *Headscale) FindUsers(ctx context.Context, field, value string) ([]User, error) {

@@ -34,7 +34,8 @@ type Identity struct {
 type Link struct {
 	UserID, UserName, DisplayName, Email string
 
-	// Method is the strategy that found the user, "provider_id" or "email"; "" when unlinked.
+	// Method is the strategy that found the user, "provider_id" or "email", or "user_id" for
+	// ResolveUser's links; "" when unlinked.
 	Method string
 
 	// NameSharedWith lists the IDs of the other Headscale users whose name is the same as
@@ -193,12 +194,37 @@ func (l *Linker) refresh(ctx context.Context, id Identity, k identityKey) (Link,
 		}
 		return Link{}, fmt.Errorf("resolve headscale user: %w: %w", ErrUnavailable, err)
 	}
-	link := d.match(l.cfg.Match, id, pid)
+	link := l.match(d, id, pid)
 	l.remember(k, link, time.Time{})
 	// A link that cannot be shared still answers here; the next instance asks Headscale.
 	keep := l.freshUntil(link).Add(l.timing.KeepStale).Sub(l.timing.Now())
 	_ = l.cache.Set(ctx, l.cacheTag+pid, link, keep)
 	return link, nil
+}
+
+// ResolveUser returns the link of the Headscale user whose ID is userID, for a person whose
+// identity the tailnet proved (the control server names the device's user: nothing needs
+// matching). It answers and caches like Resolve, under a key no OIDC identity can have, so
+// that a device's link and a sign-in's never share an entry. A user Headscale no longer lists
+// yields an unlinked Link, cached for NegativeTTL.
+func (l *Linker) ResolveUser(ctx context.Context, userID string) (Link, error) {
+	if userID == "" {
+		return Link{}, errors.New("resolve headscale user: no user id")
+	}
+	return l.Resolve(ctx, Identity{Issuer: userIDIssuer, Subject: userID})
+}
+
+// userIDIssuer is the issuer of the identities ResolveUser resolves. An OIDC issuer is an
+// https URL, so no sign-in's identity can have it.
+const userIDIssuer = "headscale:user-id"
+
+// match links id, whose ProviderID is pid, to a user of d: by user ID for ResolveUser's
+// identities, by the configured strategies otherwise.
+func (l *Linker) match(d *directory, id Identity, pid string) Link {
+	if id.Issuer == userIDIssuer {
+		return d.matchUserID(id.Subject)
+	}
+	return d.match(l.cfg.Match, id, pid)
 }
 
 // freshUntil is when link stops being trusted.

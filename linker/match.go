@@ -115,6 +115,17 @@ func (d *directory) match(strategies []string, id Identity, pid string) Link {
 	return Link{Reason: strings.Join(reasons, "; "), ResolvedAt: d.listedAt}
 }
 
+// matchUserID links the user whose ID is id. The listing is searched in order: a device's link
+// is resolved once per TTL, so an index of every ID would cost more than it saves.
+func (d *directory) matchUserID(id string) Link {
+	for i := range d.users {
+		if d.users[i].ID == id {
+			return d.link(int32(i), matchUserID)
+		}
+	}
+	return Link{Reason: "no user with this id", ResolvedAt: d.listedAt}
+}
+
 func (d *directory) matchProviderID(pid string) (int32, string) {
 	i, ok := d.byProviderID[pid]
 	switch {

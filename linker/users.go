@@ -63,7 +63,12 @@ func (s *userSource) lookup(ctx context.Context, id Identity) (*directory, error
 			queries = append(queries, q)
 		}
 	}
-	for _, m := range s.strategies {
+	strategies := s.strategies
+	if id.Issuer == userIDIssuer {
+		add("id", id.Subject)
+		strategies = nil
+	}
+	for _, m := range strategies {
 		switch m {
 		case matchProviderID:
 			add("name", id.PreferredUsername)
@@ -98,7 +103,11 @@ func (s *userSource) lookup(ctx context.Context, id Identity) (*directory, error
 	// every user of that name. Headscale's filter is exact, so only the full listing also
 	// finds names that differ in case or Unicode form.
 	d := newDirectory(users, start)
-	if link := d.match(s.strategies, id, ProviderID(id.Issuer, id.Subject)); link.Linked() {
+	link := d.match(s.strategies, id, ProviderID(id.Issuer, id.Subject))
+	if id.Issuer == userIDIssuer {
+		link = d.matchUserID(id.Subject)
+	}
+	if link.Linked() {
 		if q := (query{"name", link.UserName}); !seen[q] {
 			if err := find(q); err != nil {
 				return nil, err
