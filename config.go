@@ -302,6 +302,11 @@ func readSecretFiles(c *Config, dir string) []error {
 			c.Gateway.OIDC.ClientSecret, c.Gateway.OIDC.ClientSecretFile = v, ""
 		}
 	}
+	if f := c.Gateway.Tailnet.AuthKeyFile; f != "" && c.Gateway.Tailnet.AuthKey == "" {
+		if v, ok := read("tailnet.auth_key_file", f); ok {
+			c.Gateway.Tailnet.AuthKey, c.Gateway.Tailnet.AuthKeyFile = v, ""
+		}
+	}
 	if f := c.Headscale.APIKeyFile; f != "" && c.Headscale.APIKey == "" {
 		if v, ok := read("headscale.api_key_file", f); ok {
 			c.Headscale.APIKey, c.Headscale.APIKeyFile = v, ""

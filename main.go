@@ -316,9 +316,29 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer) error {
 		})
 	}()
 
-	serveErr := make(chan error, 2)
+	serveErr := make(chan error, 3)
 	go func() { serveErr <- srv.Serve(ln) }()
 	log.Info("headgate listening", "addr", ln.Addr().String(), "public_url", cfg.Gateway.PublicURL, "upstream", cfg.Gateway.Upstream)
+
+	// The tailnet listener: a node of headgate's own, whose requests are signed in by their
+	// device. It joins in the background: until it has, the public listener serves alone.
+	var tailnetSrv *http.Server
+	if cfg.Gateway.Tailnet.Enabled() {
+		node, err := gateway.JoinTailnet(ctx, cfg.Gateway.Tailnet, log)
+		if err != nil {
+			srv.Close()
+			return err
+		}
+		defer node.Close()
+		tailnetSrv = &http.Server{
+			Handler:           gw.TailnetHandler(node.WhoIs),
+			ReadHeaderTimeout: srv.ReadHeaderTimeout,
+			IdleTimeout:       srv.IdleTimeout,
+			MaxHeaderBytes:    srv.MaxHeaderBytes,
+			ErrorLog:          srv.ErrorLog,
+		}
+		go func() { serveErr <- tailnetSrv.Serve(node.Listener()) }()
+	}
 
 	var metricsSrv *http.Server
 	if cfg.MetricsListen != "" {
@@ -347,6 +367,17 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer) error {
 	// Streams never end by themselves: end them now, cleanly, so that Shutdown waits only for
 	// ordinary requests, which get the whole timeout.
 	gw.Drain()
+	if tailnetSrv != nil {
+		// Both listeners drain at once, within the one timeout.
+		tailnetDone := make(chan struct{})
+		go func() {
+			defer close(tailnetDone)
+			if tailnetSrv.Shutdown(shutdownCtx) != nil {
+				tailnetSrv.Close()
+			}
+		}()
+		defer func() { <-tailnetDone }()
+	}
 	err = srv.Shutdown(shutdownCtx)
 	if err != nil {
 		srv.Close()

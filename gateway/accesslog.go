@@ -17,7 +17,7 @@ import (
 // serveLogged serves r and logs it. It gives r an ID first: a trusted proxy's X-Request-Id
 // when it looks like one, a new one otherwise, which the upstream receives in X-Request-Id
 // (Rewrite copies the inbound header) and every line about r carries.
-func (g *Gateway) serveLogged(w http.ResponseWriter, r *http.Request) {
+func (g *Gateway) serveLogged(w http.ResponseWriter, r *http.Request, mux *http.ServeMux) {
 	start := time.Now()
 	id := requestID(r)
 	if id == "" || !g.fromTrustedProxy(r) {
@@ -25,7 +25,7 @@ func (g *Gateway) serveLogged(w http.ResponseWriter, r *http.Request) {
 	}
 	r.Header[headerRequestID] = []string{id}
 	rec := &accessRecorder{ResponseWriter: w}
-	g.serve(rec, r)
+	g.serve(rec, r, mux)
 
 	status := rec.status
 	if status == 0 {

@@ -22,6 +22,10 @@ type principal struct {
 	headscaleGroups []string
 	// assertion is the signed identity assertion for the request's route, or "".
 	assertion string
+	// device is the tailnet device whose owner this is, for a request on the tailnet
+	// listener; nil for a sign-in's session. Its session is then one that stands for the
+	// device, never stored.
+	device *Device
 }
 
 // subject is the subject of p's session, or "" when p has none.
@@ -43,6 +47,12 @@ const (
 	authBadIdentity            // signed in, but a value of the identity cannot go in a header
 	authUnavailable            // the link cannot be resolved right now
 	authNotAllowed             // signed in and linked, but the route's access rules leave the person out
+	// On the tailnet listener:
+	authSignInRequired    // the route requires the identity provider's sign-in
+	authDeviceUnknown     // the control server knows no device at the peer's address
+	authDeviceUnavailable // the control server's word on the device could not be had
+	authDeviceTagged      // the device is tagged: it belongs to no person
+	authDeviceExpired     // the device's key has expired
 
 	authResults // how many there are
 )

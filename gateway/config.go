@@ -68,6 +68,14 @@ type Config struct {
 	// RouteConfig.Headers).
 	Headers map[string]string `yaml:"headers"`
 
+	// FromTailnet says how a request for the default route that arrives on the tailnet
+	// listener is signed in (see RouteConfig.FromTailnet). Default device.
+	FromTailnet string `yaml:"from_tailnet"`
+
+	// Tailnet puts headgate on the tailnet as a node of its own, whose requests are signed in
+	// by the device that sends them. Off unless tailnet.control_url is set.
+	Tailnet TailnetConfig `yaml:"tailnet"`
+
 	// Routes puts further upstreams behind headgate, each chosen by host and path prefix and
 	// with rules of its own. One sign-in covers them all (within the session cookie's scope).
 	Routes []RouteConfig `yaml:"routes"`
@@ -191,6 +199,7 @@ func (c *Config) SetDefaults() {
 		}
 	}
 	c.Assertion.setDefaults()
+	c.Tailnet.setDefaults()
 	if c.Headplane.Path != "" && c.Headplane.LinkAtSignIn == nil {
 		c.Headplane.LinkAtSignIn = new(true)
 	}
@@ -229,6 +238,7 @@ func (c Config) Validate() error {
 		add("headplane.path: Headplane must be the default route's upstream (set upstream)")
 	}
 	errs = append(errs, c.Assertion.validate()...)
+	errs = append(errs, c.Tailnet.validate()...)
 	for i, d := range c.RedirectDomains {
 		if d == "" || d == "." || strings.ContainsAny(d, "/:@*?# ") {
 			add("redirect_domains[%d]: must be a host name or .suffix (got %q)", i, d)
@@ -284,7 +294,7 @@ func (c Config) Validate() error {
 // defaultRoute is the route the top-level keys describe.
 func (c Config) defaultRoute() RouteConfig {
 	return RouteConfig{Name: "default", Upstream: c.Upstream, PreserveHost: c.PreserveHost,
-		SkipAuth: c.SkipAuth, SignOutPaths: c.SignOutPaths, Access: c.Access, Headers: c.Headers}
+		SkipAuth: c.SkipAuth, SignOutPaths: c.SignOutPaths, Access: c.Access, Headers: c.Headers, FromTailnet: c.FromTailnet}
 }
 
 // checkURL parses an absolute http(s) URL with a host.

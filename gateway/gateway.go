@@ -151,17 +151,17 @@ func New(cfg Config, cookies *session.Cookies, store Store, links *linker.Linker
 // AccessLog (see serveLogged).
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if g.cfg.AccessLog {
-		g.serveLogged(w, r)
+		g.serveLogged(w, r, g.mux)
 		return
 	}
-	g.serve(w, r)
+	g.serve(w, r, g.mux)
 }
 
 // serve dispatches a request. Its body is read under BodyTimeout (see boundBody), so that no
 // client holds a connection without a bound.
-func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
+func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, mux *http.ServeMux) {
 	if hasBody(r) {
 		boundBody(w, r, g.cfg.BodyTimeout)
 	}
-	g.mux.ServeHTTP(w, r)
+	mux.ServeHTTP(w, r)
 }

@@ -60,6 +60,11 @@ func newMetrics(reg prometheus.Registerer, groups *linker.PolicyGroups, streams 
 	m.denied[authBadIdentity] = m.auth.WithLabelValues("bad_identity")
 	m.denied[authUnavailable] = m.auth.WithLabelValues("headscale_unavailable")
 	m.denied[authNotAllowed] = m.auth.WithLabelValues("not_allowed")
+	m.denied[authSignInRequired] = m.auth.WithLabelValues("sign_in_required")
+	m.denied[authDeviceUnknown] = m.auth.WithLabelValues("device_unknown")
+	m.denied[authDeviceUnavailable] = m.auth.WithLabelValues("device_unavailable")
+	m.denied[authDeviceTagged] = m.auth.WithLabelValues("device_tagged")
+	m.denied[authDeviceExpired] = m.auth.WithLabelValues("device_expired")
 	if reg == nil {
 		return m, nil
 	}

@@ -31,17 +31,19 @@ type proxied struct {
 // serveProxy proxies a request to its route's upstream: without identity for skip_auth paths,
 // with the proven identity otherwise.
 func (g *Gateway) serveProxy(w http.ResponseWriter, r *http.Request) {
-	if px := g.admit(w, r); px != nil {
+	if px := g.admit(w, r, nil); px != nil {
 		g.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), proxyKey{}, px)))
 	}
 }
 
 // admit finds a request's route and, unless the route exempts the request, proves its
-// identity. It returns what the proxy needs, or nil when it answered the request itself. It is
+// identity: from its session cookie, or, for a request on the tailnet listener (tn not nil),
+// from the device that sent it. It returns what the proxy needs, or nil when it answered the
+// request itself. It is
 // kept apart from serveProxy so that its kilobyte of locals is off the stack while the proxy
 // runs: an event stream's goroutine stays blocked there for hours, and a stack that ends up
 // above a quarter of its size is not shrunk (with 10,000 streams, 8 KiB more per stream).
-func (g *Gateway) admit(w http.ResponseWriter, r *http.Request) *proxied {
+func (g *Gateway) admit(w http.ResponseWriter, r *http.Request, tn *tailnetHandler) *proxied {
 	dropH2CUpgrade(r.Header)
 	rt, also := g.table.matchURL(r.Host, r.URL)
 	if rt == nil {
@@ -52,9 +54,26 @@ func (g *Gateway) admit(w http.ResponseWriter, r *http.Request) *proxied {
 		noteAccess(w, rt, "", "")
 		return &proxied{route: rt, in: r}
 	}
-	p, res, err := g.authenticate(r, rt, also)
+	var (
+		p   principal
+		res authResult
+		err error
+	)
+	if tn != nil {
+		if !deviceEnough(rt, also) {
+			tn.sendToSignIn(w, r)
+			return nil
+		}
+		p, res, err = tn.authenticateDevice(r, rt, also)
+	} else {
+		p, res, err = g.authenticate(r, rt, also)
+	}
 	noteAccess(w, rt, p.subject(), p.link.UserName)
 	if res != authOK {
+		if tn != nil {
+			tn.refuse(w, r, p, res, err, rt)
+			return nil
+		}
 		if page, ok := g.dataRequest(r); ok {
 			g.refuseDataRequest(w, r, page, res, err)
 			return nil

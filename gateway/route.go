@@ -47,6 +47,13 @@ type RouteConfig struct {
 	// Access says who may use the route. Default: everyone with a proven identity.
 	Access AccessConfig `yaml:"access"`
 
+	// FromTailnet says how a request for the route that arrives on the tailnet listener (see
+	// TailnetConfig) is signed in: device, as the Headscale user who owns the sending device,
+	// or sign_in, at the identity provider as on the public listener (the request is sent to
+	// the public URL), for a route where a device is not proof enough, such as Headplane for
+	// its owner. Default device.
+	FromTailnet string `yaml:"from_tailnet"`
+
 	// Headers sets further identity headers on the route's requests, by name, such as
 	// X-WEBAUTH-USER: headscale_user for Grafana and Gitea. A value is one of headscale_user,
 	// headscale_user_id, email (verified only), subject, preferred_username, groups (the IdP's)
@@ -68,6 +75,9 @@ func (c RouteConfig) validate(prefix string) []error {
 		if _, err := checkURL(c.Upstream); err != nil {
 			add("upstream: %v", err)
 		}
+	}
+	if c.FromTailnet != "" && c.FromTailnet != fromTailnetDevice && c.FromTailnet != fromTailnetSignIn {
+		add("from_tailnet: must be %s or %s (got %q)", fromTailnetDevice, fromTailnetSignIn, c.FromTailnet)
 	}
 	if c.Host != "" && !validHost(c.Host) {
 		add("host: %q is not a host name (no scheme, port, path or wildcard)", c.Host)
@@ -142,6 +152,9 @@ type route struct {
 	headers [][2]string
 	// assertionHeader is the canonical name of Assertion.Header, "" without assertions.
 	assertionHeader string
+	// deviceEnough: on the tailnet listener, the device's owner is let in without the
+	// identity provider's sign-in (RouteConfig.FromTailnet).
+	deviceEnough bool
 }
 
 // newRoute makes c ready to serve; c has passed validate.
@@ -158,6 +171,7 @@ func (g *Gateway) newRoute(c RouteConfig) *route {
 		signOutPaths:    c.SignOutPaths,
 		allowUnlinked:   c.Unlinked == "allow" || c.Unlinked == "" && g.links.AllowUnlinked(),
 		access:          newAccess(c.Access),
+		deviceEnough:    c.FromTailnet != fromTailnetSignIn,
 	}
 	for _, name := range slices.Sorted(maps.Keys(c.Headers)) {
 		r.headers = append(r.headers, [2]string{canonicalHeader(name), c.Headers[name]})

@@ -36,7 +36,9 @@ func (g *Gateway) watchStreams(resp *http.Response) error {
 	s := &stream{body: resp.Body}
 	// The outbound request carries the inbound request's context, and with it the principal of
 	// an authenticated request; skip_auth streams have none and end only on drain.
-	if px, ok := resp.Request.Context().Value(proxyKey{}).(*proxied); ok && px.authenticated {
+	// A device's session is not the store's: its streams end on drain alone (see
+	// TailnetConfig.IdentityTTL for what bounds a removed device's new requests).
+	if px, ok := resp.Request.Context().Value(proxyKey{}).(*proxied); ok && px.authenticated && px.principal.device == nil {
 		s.session = px.principal.session
 	}
 	if upgraded {
