@@ -23,13 +23,17 @@ BENCH_STREAMS ?= 10000
 FUZZERS = .:FuzzLoadConfig ./gateway:FuzzSafeRedirect ./gateway:FuzzStripOwnedHeaders \
 	./gateway:FuzzSkipAuth ./gateway:FuzzRouteMatch ./session:FuzzOpenCookie ./session:FuzzDeserialize ./linker:FuzzDecodeUsers ./linker:FuzzCleanProviderID
 
-.PHONY: all build test vet unit e2e compat demo bench fuzz peers headplane deploy-check clean
+.PHONY: all build build-tailnet test vet unit e2e compat demo bench fuzz peers headplane deploy-check clean
 
 all: build
 
 ## build: the headgate binary in ./headgate
 build:
 	$(GO) build -trimpath -o headgate .
+
+## build-tailnet: the headgate binary with the tailnet listener (tailnet: in gateway.yaml)
+build-tailnet:
+	$(GO) build -trimpath -tags tailnet -o headgate .
 
 ## test: vet, then every test: unit and integration (real Redis), the fuzz seed corpora, the
 ## end-to-end suite against real Dex and Headscale binaries (with the container image in podman
@@ -54,6 +58,7 @@ fuzz:
 vet:
 	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "not gofmt-ed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags tailnet ./gateway
 	cd tools/bench && $(GO) vet ./...
 	cd tools/kubecheck && $(GO) vet ./...
 

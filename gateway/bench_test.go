@@ -273,3 +273,31 @@ func BenchmarkAccessLogLine(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkServeTailnet is BenchmarkServeAuthenticated on the tailnet listener: the request's
+// identity is its device's, answered from the device cache (the control server's word is
+// asked once per peer and identity_ttl), with no cookie at all.
+func BenchmarkServeTailnet(b *testing.B) {
+	g, _, _ := benchGateway(b)
+	whois := func(context.Context, string) (Device, error) {
+		return Device{NodeID: "7", Name: "alice-laptop", UserID: "1"}, nil
+	}
+	serveParallel(b, g.newTailnetHandler(whois, time.Minute, "https://headscale.example.com"), "")
+}
+
+// BenchmarkAuthenticateDevice is the tailnet listener's identity proof alone, warm: the
+// device cache, then the link by user ID; BenchmarkAuthenticate is the cookie's.
+func BenchmarkAuthenticateDevice(b *testing.B) {
+	g, _, _ := benchGateway(b)
+	whois := func(context.Context, string) (Device, error) {
+		return Device{NodeID: "7", Name: "alice-laptop", UserID: "1"}, nil
+	}
+	h := g.newTailnetHandler(whois, time.Minute, "https://headscale.example.com")
+	r := httptest.NewRequest(http.MethodGet, "http://headgate/admin", nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, res, err := h.authenticateDevice(r, g.def, nil); res != authOK {
+			b.Fatalf("authenticateDevice: %v %v", res, err)
+		}
+	}
+}
