@@ -163,22 +163,23 @@ func buildOnce(out string, built func() bool, build func() error) error {
 	return build()
 }
 
-// BuildHeadgate builds the headgate binary from the checkout into dir and returns its path, for
-// a test that runs headgate without a Stack (each Stack builds its own).
-func BuildHeadgate(ctx context.Context, dir string) (string, error) {
+// BuildHeadgate builds the headgate binary from the checkout into dir, with flags given to go
+// build, and returns its path, for a test that runs headgate without a Stack (each Stack builds
+// its own).
+func BuildHeadgate(ctx context.Context, dir string, flags ...string) (string, error) {
 	root, err := RepoRoot()
 	if err != nil {
 		return "", err
 	}
 	out := filepath.Join(dir, "headgate")
-	return out, buildHeadgate(ctx, root, out)
+	return out, buildHeadgate(ctx, root, out, flags...)
 }
 
-// buildHeadgate builds the headgate binary from the checkout, always: the suite tests the code
-// as it is now.
-func buildHeadgate(ctx context.Context, root, out string) error {
-	if err := goBuild(ctx, root, out, "."); err != nil {
-		return fmt.Errorf("build headgate (go build -o headgate .): %w", err)
+// buildHeadgate builds the headgate binary from the checkout, always, with flags (such as
+// -tags tailnet) given to go build: the suite tests the code as it is now.
+func buildHeadgate(ctx context.Context, root, out string, flags ...string) error {
+	if err := goBuild(ctx, root, out, ".", flags...); err != nil {
+		return fmt.Errorf("build headgate (go build %s-o headgate .): %w", strings.Join(append(flags, ""), " "), err)
 	}
 	return nil
 }

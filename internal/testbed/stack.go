@@ -45,6 +45,9 @@ type Options struct {
 	// HeadscaleVersion is the Headscale release the stack runs, such as "0.27.1" (see
 	// HeadscaleVersions); its binary is built on first use. Empty: DefaultHeadscaleVersion.
 	HeadscaleVersion string
+	// Tailnet builds headgate with its tailnet listener (go build -tags tailnet). false: the
+	// default build.
+	Tailnet bool
 }
 
 // The ports of the shipped gateway.yaml.
@@ -168,7 +171,11 @@ func (s *Stack) start(ctx context.Context, opts Options) error {
 	s.cancelBuild = cancel
 	go func() {
 		defer close(s.headgateBuilt)
-		s.headgateErr = buildHeadgate(buildCtx, root, s.bin.headgate)
+		var flags []string
+		if opts.Tailnet {
+			flags = []string{"-tags", "tailnet"}
+		}
+		s.headgateErr = buildHeadgate(buildCtx, root, s.bin.headgate, flags...)
 	}()
 
 	if s.Dir == "" {
