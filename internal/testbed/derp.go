@@ -13,12 +13,12 @@ import (
 	"tailscale.com/types/key"
 )
 
-// derpRegionID is the one region of the DERP map a stack with Options.DERP gives Headscale,
-// and derpRegionCode its code, which a node's status names as its relay.
-const (
-	derpRegionID   = 901
-	derpRegionCode = "loopback"
-)
+// derpRegionID is the one region of the DERP map a stack with Options.DERP gives Headscale.
+const derpRegionID = 901
+
+// DERPRegionCode is the code of that region, which a node's status of a peer names as the
+// peer's relay (ipnstate.PeerStatus.Relay).
+const DERPRegionCode = "loopback"
 
 // DERPServer is Tailscale's DERP relay running in this process on a loopback TLS listener,
 // the only relay a stack with Options.DERP tells its nodes about. Its certificate is
@@ -56,7 +56,7 @@ func StartDERP(logf func(format string, args ...any)) (*DERPServer, error) {
 func (d *DERPServer) headscaleMap() map[string]any {
 	return map[string]any{"regions": map[int]any{
 		derpRegionID: map[string]any{
-			"regionid": derpRegionID, "regioncode": derpRegionCode, "regionname": "Loopback",
+			"regionid": derpRegionID, "regioncode": DERPRegionCode, "regionname": "Loopback",
 			"nodes": []map[string]any{{
 				"name": strconv.Itoa(derpRegionID) + "a", "regionid": derpRegionID,
 				"hostname": "127.0.0.1", "ipv4": "127.0.0.1", "ipv6": "none",

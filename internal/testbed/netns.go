@@ -22,15 +22,22 @@ const loopbackNamespaceEnv = "HEADGATE_LOOPBACK_NAMESPACE"
 // tailnetEnv are Tailscale's environment knobs (read once, when a process starts) set for
 // every process in the namespace: the test binary with its tsnet nodes, and any headgate it
 // starts. They keep a node to the loopback DERP relay and off everything else:
-//   - TS_DEBUG_ALWAYS_USE_DERP: magicsock opens no UDP socket, so peers talk through DERP only
-//     and a direct path is never tried;
+//   - TS_DEBUG_NEVER_DIRECT_UDP: no disco ping to a peer's direct address, so no direct path is
+//     ever set up and peers talk through DERP only;
+//   - TS_DEBUG_OMIT_LOCAL_ADDRS: a node advertises none of its interface addresses as
+//     endpoints (with STUN off in the DERP map, it then advertises none at all);
 //   - TS_NO_LOGS_NO_SUPPORT: no log upload (a test binary never uploads anyway: tsnet starts
 //     no log uploader when it runs under go test, and the upload transport does nothing);
 //   - TS_DISABLE_PORTMAPPER: no UPnP, NAT-PMP or PCP probes of a router;
 //   - TS_ASSUME_NETWORK_UP_FOR_TEST: a process that is not a test (headgate) does not wait
 //     for a default route, which a namespace with loopback alone never has.
+//
+// TS_DEBUG_ALWAYS_USE_DERP, which replaces the UDP sockets with ones that never deliver, is
+// not used: in tailscale.com v1.102.5 a rebind replaces such a socket without closing it, and
+// tsnet's Close then waits forever for the reader of the first one.
 var tailnetEnv = []string{
-	"TS_DEBUG_ALWAYS_USE_DERP=true",
+	"TS_DEBUG_NEVER_DIRECT_UDP=true",
+	"TS_DEBUG_OMIT_LOCAL_ADDRS=true",
 	"TS_NO_LOGS_NO_SUPPORT=true",
 	"TS_DISABLE_PORTMAPPER=true",
 	"TS_ASSUME_NETWORK_UP_FOR_TEST=true",
