@@ -21,8 +21,8 @@ import (
 type HeadscaleUser = linker.User
 
 // writeHeadscaleConfig writes an offline Headscale configuration: every listener on 127.0.0.1,
-// SQLite in the stack's directory, one dummy DERP region from a local file, and OIDC against
-// the stack's Dex.
+// SQLite in the stack's directory, one DERP region from a local file (a dummy one, or the
+// stack's loopback relay with Options.DERP), and OIDC against the stack's Dex.
 func (s *Stack) writeHeadscaleConfig(path string) error {
 	derpPath := filepath.Join(s.Dir, "derp.yaml")
 	derp := map[string]any{"regions": map[int]any{
@@ -34,6 +34,9 @@ func (s *Stack) writeHeadscaleConfig(path string) error {
 			}},
 		},
 	}}
+	if s.DERP != nil {
+		derp = s.DERP.headscaleMap()
+	}
 	data, err := yaml.Marshal(derp)
 	if err != nil {
 		return fmt.Errorf("encode derp map: %w", err)

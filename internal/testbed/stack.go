@@ -48,6 +48,10 @@ type Options struct {
 	// Tailnet builds headgate with its tailnet listener (go build -tags tailnet). false: the
 	// default build.
 	Tailnet bool
+	// DERP starts a DERP relay in this process on a loopback port (Stack.DERP) and makes it
+	// the only region of Headscale's DERP map, for tailnet nodes (StartTailnetNode). false:
+	// Headscale's map has one unreachable dummy region, and nodes could not reach each other.
+	DERP bool
 }
 
 // The ports of the shipped gateway.yaml.
@@ -82,6 +86,8 @@ type Stack struct {
 	SessionSecret string
 	// Gateway is the instance started by Start when Options.Gateway was set.
 	Gateway *Gateway
+	// DERP is the stack's DERP relay when Options.DERP was set; nil otherwise.
+	DERP *DERPServer
 	// Keep, when set before Close, leaves Dir on disk for a look at the logs.
 	Keep bool
 
@@ -106,13 +112,15 @@ type Stack struct {
 
 	headplaneSetup headplaneSetup // Node and the Headplane build, found on first use
 
-	mu         sync.Mutex // guards gateways, headplanes, upstreams, dex, headscale, redis and inserted
+	mu         sync.Mutex // guards gateways, headplanes, upstreams, nodes, nodeLogs, dex, headscale, redis and inserted
 	dex        *process
 	headscale  *process
 	redis      *process
 	gateways   []*Gateway
 	headplanes []*Headplane
 	upstreams  []*Upstream // those StartUpstream started
+	nodes      []*TailnetNode
+	nodeLogs   []*os.File // the tailnet nodes' log files
 
 	// inserted lists the OIDC users CreateOIDCUser had to insert into Headscale's database
 	// because Headscale's own login did not create them.
@@ -230,6 +238,11 @@ func (s *Stack) start(ctx context.Context, opts Options) error {
 	if err := s.startDex(ctx); err != nil {
 		return err
 	}
+	if opts.DERP {
+		if s.DERP, err = StartDERP(nil); err != nil {
+			return err
+		}
+	}
 	if err := s.startHeadscale(ctx); err != nil {
 		return err
 	}
@@ -268,7 +281,14 @@ func (s *Stack) Close() {
 	<-s.headgateBuilt
 	s.mu.Lock()
 	gateways, headplanes, upstreams, headscale, dex, redis := s.gateways, s.headplanes, s.upstreams, s.headscale, s.dex, s.redis
+	nodes, nodeLogs := s.nodes, s.nodeLogs
 	s.mu.Unlock()
+	for _, n := range nodes {
+		n.Close()
+	}
+	for _, f := range nodeLogs {
+		f.Close()
+	}
 	for _, g := range gateways {
 		g.Stop()
 	}
@@ -276,6 +296,7 @@ func (s *Stack) Close() {
 		hp.Stop()
 	}
 	headscale.stop()
+	s.DERP.Close()
 	dex.stop()
 	redis.stop()
 	if s.Upstream != nil {
