@@ -57,7 +57,7 @@ var tailnetEnv = []string{
 // Inside the namespace (the re-run) it checks that loopback is up and is the only interface,
 // and returns inside true: the caller goes on with the test's body.
 func LoopbackNamespace(ctx context.Context, test string, logf func(format string, args ...any)) (inside bool, err error) {
-	if os.Getenv(loopbackNamespaceEnv) != "" {
+	if InLoopbackNamespace() {
 		return true, checkLoopbackOnly()
 	}
 	unshare, err := exec.LookPath("unshare")
@@ -95,6 +95,10 @@ func LoopbackNamespace(ctx context.Context, test string, logf func(format string
 	}
 	return false, nil
 }
+
+// InLoopbackNamespace reports whether this process is a test that LoopbackNamespace re-ran in
+// its network namespace.
+func InLoopbackNamespace() bool { return os.Getenv(loopbackNamespaceEnv) != "" }
 
 // runPattern is a -test.run pattern that selects the test (or subtest) named name alone.
 func runPattern(name string) string {

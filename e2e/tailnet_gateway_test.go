@@ -1,0 +1,236 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"headgate/internal/testbed"
+)
+
+// tailnetIdentityTTL is tailnet.identity_ttl in these tests: how long headgate reuses the
+// control server's word on a peer.
+const tailnetIdentityTTL = 2 * time.Second
+
+// tailnetGateway starts, in s (a stack with a DERP relay and the tailnet build), a headgate
+// instance joined to the tailnet as "headgate" with a pre-auth key tagged tag:headgate, with
+// extra further keys of gateway.yaml, and returns it with its tailnet address once Headscale
+// lists its node.
+func tailnetGateway(t *testing.T, ctx context.Context, s *testbed.Stack, ownerID string, extra map[string]any) (*testbed.Gateway, netip.Addr) {
+	t.Helper()
+	key, err := s.CreatePreAuthKey(ctx, ownerID, testbed.PreAuthKeyOptions{Tags: []string{"tag:headgate"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := map[string]any{
+		"tailnet": map[string]any{
+			"control_url":  s.HeadscaleURL,
+			"auth_key":     key,
+			"hostname":     "headgate",
+			"listen":       ":80",
+			"state_dir":    filepath.Join(s.Dir, "headgate-tailnet"),
+			"identity_ttl": tailnetIdentityTTL.String(),
+		},
+	}
+	for k, v := range extra {
+		keys[k] = v
+	}
+	g := startGateway(t, s, testbed.GatewayOptions{InProcessStore: true, Extra: keys})
+	var addr netip.Addr
+	eventually(t, "headscale lists headgate's node", time.Minute, 100*time.Millisecond, func() (bool, string) {
+		nodes, err := s.ListNodes(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, n := range nodes {
+			if n.GivenName == "headgate" || n.Name == "headgate" {
+				for _, ip := range n.IPs {
+					if a, err := netip.ParseAddr(ip); err == nil && a.Is4() {
+						addr = a
+						return true, ""
+					}
+				}
+			}
+		}
+		return false, fmt.Sprintf("%d nodes", len(nodes))
+	})
+	return g, addr
+}
+
+// tailnetFetch sends a GET for path to headgate's tailnet address from node, and returns the
+// status and body; an error when no answer came within 10 seconds.
+func tailnetFetch(ctx context.Context, node *testbed.TailnetNode, gw netip.Addr, path string, header http.Header) (int, string, error) {
+	return tailnetFetchWithin(ctx, 10*time.Second, node, gw, path, header)
+}
+
+// tailnetFetchWithin is tailnetFetch with a bound of its own.
+func tailnetFetchWithin(ctx context.Context, bound time.Duration, node *testbed.TailnetNode, gw netip.Addr, path string, header http.Header) (int, string, error) {
+	ctx, cancel := context.WithTimeout(ctx, bound)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+gw.String()+path, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	for k, vs := range header {
+		req.Header[k] = vs
+	}
+	client := node.HTTPClient()
+	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if loc := resp.Header.Get("Location"); loc != "" {
+		body = append(body, "\nLocation: "+loc...)
+	}
+	return resp.StatusCode, string(body), err
+}
+
+// TestTailnetSignIn: headgate joins the tailnet as a node of its own (real Headscale, a
+// pre-auth key, every packet through the loopback DERP relay, inside a network namespace with
+// loopback alone). A request from alice's device reaches the upstream as alice, with her
+// Headscale user ID and none of the identity headers the device sent; a route that requires
+// the identity provider sends the device to the public URL; a tagged device is refused; and a
+// device removed in Headscale stops being let in within identity_ttl and the time its removal
+// takes to reach headgate's node.
+func TestTailnetSignIn(t *testing.T) {
+	if !inLoopbackNamespace(t) {
+		return
+	}
+	s := ownStack(t, testbed.Options{DERP: true, Tailnet: true})
+	ctx := withTimeout(t, 6*time.Minute)
+	alice, err := s.EnsureCLIUser(ctx, "alice", "alice@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy := `{
+		"tagOwners": {"tag:headgate": ["alice@"], "tag:ci": ["alice@"]},
+		"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
+	}`
+	if err := s.SetPolicy(ctx, policy); err != nil {
+		t.Fatal(err)
+	}
+	g, gw := tailnetGateway(t, ctx, s, alice.ID, map[string]any{
+		"routes": []map[string]any{{"path": "/owner", "upstream": s.Upstream.URL, "from_tailnet": "sign_in"}},
+	})
+	aliceKey, err := s.CreatePreAuthKey(ctx, alice.ID, testbed.PreAuthKeyOptions{Reusable: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	laptop, err := s.StartTailnetNode(ctx, "alice-laptop", aliceKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := laptop.WaitPeer(ctx, gw); err != nil {
+		t.Fatal(err)
+	}
+
+	forged := http.Header{"X-Headscale-User": {"root"}, "X-Headscale-User-Id": {"1000"}, "X-Forwarded-User": {"root"}}
+	var status int
+	var body string
+	// headgate's listener may take a moment after its node is listed to accept connections.
+	eventually(t, "alice's device reaches the upstream through headgate", time.Minute, 200*time.Millisecond, func() (bool, string) {
+		status, body, err = tailnetFetch(ctx, laptop, gw, "/tailnet/hello", forged)
+		return err == nil, fmt.Sprint(err)
+	})
+	if status != http.StatusOK {
+		t.Fatalf("alice's device: got %d %q, want 200\n%s", status, body, g.Tail(20))
+	}
+	reqs := s.Upstream.Requests("/tailnet/hello")
+	if len(reqs) != 1 {
+		t.Fatalf("upstream received %d requests for /tailnet/hello, want 1", len(reqs))
+	}
+	for name, want := range map[string]string{
+		"X-Headscale-User":    "alice",
+		"X-Headscale-User-Id": alice.ID,
+		"X-Forwarded-User":    "alice",
+	} {
+		if got := reqs[0].Header.Values(name); strings.Join(got, ",") != want {
+			t.Errorf("upstream %s: got %q, want %q", name, got, want)
+		}
+	}
+	if got := reqs[0].Header.Get("X-Real-Ip"); got != laptop.IPv4().String() {
+		t.Errorf("upstream X-Real-IP: got %q, want the device's tailnet address %s", got, laptop.IPv4())
+	}
+
+	t.Run("route requiring sign-in", func(t *testing.T) {
+		status, body, err := tailnetFetch(ctx, laptop, gw, "/owner/x", http.Header{"Accept": {"text/html"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := "Location: " + g.URL + "/owner/x"; status != http.StatusFound || !strings.Contains(body, want) {
+			t.Errorf("got %d %q, want 302 to %s", status, body, g.URL+"/owner/x")
+		}
+		if n := len(s.Upstream.Requests("/owner/")); n != 0 {
+			t.Errorf("upstream received %d requests for /owner/, want none", n)
+		}
+	})
+
+	t.Run("tagged device", func(t *testing.T) {
+		key, err := s.CreatePreAuthKey(ctx, alice.ID, testbed.PreAuthKeyOptions{Tags: []string{"tag:ci"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		runner, err := s.StartTailnetNode(ctx, "ci-runner", key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := runner.WaitPeer(ctx, gw); err != nil {
+			t.Fatal(err)
+		}
+		status, body, err := tailnetFetch(ctx, runner, gw, "/tailnet/tagged", http.Header{"Accept": {"text/html"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if status != http.StatusForbidden || !strings.Contains(body, "Tagged device") {
+			t.Errorf("got %d %q, want 403 Tagged device", status, body)
+		}
+		if n := len(s.Upstream.Requests("/tailnet/tagged")); n != 0 {
+			t.Errorf("upstream received %d requests from the tagged device, want none", n)
+		}
+	})
+
+	t.Run("removed device", func(t *testing.T) {
+		node, err := s.FindNode(ctx, laptop.IPv4())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if status, _, err := tailnetFetch(ctx, laptop, gw, "/tailnet/before", nil); err != nil || status != http.StatusOK {
+			t.Fatalf("before the removal: got %d, %v; want 200", status, err)
+		}
+		if err := s.DeleteNode(ctx, node.ID); err != nil {
+			t.Fatal(err)
+		}
+		removed := time.Now()
+		// Until then its requests may still pass; after, none may: a refusal, or no answer at all
+		// once headgate's node has dropped the peer.
+		var refusal string
+		took := eventually(t, "the removed device is no longer let in", time.Minute, 100*time.Millisecond, func() (bool, string) {
+			status, body, err := tailnetFetchWithin(ctx, time.Second, laptop, gw, "/tailnet/after", nil)
+			if err == nil && status == http.StatusOK {
+				return false, "200"
+			}
+			refusal = fmt.Sprintf("%d %q %v", status, body, err)
+			return true, refusal
+		})
+		t.Logf("a removed device was no longer let in %s after its removal (identity_ttl %s): %s", took.Round(time.Millisecond), tailnetIdentityTTL, refusal)
+		if took > tailnetIdentityTTL+10*time.Second {
+			t.Errorf("the removed device was let in for %s, want within identity_ttl (%s) and a few seconds", took, tailnetIdentityTTL)
+		}
+		n := len(s.Upstream.Requests("/tailnet/after"))
+		if status, _, err := tailnetFetch(ctx, laptop, gw, "/tailnet/after", nil); err == nil && status == http.StatusOK {
+			t.Errorf("the removed device was let in again %s after its removal", time.Since(removed).Round(time.Millisecond))
+		}
+		if got := len(s.Upstream.Requests("/tailnet/after")); got != n {
+			t.Errorf("upstream received a request from the removed device after it was refused")
+		}
+	})
+}
