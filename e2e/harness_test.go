@@ -52,12 +52,19 @@ func headgateBeforeHeadplane(t *testing.T) (*testbed.Headplane, *testbed.Gateway
 
 // startBrowser starts a headless Chromium for this test and opens a tab in it; it returns the
 // tab's context. When the test fails, its log shows where the tab was and what went wrong in
-// it, and a screenshot is written to the stack's directory (kept after a failed run).
+// it, and a screenshot is written to the shared stack's directory (kept after a failed run).
 func startBrowser(t *testing.T) (*testbed.Browser, context.Context) {
+	t.Helper()
+	return startBrowserVia(t, "", stack.Dir)
+}
+
+// startBrowserVia is startBrowser with the browser's requests sent through the HTTP proxy at
+// proxyURL ("" for none), and the screenshot of a failure written to shotDir.
+func startBrowserVia(t *testing.T, proxyURL, shotDir string) (*testbed.Browser, context.Context) {
 	t.Helper()
 	began := time.Now()
 	// Not t.Context(): it ends before the cleanups that read the tab.
-	b, err := testbed.StartBrowser(context.WithoutCancel(t.Context()))
+	b, err := testbed.StartBrowserVia(context.WithoutCancel(t.Context()), proxyURL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +77,7 @@ func startBrowser(t *testing.T) (*testbed.Browser, context.Context) {
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("the tab is at %s; what went wrong in it: %q", testbed.WithoutQuery(b.URL(tab)), b.ConsoleErrors())
-			shot := filepath.Join(stack.Dir, strings.ReplaceAll(t.Name(), "/", "-")+".png")
+			shot := filepath.Join(shotDir, strings.ReplaceAll(t.Name(), "/", "-")+".png")
 			if err := b.Screenshot(tab, shot); err != nil {
 				t.Logf("no screenshot: %v", err)
 			} else {

@@ -18,11 +18,17 @@ import (
 // control server's word on a peer.
 const tailnetIdentityTTL = 2 * time.Second
 
+// tailnetPolicy lets every node reach every other, and alice tag headgate's node and a CI
+// runner.
+const tailnetPolicy = `{
+	"tagOwners": {"tag:headgate": ["alice@"], "tag:ci": ["alice@"]},
+	"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
+}`
+
 // tailnetGateway starts, in s (a stack with a DERP relay and the tailnet build), a headgate
-// instance joined to the tailnet as "headgate" with a pre-auth key tagged tag:headgate, with
-// extra further keys of gateway.yaml, and returns it with its tailnet address once Headscale
-// lists its node.
-func tailnetGateway(t *testing.T, ctx context.Context, s *testbed.Stack, ownerID string, extra map[string]any) (*testbed.Gateway, netip.Addr) {
+// instance with opts, joined to the tailnet as "headgate" with a pre-auth key tagged
+// tag:headgate, and returns it with its tailnet address once Headscale lists its node.
+func tailnetGateway(t *testing.T, ctx context.Context, s *testbed.Stack, ownerID string, opts testbed.GatewayOptions) (*testbed.Gateway, netip.Addr) {
 	t.Helper()
 	key, err := s.CreatePreAuthKey(ctx, ownerID, testbed.PreAuthKeyOptions{Tags: []string{"tag:headgate"}})
 	if err != nil {
@@ -38,10 +44,12 @@ func tailnetGateway(t *testing.T, ctx context.Context, s *testbed.Stack, ownerID
 			"identity_ttl": tailnetIdentityTTL.String(),
 		},
 	}
-	for k, v := range extra {
-		keys[k] = v
+	if opts.Extra == nil {
+		opts.Extra = map[string]any{}
 	}
-	g := startGateway(t, s, testbed.GatewayOptions{InProcessStore: true, Extra: keys})
+	testbed.MergeConfig(opts.Extra, keys)
+	opts.InProcessStore = true
+	g := startGateway(t, s, opts)
 	var addr netip.Addr
 	eventually(t, "headscale lists headgate's node", time.Minute, 100*time.Millisecond, func() (bool, string) {
 		nodes, err := s.ListNodes(ctx)
@@ -111,16 +119,12 @@ func TestTailnetSignIn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	policy := `{
-		"tagOwners": {"tag:headgate": ["alice@"], "tag:ci": ["alice@"]},
-		"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
-	}`
-	if err := s.SetPolicy(ctx, policy); err != nil {
+	if err := s.SetPolicy(ctx, tailnetPolicy); err != nil {
 		t.Fatal(err)
 	}
-	g, gw := tailnetGateway(t, ctx, s, alice.ID, map[string]any{
+	g, gw := tailnetGateway(t, ctx, s, alice.ID, testbed.GatewayOptions{Extra: map[string]any{
 		"routes": []map[string]any{{"path": "/owner", "upstream": s.Upstream.URL, "from_tailnet": "sign_in"}},
-	})
+	}})
 	aliceKey, err := s.CreatePreAuthKey(ctx, alice.ID, testbed.PreAuthKeyOptions{Reusable: true})
 	if err != nil {
 		t.Fatal(err)
@@ -233,4 +237,70 @@ func TestTailnetSignIn(t *testing.T) {
 			t.Errorf("upstream received a request from the removed device after it was refused")
 		}
 	})
+}
+
+// TestBrowserTailnetHeadplane: in Chromium on alice's device (its requests sent through her
+// tailnet node), Headplane behind headgate's tailnet listener opens signed in as alice, with
+// no identity provider on the way: her Headplane account is made and linked to her Headscale
+// user. Headplane's Logout lands on headgate's page saying the device signs her in.
+func TestBrowserTailnetHeadplane(t *testing.T) {
+	if !inLoopbackNamespace(t) {
+		return
+	}
+	s := ownStack(t, testbed.Options{DERP: true, Tailnet: true})
+	ctx := withTimeout(t, 6*time.Minute)
+	alice, err := s.EnsureCLIUser(ctx, "alice", "alice@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetPolicy(ctx, tailnetPolicy); err != nil {
+		t.Fatal(err)
+	}
+	hp := startHeadplane(t, s, testbed.HeadplaneOptions{Config: readmeBlock(t, "# Headplane's config.yaml: the keys for headgate")})
+	_, gw := tailnetGateway(t, ctx, s, alice.ID, headplaneGateway(t, hp, nil))
+	key, err := s.CreatePreAuthKey(ctx, alice.ID, testbed.PreAuthKeyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	laptop, err := s.StartTailnetNode(ctx, "alice-laptop", key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := laptop.WaitPeer(ctx, gw); err != nil {
+		t.Fatal(err)
+	}
+	proxyURL, stopProxy, err := laptop.ServeProxy()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stopProxy)
+	b, tab := startBrowserVia(t, proxyURL, s.Dir)
+	origin := "http://" + gw.String()
+
+	if err := b.Navigate(tab, origin+"/admin/machines"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.WaitText(tab, "header nav", "Machines"); err != nil {
+		t.Fatal(err)
+	}
+	if got := testbed.WithoutQuery(b.URL(tab)); got != origin+"/admin/machines" {
+		t.Errorf("the tab is at %s, want %s (no sign-in on the way)", got, origin+"/admin/machines")
+	}
+	if u := headplaneUsers(t, hp)["proxy:"+alice.ID]; u.Role != "owner" || u.HeadscaleUserID != alice.ID {
+		t.Errorf("alice's Headplane account: got %+v, want the owner, linked to her Headscale user %s", u, alice.ID)
+	}
+	before := len(b.ConsoleErrors())
+	if err := openMenu(b, tab, hpUserMenu, hpLogout); err != nil {
+		t.Fatal(err)
+	}
+	if err := clickSearch(b, tab, hpLogout); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.WaitURL(tab, origin+"/oauth2/sign_out"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.WaitText(tab, "h1", "Signed in by this device"); err != nil {
+		t.Fatal(err)
+	}
+	checkNoTabErrors(t, b, before, "after Logout", "/admin/events/live", "/admin/favicon.ico")
 }

@@ -43,6 +43,12 @@ type Browser struct {
 // fresh profile, no sandbox, no GPU, no QUIC and no background traffic, and waits until it
 // answers (about a second). It runs until Close or until ctx ends.
 func StartBrowser(ctx context.Context) (*Browser, error) {
+	return StartBrowserVia(ctx, "")
+}
+
+// StartBrowserVia is StartBrowser with every request but those for loopback sent through the
+// HTTP proxy at proxyURL (such as a tailnet node's, see TailnetNode.ServeProxy); "" for none.
+func StartBrowserVia(ctx context.Context, proxyURL string) (*Browser, error) {
 	bin := chromiumPath
 	if env := os.Getenv("HEADGATE_CHROMIUM"); env != "" {
 		bin = env
@@ -68,10 +74,14 @@ func StartBrowser(ctx context.Context) (*Browser, error) {
 		chromedp.WindowSize(1280, 900),
 		chromedp.Flag("disable-quic", true),
 		chromedp.Flag("disable-component-update", true),
-		// Every peer is on 127.0.0.1: no proxy from the environment may come between.
-		chromedp.Flag("no-proxy-server", true),
 		chromedp.CombinedOutput(logFile),
 	)
+	if proxyURL != "" {
+		opts = append(opts, chromedp.ProxyServer(proxyURL))
+	} else {
+		// Every peer is on 127.0.0.1: no proxy from the environment may come between.
+		opts = append(opts, chromedp.Flag("no-proxy-server", true))
+	}
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
 	b.cancelAlloc = cancelAlloc
 	b.ctx, b.cancel = chromedp.NewContext(allocCtx)

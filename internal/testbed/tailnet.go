@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httputil"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -332,4 +333,44 @@ func (s *Stack) tailnetLogf(hostname string) (logf func(string, ...any), path st
 		defer mu.Unlock()
 		fmt.Fprintf(f, "%s %s\n", time.Now().Format("15:04:05.000"), strings.TrimSuffix(line, "\n"))
 	}, path, nil
+}
+
+// ServeProxy serves an HTTP proxy on a loopback port that sends every request through the
+// node, so that a browser on this machine browses as the node's device would (see
+// StartBrowserVia). It returns the proxy's URL; the proxy stops when the node closes or
+// when stop is called.
+func (n *TailnetNode) ServeProxy() (proxyURL string, stop func(), err error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, fmt.Errorf("listen for the proxy of tailnet node %s: %w", n.Hostname, err)
+	}
+	proxy := &httputil.ReverseProxy{
+		// A proxy's request names its target whole: scheme, host and path.
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL = pr.In.URL
+			pr.Out.Host = pr.In.Host
+		},
+		Transport:     &http.Transport{DialContext: n.srv.Dial, ForceAttemptHTTP2: false},
+		FlushInterval: -1,
+	}
+	// Only plain HTTP to a tailnet address is carried: a browser's own background requests
+	// (updates, safe browsing) name public hosts, and are refused without a lookup.
+	tailnetOnly := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.URL.Hostname()
+		addr, err := netip.ParseAddr(host)
+		if r.Method == http.MethodConnect || r.URL.Scheme != "http" || err != nil || !tailnetPrefixes(addr) {
+			http.Error(w, "this proxy carries plain HTTP to tailnet addresses only", http.StatusForbidden)
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	})
+	srv := &http.Server{Handler: tailnetOnly, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	return "http://" + ln.Addr().String(), func() { srv.Close() }, nil
+}
+
+// tailnetPrefixes reports whether addr is in the ranges Headscale hands tailnet addresses out
+// of (the stack's prefixes: 100.64.0.0/10 and fd7a:115c:a1e0::/48).
+func tailnetPrefixes(addr netip.Addr) bool {
+	return netip.MustParsePrefix("100.64.0.0/10").Contains(addr) || netip.MustParsePrefix("fd7a:115c:a1e0::/48").Contains(addr)
 }
