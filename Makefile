@@ -121,12 +121,14 @@ headplane:
 ## BENCH_FLAGS="-rounds 2 -duration 3s" for a quick look. Then BENCH_STREAMS concurrent event
 ## streams and WebSockets through headgate and the tuned floor (about 10 minutes; fewer when the
 ## hard limit on open files is too low for two sockets a stream; 0: skip), BENCH_STREAM_FLAGS
-## for its other flags.
+## for its other flags. Then the in-process benchmarks of a signed-in request by cookie and by
+## tailnet device, and of each identity proof alone.
 bench:
 	command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
 	command -v sqlite3 >/dev/null || (apt-get update && apt-get install -y sqlite3)
 	cd tools/bench && $(GO) build -o $(CURDIR)/$(BIN)/bench .
 	$(BIN)/bench -headscale-users 100000 $(BENCH_FLAGS)
+	$(GO) test -run '^$$' -bench '^Benchmark(ServeAuthenticated|ServeTailnet|Authenticate|AuthenticateDevice)$$' -benchmem -count 3 ./gateway
 	@if [ "$(BENCH_STREAMS)" != 0 ]; then $(BIN)/bench -streams $(BENCH_STREAMS) $(BENCH_STREAM_FLAGS); fi
 
 clean:
