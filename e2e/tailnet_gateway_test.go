@@ -110,6 +110,7 @@ func tailnetFetchWithin(ctx context.Context, bound time.Duration, node *testbed.
 // device removed in Headscale stops being let in within identity_ttl and the time its removal
 // takes to reach headgate's node.
 func TestTailnetSignIn(t *testing.T) {
+	t.Parallel()
 	if !inLoopbackNamespace(t) {
 		return
 	}
@@ -244,6 +245,7 @@ func TestTailnetSignIn(t *testing.T) {
 // no identity provider on the way: her Headplane account is made and linked to her Headscale
 // user. Headplane's Logout lands on headgate's page saying the device signs her in.
 func TestBrowserTailnetHeadplane(t *testing.T) {
+	t.Parallel()
 	if !inLoopbackNamespace(t) {
 		return
 	}

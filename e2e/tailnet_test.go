@@ -103,6 +103,7 @@ func askWhoIs(ctx context.Context, client, server *testbed.TailnetNode) (tailnet
 // them relayed by the loopback DERP server, inside a network namespace with loopback alone.
 // A server node answers HTTP with what WhoIs says about the caller, and a client node asks it.
 func TestTailnetHarness(t *testing.T) {
+	t.Parallel()
 	if !inLoopbackNamespace(t) {
 		return
 	}

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
 )
 
 // tailnetPeer stands in for the control server's word on the one peer a test's requests come
@@ -104,6 +106,54 @@ func TestTailnetSignsInByDevice(t *testing.T) {
 	tailnetGet(t, srv, "/", nil)
 	if got := peer.calls.Load(); got != 2 {
 		t.Errorf("whois calls after the TTL: got %d, want 2", got)
+	}
+}
+
+// TestTailnetAssertionAndGroups: a device's owner gets the Headscale groups and the signed
+// assertion a signed-in person gets, the assertion's subject naming the device, and access
+// rules on Headscale groups let them in.
+func TestTailnetAssertionAndGroups(t *testing.T) {
+	e := newTestEnv(t, func(o *envOptions) {
+		o.memory = true
+		o.edit = func(c *Config) {
+			c.Assertion.Header = "X-Headgate-Assertion"
+			c.Access = AccessConfig{HeadscaleGroups: []string{"admins"}}
+		}
+	})
+	withAlice(e)
+	e.headscale.set(func(h *headscaleDouble) { h.policy = `{"groups": {"group:admins": ["alice@"]}}` })
+	if err := e.groups.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	srv, _ := e.tailnetServer(t)
+	forged := http.Header{"X-Headgate-Assertion": {"forged"}, "X-Headscale-Groups": {"group:root"}}
+	if resp, body := tailnetGet(t, srv, "/app", forged); resp.StatusCode != http.StatusOK {
+		t.Fatalf("got %d %q, want 200", resp.StatusCode, body)
+	}
+	up := e.upstream.last().Header
+	if got := up.Values("X-Headscale-Groups"); strings.Join(got, ",") != "group:admins" {
+		t.Errorf("X-Headscale-Groups: got %q, want [group:admins]", got)
+	}
+	tokens := up.Values("X-Headgate-Assertion")
+	if len(tokens) != 1 || tokens[0] == "forged" {
+		t.Fatalf("assertion: got %q", tokens)
+	}
+	ctx := context.Background()
+	provider, err := oidc.NewProvider(ctx, e.srv.URL+"/oauth2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	idt, err := provider.Verifier(&oidc.Config{ClientID: "default"}).Verify(ctx, tokens[0])
+	if err != nil {
+		t.Fatalf("verify: %v", err)
+	}
+	var claims struct {
+		Email           string `json:"email"`
+		HeadscaleUser   string `json:"headscale_user"`
+		HeadscaleUserID string `json:"headscale_user_id"`
+	}
+	if err := idt.Claims(&claims); err != nil || idt.Subject != "device:7" || claims.HeadscaleUser != "alice" || claims.HeadscaleUserID != "1" || claims.Email != "" {
+		t.Errorf("claims: sub %q, %+v, %v; want device:7, alice (1), no email", idt.Subject, claims, err)
 	}
 }
 
