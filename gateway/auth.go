@@ -23,8 +23,8 @@ type principal struct {
 	// assertion is the signed identity assertion for the request's route, or "".
 	assertion string
 	// device is the tailnet device whose owner this is, for a request on the tailnet
-	// listener; nil for a sign-in's session. Its session is then one that stands for the
-	// device, never stored.
+	// listener; nil for a sign-in's session. Its session then stands for the device: never
+	// stored, and checked against the device (see tailnetHandler.recheck).
 	device *Device
 }
 

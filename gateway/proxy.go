@@ -26,6 +26,9 @@ type proxied struct {
 	in            *http.Request
 	authenticated bool      // false: a skip_auth request, sent without identity
 	principal     principal // the proven identity, when authenticated
+	// tailnet is the tailnet listener's handler for a request that came over the tailnet,
+	// else nil.
+	tailnet *tailnetHandler
 }
 
 // serveProxy proxies a request to its route's upstream: without identity for skip_auth paths,
@@ -91,7 +94,7 @@ func (g *Gateway) admit(w http.ResponseWriter, r *http.Request, tn *tailnetHandl
 		}
 	}
 	g.metrics.proxied.Inc()
-	return &proxied{route: rt, in: r, authenticated: true, principal: p}
+	return &proxied{route: rt, in: r, authenticated: true, principal: p, tailnet: tn}
 }
 
 // dropH2CUpgrade removes a request's Upgrade header when it asks for h2c, HTTP/2 over plain

@@ -36,10 +36,12 @@ func (g *Gateway) watchStreams(resp *http.Response) error {
 	s := &stream{body: resp.Body}
 	// The outbound request carries the inbound request's context, and with it the principal of
 	// an authenticated request; skip_auth streams have none and end only on drain.
-	// A device's session is not the store's: its streams end on drain alone (see
-	// TailnetConfig.IdentityTTL for what bounds a removed device's new requests).
-	if px, ok := resp.Request.Context().Value(proxyKey{}).(*proxied); ok && px.authenticated && px.principal.device == nil {
+	if px, ok := resp.Request.Context().Value(proxyKey{}).(*proxied); ok && px.authenticated {
 		s.session = px.principal.session
+		if px.tailnet != nil {
+			// A device's session is not the store's: it stands while the device does.
+			s.recheck = px.tailnet.recheck(px.in.RemoteAddr, *px.principal.device)
+		}
 	}
 	if upgraded {
 		resp.Body = &watchedConn{ReadWriteCloser: conn, s: s, streams: g.streams}

@@ -34,13 +34,27 @@ type streamRegistry struct {
 // streamGroup is the streams of one session (or, with session nil, the unchecked ones).
 type streamGroup struct {
 	session *session.Session // the session as the first of its streams proved it
+	// recheck, when set, checks the session instead of the store: a tailnet device's.
+	recheck func(context.Context) error
 	streams []*stream
+}
+
+// check reports whether g's session still stands: an error that is not ErrUnavailable says
+// it ended.
+func (g *streamGroup) check(ctx context.Context, store Store) error {
+	if g.recheck != nil {
+		return g.recheck(ctx)
+	}
+	return store.Check(ctx, g.session)
 }
 
 // stream is one proxied stream: body is its upstream body, closed to end it.
 type stream struct {
 	body    io.Closer
 	session *session.Session // nil for a skip_auth stream
+	// recheck, when set, is how session is checked instead of asking the store: the stream
+	// of a request signed in by its tailnet device is checked against the device.
+	recheck func(context.Context) error
 	// ended is set before the registry closes body, so a read that fails because of it knows.
 	ended atomic.Bool
 
@@ -71,7 +85,7 @@ func (r *streamRegistry) add(s *stream) {
 	}
 	g := r.sessions[s.session.ID]
 	if g == nil {
-		g = &streamGroup{session: s.session}
+		g = &streamGroup{session: s.session, recheck: s.recheck}
 		r.sessions[s.session.ID] = g
 	}
 	g.add(s)
@@ -118,13 +132,13 @@ func (r *streamRegistry) drain() {
 
 // sweep checks the sessions at each tick until quit is closed.
 func (r *streamRegistry) sweep(tick <-chan time.Time, quit <-chan struct{}) {
-	var sessions []*session.Session // reused from one tick to the next
+	var groups []*streamGroup // reused from one tick to the next
 	for {
 		select {
 		case <-quit:
 			return
 		case <-tick:
-			sessions = r.check(sessions[:0])
+			groups = r.check(groups[:0])
 		}
 	}
 }
@@ -138,31 +152,32 @@ const streamCheckWorkers = 16
 // check checks each session with a stream once, up to streamCheckWorkers at a time, and ends
 // the streams of those that ended. A store that cannot answer ends none: the sessions were
 // proven, and availability fails soft. The whole round is bounded by StreamCheck, and no
-// goroutine of it outlives it. It returns sessions, which it filled.
-func (r *streamRegistry) check(sessions []*session.Session) []*session.Session {
+// goroutine of it outlives it. It returns groups, which it filled.
+func (r *streamRegistry) check(groups []*streamGroup) []*streamGroup {
 	r.mu.Lock()
 	for _, g := range r.sessions {
-		sessions = append(sessions, g.session)
+		groups = append(groups, g)
 	}
 	r.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), r.timing.StreamCheck)
 	defer cancel()
 	var next atomic.Int64
 	work := func() {
-		for i := int(next.Add(1)) - 1; i < len(sessions); i = int(next.Add(1)) - 1 {
-			if err := r.store.Check(ctx, sessions[i]); err != nil && !errors.Is(err, session.ErrUnavailable) {
-				r.endSession(sessions[i].ID)
+		for i := int(next.Add(1)) - 1; i < len(groups); i = int(next.Add(1)) - 1 {
+			// g.session and g.recheck never change: read without the lock.
+			if err := groups[i].check(ctx, r.store); err != nil && !errors.Is(err, session.ErrUnavailable) {
+				r.endSession(groups[i].session.ID)
 			}
 		}
 	}
 	var wg sync.WaitGroup
-	for range min(streamCheckWorkers, len(sessions)) - 1 {
+	for range min(streamCheckWorkers, len(groups)) - 1 {
 		wg.Go(work)
 	}
 	work()
 	wg.Wait()
-	clear(sessions) // not kept alive until the next round
-	return sessions
+	clear(groups) // not kept alive until the next round
+	return groups
 }
 
 // endSession ends the streams of the session with this ID.

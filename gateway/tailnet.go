@@ -377,6 +377,38 @@ func (h *tailnetHandler) authenticateDevice(r *http.Request, rt *route, also []*
 	return p, authOK, nil
 }
 
+// errDeviceGone says that a stream's device no longer signs its owner in.
+var errDeviceGone = errors.New("the tailnet device no longer signs its owner in")
+
+// recheck returns the check of the streams of a request that device, at remoteAddr, signed
+// in: it stands while the peer at that address is still that device, of that owner, with an
+// unexpired key, and the owner is still Headscale's. It answers from the device cache, so the
+// control server is asked once per IdentityTTL at most; what cannot be asked now fails soft
+// (session.ErrUnavailable), as a store that cannot answer does.
+func (h *tailnetHandler) recheck(remoteAddr string, device Device) func(context.Context) error {
+	return func(ctx context.Context) error {
+		e, err := h.devices.get(ctx, remoteAddr)
+		switch {
+		case errors.Is(err, ErrUnknownDevice):
+			return errDeviceGone
+		case err != nil:
+			return fmt.Errorf("%w: %w", session.ErrUnavailable, err)
+		case e.device.NodeID != device.NodeID || e.device.UserID != device.UserID || len(e.device.Tags) > 0:
+			return errDeviceGone
+		case !e.device.KeyExpiry.IsZero() && !h.g.timing.Now().Before(e.device.KeyExpiry):
+			return errDeviceGone
+		}
+		link, err := h.g.links.ResolveUser(ctx, device.UserID)
+		switch {
+		case err != nil:
+			return fmt.Errorf("%w: %w", session.ErrUnavailable, err)
+		case !link.Linked():
+			return errDeviceGone
+		}
+		return nil
+	}
+}
+
 // linkHeadplane links the device owner's Headplane account to their Headscale user the first
 // time this process lets them in, as a sign-in does (see linkAtSignIn).
 func (h *tailnetHandler) linkHeadplane(ctx context.Context, s *session.Session, p principal) {

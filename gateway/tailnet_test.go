@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -348,5 +349,37 @@ func TestTailnetConfig(t *testing.T) {
 	bad := RouteConfig{Upstream: "http://up.example", FromTailnet: "yes"}
 	if errs := bad.validate("routes[0]."); len(errs) != 1 || !strings.Contains(errs[0].Error(), "routes[0].from_tailnet: must be device or sign_in") {
 		t.Errorf("from_tailnet: got %v", errs)
+	}
+}
+
+// TestTailnetStreamEndsWithItsDevice: an event stream opened by a device goes on while the
+// device stands, and ends at the first check after the control server stops knowing it and
+// the device's answer is identity_ttl old.
+func TestTailnetStreamEndsWithItsDevice(t *testing.T) {
+	e := newTestEnv(t, func(o *envOptions) { o.memory = true; o.upstream = streamingUpstream() })
+	withAlice(e)
+	srv, peer := e.tailnetServer(t)
+	resp, err := http.Get(srv.URL + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("event stream: got %d, want 200", resp.StatusCode)
+	}
+	events := bufio.NewReader(resp.Body)
+	nextEvent(t, "the device's event stream", events)
+	for range 2 {
+		e.clock.Advance(e.gw.timing.StreamCheck)
+	}
+	nextEvent(t, "the device's event stream, checked", events)
+
+	peer.set(Device{}, fmt.Errorf("whois: %w", ErrUnknownDevice))
+	e.clock.Advance(e.gw.timing.StreamCheck)
+	nextEvent(t, "the removed device's event stream, within the identity TTL", events)
+	e.clock.Advance(testIdentityTTL)
+	e.clock.Advance(e.gw.timing.StreamCheck)
+	if took, err := untilEnd(t, "the removed device's event stream", events, 10*time.Second); err != nil {
+		t.Errorf("event stream ended with %v after %v, want a clean end", err, took)
 	}
 }
