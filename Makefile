@@ -38,10 +38,12 @@ build-tailnet:
 ## test: vet, then every test: unit and integration (real Redis), the fuzz seed corpora, the
 ## end-to-end suite against real Dex and Headscale binaries (with the container image in podman
 ## and the deploy recipes; the linking tests against every Headscale release in
-## HEADSCALE_VERSIONS), the benchmark's own tests, the Kubernetes manifests' validator, and a
-## short run of each fuzzer
+## HEADSCALE_VERSIONS; the tailnet listener with real Headscale and Tailscale nodes), the gateway's
+## tests again in the tailnet build, the benchmark's own tests, the Kubernetes manifests'
+## validator, and a short run of each fuzzer
 test: vet
 	HEADGATE_HEADSCALE_VERSIONS="$(HEADSCALE_VERSIONS)" $(GO) test -count=1 -timeout 45m $(GOTEST_FLAGS) ./...
+	$(GO) test -count=1 -tags tailnet ./gateway
 	cd tools/bench && $(GO) test -count=1 ./...
 	cd tools/kubecheck && $(GO) test -count=1 ./...
 	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZ_SHORT)

@@ -431,18 +431,20 @@ func newRedisClient(c RedisConfig) (redis.UniversalClient, error) {
 	return redis.NewUniversalClient(o), nil
 }
 
-// check reaches what cfg names, the identity provider, Headscale and Redis, all at once and each
-// call bounded by its section's timeout, then prints one line per finding in that order. It
+// check reaches what cfg names, the identity provider, Headscale, Redis and the tailnet's
+// control server, all at once and each call bounded by its section's timeout (Headscale's for
+// the control server), then prints one line per finding in that order. It
 // returns an error when anything failed.
 func check(ctx context.Context, cfg *Config, w io.Writer) error {
-	var idp, hs, store []gateway.Finding
+	var idp, hs, store, tailnet []gateway.Finding
 	var wg sync.WaitGroup
 	wg.Go(func() { idp = gateway.CheckProvider(ctx, cfg.Gateway) })
 	wg.Go(func() { hs = checkHeadscale(ctx, cfg.Headscale) })
 	wg.Go(func() { store = checkRedis(ctx, cfg.Redis) })
+	wg.Go(func() { tailnet = gateway.CheckTailnet(ctx, cfg.Gateway.Tailnet, cfg.Headscale.Timeout) })
 	wg.Wait()
 	failed := 0
-	for _, f := range slices.Concat(idp, hs, store) {
+	for _, f := range slices.Concat(idp, hs, store, tailnet) {
 		fmt.Fprintf(w, "%-4s  %s: %s\n", f.Status, f.Key, f.Detail)
 		if f.Status == gateway.CheckFail {
 			failed++

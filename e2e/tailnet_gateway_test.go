@@ -166,6 +166,20 @@ func TestTailnetSignIn(t *testing.T) {
 		t.Errorf("upstream X-Real-IP: got %q, want the device's tailnet address %s", got, laptop.IPv4())
 	}
 
+	t.Run("check", func(t *testing.T) {
+		// headgate -check asks the control server as a joining node does, and finds the
+		// node's state from this start.
+		out, err := g.Check(ctx)
+		if err != nil {
+			t.Fatalf("headgate -check: %v\n%s", err, out)
+		}
+		for _, want := range []string{"OK    tailnet.control_url: the control server at " + s.HeadscaleURL, "OK    tailnet.state_dir: holds the node's state"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("headgate -check: got\n%s\nwant a line %q", out, want)
+			}
+		}
+	})
+
 	t.Run("route requiring sign-in", func(t *testing.T) {
 		status, body, err := tailnetFetch(ctx, laptop, gw, "/owner/x", http.Header{"Accept": {"text/html"}})
 		if err != nil {

@@ -4,16 +4,23 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"tailscale.com/client/local"
 	"tailscale.com/envknob"
 	"tailscale.com/logtail"
+	"tailscale.com/tailcfg"
 	"tailscale.com/tsnet"
 )
 
@@ -122,3 +129,57 @@ func (n *TailnetNode) WhoIs(ctx context.Context, remoteAddr string) (Device, err
 
 // Close leaves the tailnet and closes the listener.
 func (n *TailnetNode) Close() error { return n.srv.Close() }
+
+// CheckTailnet is what headgate -check learns of the tailnet section: whether the control
+// server answers a client of this build (its Noise key, as a joining node asks for it first),
+// and whether the node can start: with its state from an earlier start, or with an auth key.
+// timeout bounds the request.
+func CheckTailnet(ctx context.Context, c TailnetConfig, timeout time.Duration) []Finding {
+	if !c.Enabled() {
+		return nil
+	}
+	var found []Finding
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	u := strings.TrimSuffix(c.ControlURL, "/") + "/key?v=" + strconv.Itoa(int(tailcfg.CurrentCapabilityVersion))
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return []Finding{{CheckFail, "tailnet.control_url", err.Error()}}
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		found = append(found, Finding{CheckFail, "tailnet.control_url", fmt.Sprintf("GET /key: %v", err)})
+	} else {
+		var key struct {
+			PublicKey string `json:"publicKey"`
+		}
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		switch {
+		case resp.StatusCode != http.StatusOK:
+			found = append(found, Finding{CheckFail, "tailnet.control_url", fmt.Sprintf("GET /key: %s: %s", resp.Status, truncate(strings.TrimSpace(string(body)), 200))})
+		case json.Unmarshal(body, &key) != nil || key.PublicKey == "":
+			found = append(found, Finding{CheckFail, "tailnet.control_url", "GET /key: the answer names no control key: is this a Headscale URL?"})
+		default:
+			found = append(found, Finding{CheckOK, "tailnet.control_url", "the control server at " + c.ControlURL + " answered a client of this build"})
+		}
+	}
+	state := filepath.Join(c.StateDir, "tailscaled.state")
+	switch info, err := os.Stat(c.StateDir); {
+	case err == nil && !info.IsDir():
+		found = append(found, Finding{CheckFail, "tailnet.state_dir", c.StateDir + " is not a directory"})
+	case fileExists(state):
+		found = append(found, Finding{CheckOK, "tailnet.state_dir", "holds the node's state: it rejoins as the same node"})
+	case c.AuthKey == "":
+		found = append(found, Finding{CheckFail, "tailnet.auth_key", "required: " + c.StateDir + " holds no node state yet, so the node must join with a pre-auth key"})
+	default:
+		found = append(found, Finding{CheckOK, "tailnet.auth_key", "set: the first start joins with it (" + c.StateDir + " holds no node state yet)"})
+	}
+	return found
+}
+
+// fileExists reports whether path names a regular file.
+func fileExists(path string) bool {
+	info, err := os.Stat(path)
+	return err == nil && info.Mode().IsRegular()
+}

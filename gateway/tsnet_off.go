@@ -7,6 +7,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"time"
 )
 
 // tailnetBuilt reports whether this build has the tailnet listener (go build -tags tailnet).
@@ -30,3 +31,6 @@ func (n *TailnetNode) WhoIs(context.Context, string) (Device, error) {
 
 // Close is never reached in this build.
 func (n *TailnetNode) Close() error { return nil }
+
+// CheckTailnet finds nothing in this build: a tailnet section does not pass Config.Validate.
+func CheckTailnet(context.Context, TailnetConfig, time.Duration) []Finding { return nil }
