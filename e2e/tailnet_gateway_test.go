@@ -25,6 +25,41 @@ const tailnetPolicy = `{
 	"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
 }`
 
+// tailnetStack starts a stack of the test's own with a loopback DERP relay and the tailnet
+// build of headgate, with the Headscale user alice and tailnetPolicy; it returns the stack, a
+// context bounding the test, and alice.
+func tailnetStack(t *testing.T) (*testbed.Stack, context.Context, testbed.HeadscaleUser) {
+	t.Helper()
+	s := ownStack(t, testbed.Options{DERP: true, Tailnet: true})
+	ctx := withTimeout(t, 6*time.Minute)
+	alice, err := s.EnsureCLIUser(ctx, "alice", "alice@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetPolicy(ctx, tailnetPolicy); err != nil {
+		t.Fatal(err)
+	}
+	return s, ctx, alice
+}
+
+// aliceLaptop joins a node of alice's (user aliceID) to the tailnet and waits until it sees
+// headgate's node at gw.
+func aliceLaptop(t *testing.T, ctx context.Context, s *testbed.Stack, aliceID string, gw netip.Addr) *testbed.TailnetNode {
+	t.Helper()
+	key, err := s.CreatePreAuthKey(ctx, aliceID, testbed.PreAuthKeyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	laptop, err := s.StartTailnetNode(ctx, "alice-laptop", key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := laptop.WaitPeer(ctx, gw); err != nil {
+		t.Fatal(err)
+	}
+	return laptop
+}
+
 // tailnetGateway starts, in s (a stack with a DERP relay and the tailnet build), a headgate
 // instance with opts, joined to the tailnet as "headgate" with a pre-auth key tagged
 // tag:headgate, and returns it with its tailnet address once Headscale lists its node.
@@ -114,33 +149,18 @@ func TestTailnetSignIn(t *testing.T) {
 	if !inLoopbackNamespace(t) {
 		return
 	}
-	s := ownStack(t, testbed.Options{DERP: true, Tailnet: true})
-	ctx := withTimeout(t, 6*time.Minute)
-	alice, err := s.EnsureCLIUser(ctx, "alice", "alice@example.com")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.SetPolicy(ctx, tailnetPolicy); err != nil {
-		t.Fatal(err)
-	}
+	s, ctx, alice := tailnetStack(t)
 	g, gw := tailnetGateway(t, ctx, s, alice.ID, testbed.GatewayOptions{Extra: map[string]any{
 		"routes": []map[string]any{{"path": "/owner", "upstream": s.Upstream.URL, "from_tailnet": "sign_in"}},
 	}})
-	aliceKey, err := s.CreatePreAuthKey(ctx, alice.ID, testbed.PreAuthKeyOptions{Reusable: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	laptop, err := s.StartTailnetNode(ctx, "alice-laptop", aliceKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := laptop.WaitPeer(ctx, gw); err != nil {
-		t.Fatal(err)
-	}
+	laptop := aliceLaptop(t, ctx, s, alice.ID, gw)
 
 	forged := http.Header{"X-Headscale-User": {"root"}, "X-Headscale-User-Id": {"1000"}, "X-Forwarded-User": {"root"}}
-	var status int
-	var body string
+	var (
+		status int
+		body   string
+		err    error
+	)
 	// headgate's listener may take a moment after its node is listed to accept connections.
 	eventually(t, "alice's device reaches the upstream through headgate", time.Minute, 200*time.Millisecond, func() (bool, string) {
 		status, body, err = tailnetFetch(ctx, laptop, gw, "/tailnet/hello", forged)
@@ -263,28 +283,10 @@ func TestBrowserTailnetHeadplane(t *testing.T) {
 	if !inLoopbackNamespace(t) {
 		return
 	}
-	s := ownStack(t, testbed.Options{DERP: true, Tailnet: true})
-	ctx := withTimeout(t, 6*time.Minute)
-	alice, err := s.EnsureCLIUser(ctx, "alice", "alice@example.com")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.SetPolicy(ctx, tailnetPolicy); err != nil {
-		t.Fatal(err)
-	}
+	s, ctx, alice := tailnetStack(t)
 	hp := startHeadplane(t, s, testbed.HeadplaneOptions{Config: readmeBlock(t, "# Headplane's config.yaml: the keys for headgate")})
 	_, gw := tailnetGateway(t, ctx, s, alice.ID, headplaneGateway(t, hp, nil))
-	key, err := s.CreatePreAuthKey(ctx, alice.ID, testbed.PreAuthKeyOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	laptop, err := s.StartTailnetNode(ctx, "alice-laptop", key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := laptop.WaitPeer(ctx, gw); err != nil {
-		t.Fatal(err)
-	}
+	laptop := aliceLaptop(t, ctx, s, alice.ID, gw)
 	proxyURL, stopProxy, err := laptop.ServeProxy()
 	if err != nil {
 		t.Fatal(err)

@@ -243,6 +243,22 @@ func TestForwardAuthRoutes(t *testing.T) {
 // TestAssertionOnRequests: every authenticated request carries an assertion an upstream
 // verifies with go-oidc from headgate's published keys, for its own route only; a client's
 // copy of the header never arrives; skip_auth requests carry none.
+// verifyAssertion verifies token for the route named audience as an upstream does, from the
+// gateway's published keys, and returns the provider it discovered and the verified token.
+func verifyAssertion(t *testing.T, e *testEnv, audience, token string) (*oidc.Provider, *oidc.IDToken) {
+	t.Helper()
+	ctx := context.Background()
+	provider, err := oidc.NewProvider(ctx, e.srv.URL+"/oauth2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	idt, err := provider.Verifier(&oidc.Config{ClientID: audience}).Verify(ctx, token)
+	if err != nil {
+		t.Fatalf("verify: %v", err)
+	}
+	return provider, idt
+}
+
 func TestAssertionOnRequests(t *testing.T) {
 	other := newRecorder(t, nil)
 	e := newTestEnv(t, func(o *envOptions) {
@@ -263,14 +279,7 @@ func TestAssertionOnRequests(t *testing.T) {
 		t.Fatalf("assertion: got %q", tokens)
 	}
 	ctx := context.Background()
-	provider, err := oidc.NewProvider(ctx, e.srv.URL+"/oauth2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	idt, err := provider.Verifier(&oidc.Config{ClientID: "default"}).Verify(ctx, tokens[0])
-	if err != nil {
-		t.Fatalf("verify: %v", err)
-	}
+	provider, idt := verifyAssertion(t, e, "default", tokens[0])
 	var claims struct {
 		Email         string `json:"email"`
 		HeadscaleUser string `json:"headscale_user"`

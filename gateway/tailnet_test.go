@@ -12,8 +12,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/coreos/go-oidc/v3/oidc"
 )
 
 // tailnetPeer stands in for the control server's word on the one peer a test's requests come
@@ -139,15 +137,7 @@ func TestTailnetAssertionAndGroups(t *testing.T) {
 	if len(tokens) != 1 || tokens[0] == "forged" {
 		t.Fatalf("assertion: got %q", tokens)
 	}
-	ctx := context.Background()
-	provider, err := oidc.NewProvider(ctx, e.srv.URL+"/oauth2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	idt, err := provider.Verifier(&oidc.Config{ClientID: "default"}).Verify(ctx, tokens[0])
-	if err != nil {
-		t.Fatalf("verify: %v", err)
-	}
+	_, idt := verifyAssertion(t, e, "default", tokens[0])
 	var claims struct {
 		Email           string `json:"email"`
 		HeadscaleUser   string `json:"headscale_user"`
