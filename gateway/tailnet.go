@@ -187,7 +187,8 @@ type deviceEntry struct {
 	asked   time.Time
 }
 
-// maxDevices bounds the cache: past it, a new entry first drops every expired one.
+// maxDevices is the size past which a new entry first drops every expired one, so that the
+// cache holds about the peers seen within one TTL, not every peer ever seen.
 const maxDevices = 4096
 
 func newDeviceCache(whois WhoIs, ttl time.Duration, now func() time.Time, issuer string) *deviceCache {
