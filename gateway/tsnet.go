@@ -77,6 +77,13 @@ func JoinTailnet(ctx context.Context, cfg TailnetConfig, log *slog.Logger) (*Tai
 		return fail(err)
 	}
 	go func() {
+		// A node that cannot reach the control server, or whose key Headscale refused, waits
+		// quietly: say so once, with what to look at.
+		slow := time.AfterFunc(tailnetJoinWarning, func() {
+			log.Warn("tailnet: not joined yet; check that tailnet.control_url is reachable from here and that tailnet.auth_key is valid (headscale preauthkeys list)",
+				"control_url", cfg.ControlURL, "waited", tailnetJoinWarning.String())
+		})
+		defer slow.Stop()
 		status, err := srv.Up(ctx)
 		switch {
 		case err != nil && ctx.Err() == nil:
@@ -91,6 +98,9 @@ func JoinTailnet(ctx context.Context, cfg TailnetConfig, log *slog.Logger) (*Tai
 	}()
 	return &TailnetNode{srv: srv, lc: lc, ln: ln}, nil
 }
+
+// tailnetJoinWarning is how long the node may take to join before headgate warns.
+const tailnetJoinWarning = 30 * time.Second
 
 // Listener is the node's listener on tailnet.listen.
 func (n *TailnetNode) Listener() net.Listener { return n.ln }
