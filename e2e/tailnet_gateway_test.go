@@ -237,6 +237,46 @@ func TestTailnetSignIn(t *testing.T) {
 		}
 	})
 
+	t.Run("expired device", func(t *testing.T) {
+		key, err := s.CreatePreAuthKey(ctx, alice.ID, testbed.PreAuthKeyOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		phone, err := s.StartTailnetNode(ctx, "alice-phone", key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := phone.WaitPeer(ctx, gw); err != nil {
+			t.Fatal(err)
+		}
+		if status, body, err := tailnetFetch(ctx, phone, gw, "/tailnet/phone", nil); err != nil || status != http.StatusOK {
+			t.Fatalf("before the expiry: got %d %q, %v; want 200", status, body, err)
+		}
+		node, err := s.FindNode(ctx, phone.IPv4())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.ExpireNode(ctx, node.ID); err != nil {
+			t.Fatal(err)
+		}
+		var refusal string
+		took := eventually(t, "the expired device is no longer let in", time.Minute, 100*time.Millisecond, func() (bool, string) {
+			status, body, err := tailnetFetchWithin(ctx, time.Second, phone, gw, "/tailnet/expired", http.Header{"Accept": {"text/html"}})
+			if err == nil && status == http.StatusOK {
+				return false, "200"
+			}
+			refusal = fmt.Sprintf("%d %v", status, err)
+			if strings.Contains(body, "Device key expired") {
+				refusal += " (headgate's page: Device key expired)"
+			}
+			return true, refusal
+		})
+		t.Logf("an expired device was no longer let in %s after `headscale nodes expire`: %s", took.Round(time.Millisecond), refusal)
+		if took > tailnetIdentityTTL+10*time.Second {
+			t.Errorf("the expired device was let in for %s, want within identity_ttl (%s) and a few seconds", took, tailnetIdentityTTL)
+		}
+	})
+
 	t.Run("removed device", func(t *testing.T) {
 		node, err := s.FindNode(ctx, laptop.IPv4())
 		if err != nil {

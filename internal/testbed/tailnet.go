@@ -142,6 +142,15 @@ func (s *Stack) DeleteNode(ctx context.Context, id uint64) error {
 	return nil
 }
 
+// ExpireNode expires the key of the node with this ID in Headscale, as `headscale nodes
+// expire` does.
+func (s *Stack) ExpireNode(ctx context.Context, id uint64) error {
+	if _, err := s.headscaleCLI(ctx, "nodes", "expire", "--identifier", strconv.FormatUint(id, 10)); err != nil {
+		return fmt.Errorf("expire headscale node %d: %w", id, err)
+	}
+	return nil
+}
+
 // TailnetNodeOptions shape a TailnetNode.
 type TailnetNodeOptions struct {
 	// ControlURL is the control server's URL: a stack's HeadscaleURL.
