@@ -18,6 +18,11 @@ import (
 // control server's word on a peer.
 const tailnetIdentityTTL = 2 * time.Second
 
+// revocationSlack is how much longer than tailnetIdentityTTL a removed or expired device may
+// still be let in before a test fails: the time Headscale's change takes to reach headgate's
+// node, about a second and a half on an idle machine, with room for a busy one.
+const revocationSlack = 25 * time.Second
+
 // tailnetPolicy lets every node reach every other, and alice tag headgate's node and a CI
 // runner.
 const tailnetPolicy = `{
@@ -272,8 +277,8 @@ func TestTailnetSignIn(t *testing.T) {
 			return true, refusal
 		})
 		t.Logf("an expired device was no longer let in %s after `headscale nodes expire`: %s", took.Round(time.Millisecond), refusal)
-		if took > tailnetIdentityTTL+10*time.Second {
-			t.Errorf("the expired device was let in for %s, want within identity_ttl (%s) and a few seconds", took, tailnetIdentityTTL)
+		if took > tailnetIdentityTTL+revocationSlack {
+			t.Errorf("the expired device was let in for %s, want within identity_ttl (%s) and %s", took, tailnetIdentityTTL, revocationSlack)
 		}
 	})
 
@@ -301,8 +306,8 @@ func TestTailnetSignIn(t *testing.T) {
 			return true, refusal
 		})
 		t.Logf("a removed device was no longer let in %s after its removal (identity_ttl %s): %s", took.Round(time.Millisecond), tailnetIdentityTTL, refusal)
-		if took > tailnetIdentityTTL+10*time.Second {
-			t.Errorf("the removed device was let in for %s, want within identity_ttl (%s) and a few seconds", took, tailnetIdentityTTL)
+		if took > tailnetIdentityTTL+revocationSlack {
+			t.Errorf("the removed device was let in for %s, want within identity_ttl (%s) and %s", took, tailnetIdentityTTL, revocationSlack)
 		}
 		n := len(s.Upstream.Requests("/tailnet/after"))
 		if status, _, err := tailnetFetch(ctx, laptop, gw, "/tailnet/after", nil); err == nil && status == http.StatusOK {
