@@ -11,7 +11,10 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/headgate .
+# --build-arg HEADGATE_BUILD_TAGS=tailnet builds the tailnet listener in (README: "Signed in by
+# the tailnet"); mount a volume for its tailnet.state_dir.
+ARG HEADGATE_BUILD_TAGS=""
+RUN CGO_ENABLED=0 go build -trimpath -tags "$HEADGATE_BUILD_TAGS" -ldflags="-s -w" -o /out/headgate .
 
 FROM scratch
 COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
