@@ -37,7 +37,7 @@ func tailnetStack(t *testing.T) (*testbed.Stack, context.Context, testbed.Headsc
 	t.Helper()
 	s := ownStack(t, testbed.Options{DERP: true, Tailnet: true})
 	ctx := withTimeout(t, 6*time.Minute)
-	alice, err := s.EnsureCLIUser(ctx, "alice", "alice@example.com")
+	alice, err := s.CreateCLIUser(ctx, "alice", "alice@example.com")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -110,7 +110,7 @@ func TestTailnetHarness(t *testing.T) {
 	s := ownStack(t, testbed.Options{DERP: true})
 	ctx := withTimeout(t, 5*time.Minute)
 
-	alice, err := s.EnsureCLIUser(ctx, "alice", "alice@example.com")
+	alice, err := s.CreateCLIUser(ctx, "alice", "alice@example.com")
 	if err != nil {
 		t.Fatal(err)
 	}

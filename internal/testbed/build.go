@@ -163,16 +163,15 @@ func buildOnce(out string, built func() bool, build func() error) error {
 	return build()
 }
 
-// BuildHeadgate builds the headgate binary from the checkout into dir, with flags given to go
-// build, and returns its path, for a test that runs headgate without a Stack (each Stack builds
-// its own).
-func BuildHeadgate(ctx context.Context, dir string, flags ...string) (string, error) {
+// BuildHeadgate builds the headgate binary from the checkout into dir and returns its path, for
+// a test that runs headgate without a Stack (each Stack builds its own).
+func BuildHeadgate(ctx context.Context, dir string) (string, error) {
 	root, err := RepoRoot()
 	if err != nil {
 		return "", err
 	}
 	out := filepath.Join(dir, "headgate")
-	return out, buildHeadgate(ctx, root, out, flags...)
+	return out, buildHeadgate(ctx, root, out)
 }
 
 // buildHeadgate builds the headgate binary from the checkout, always, with flags (such as

@@ -71,21 +71,18 @@ type DERPStats struct {
 	// PacketsSent and BytesSent count what the relay delivered to its clients: disco pings
 	// and WireGuard packets between nodes.
 	PacketsSent, BytesSent int64
-	// PacketsReceived counts what clients sent to it.
-	PacketsReceived int64
 }
 
 // Stats reads the relay's counters.
 func (d *DERPServer) Stats() (DERPStats, error) {
 	var m struct {
-		PacketsSent     int64 `json:"packets_sent"`
-		BytesSent       int64 `json:"bytes_sent"`
-		PacketsReceived int64 `json:"packets_received"`
+		PacketsSent int64 `json:"packets_sent"`
+		BytesSent   int64 `json:"bytes_sent"`
 	}
 	if err := json.Unmarshal([]byte(d.derp.ExpVar(false).String()), &m); err != nil {
 		return DERPStats{}, fmt.Errorf("read derp counters: %w", err)
 	}
-	return DERPStats{PacketsSent: m.PacketsSent, BytesSent: m.BytesSent, PacketsReceived: m.PacketsReceived}, nil
+	return DERPStats{PacketsSent: m.PacketsSent, BytesSent: m.BytesSent}, nil
 }
 
 // Close stops the relay and drops its clients. It is safe to call on nil.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http/cookiejar"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -51,7 +52,7 @@ func (s *Stack) writeHeadscaleConfig(path string) error {
 		"grpc_listen_addr":    HostPort(s.headscaleGRPCPort),
 		"grpc_allow_insecure": false,
 		"noise":               map[string]any{"private_key_path": filepath.Join(s.Dir, "noise_private.key")},
-		"prefixes":            map[string]any{"v4": "100.64.0.0/10", "v6": "fd7a:115c:a1e0::/48", "allocation": "sequential"},
+		"prefixes":            map[string]any{"v4": tailnetV4.String(), "v6": tailnetV6.String(), "allocation": "sequential"},
 		"derp": map[string]any{
 			"server":              map[string]any{"enabled": false},
 			"urls":                []string{},
@@ -84,6 +85,12 @@ func (s *Stack) writeHeadscaleConfig(path string) error {
 	}
 	return os.WriteFile(path, data, 0o600)
 }
+
+// The prefixes Headscale hands the tailnet's addresses out of.
+var (
+	tailnetV4 = netip.MustParsePrefix("100.64.0.0/10")
+	tailnetV6 = netip.MustParsePrefix("fd7a:115c:a1e0::/48")
+)
 
 // HeadscaleDB is the path of Headscale's SQLite database, for tests that change it behind
 // Headscale's back.

@@ -31,50 +31,22 @@ var ErrPeerNotFound = local.ErrPeerNotFound
 // machine is small and shared; a join normally takes a second or two.
 const nodeJoinTimeout = 90 * time.Second
 
-// EnsureCLIUser returns the Headscale CLI user (no provider) named name, creating it with
-// email (empty: none) when there is none.
-func (s *Stack) EnsureCLIUser(ctx context.Context, name, email string) (HeadscaleUser, error) {
-	users, err := s.ListUsers(ctx)
-	if err != nil {
-		return HeadscaleUser{}, fmt.Errorf("ensure headscale user %s: %w", name, err)
-	}
-	for _, u := range users {
-		if u.Name == name && u.Provider == "" {
-			return u, nil
-		}
-	}
-	return s.CreateCLIUser(ctx, name, email)
-}
-
 // PreAuthKeyOptions shape a pre-auth key.
 type PreAuthKeyOptions struct {
 	// Reusable lets any number of nodes join with the key. false: one node.
 	Reusable bool
-	// Ephemeral makes the nodes that join with the key ephemeral: Headscale removes them
-	// when they go offline.
-	Ephemeral bool
 	// Tags ("tag:name") are given to the nodes that join with the key; the policy's
 	// tagOwners must name the key's user for each. Tagged nodes belong to no user.
 	Tags []string
-	// Expiration is how long the key can be used. Zero: one hour.
-	Expiration time.Duration
 }
 
 // CreatePreAuthKey creates a Headscale pre-auth key for the user with id (HeadscaleUser.ID),
-// as an administrator does on the command line, and returns the key. Headscale 0.26 and later
+// usable for an hour, as an administrator does on the command line, and returns the key. Headscale 0.26 and later
 // take the user's ID in --user (older releases took a name).
 func (s *Stack) CreatePreAuthKey(ctx context.Context, userID string, opts PreAuthKeyOptions) (string, error) {
-	exp := opts.Expiration
-	if exp <= 0 {
-		exp = time.Hour
-	}
-	args := []string{"preauthkeys", "create", "--user", userID,
-		"--expiration", strconv.Itoa(int(exp.Seconds())) + "s"}
+	args := []string{"preauthkeys", "create", "--user", userID, "--expiration", "1h"}
 	if opts.Reusable {
 		args = append(args, "--reusable")
-	}
-	if opts.Ephemeral {
-		args = append(args, "--ephemeral")
 	}
 	if len(opts.Tags) > 0 {
 		args = append(args, "--tags", strings.Join(opts.Tags, ","))
@@ -234,11 +206,6 @@ func (n *TailnetNode) IPv4() netip.Addr { return n.ip4 }
 // HTTPClient returns an HTTP client whose connections go through the tailnet from this node.
 func (n *TailnetNode) HTTPClient() *http.Client { return n.srv.HTTPClient() }
 
-// Dial connects to address (an IP of the tailnet and a port) from this node.
-func (n *TailnetNode) Dial(ctx context.Context, network, address string) (net.Conn, error) {
-	return n.srv.Dial(ctx, network, address)
-}
-
 // Listen listens on the node's tailnet addresses, such as Listen("tcp", ":80").
 func (n *TailnetNode) Listen(network, addr string) (net.Listener, error) {
 	return n.srv.Listen(network, addr)
@@ -253,12 +220,6 @@ func (n *TailnetNode) WhoIs(ctx context.Context, remoteAddr string) (*apitype.Wh
 		return nil, fmt.Errorf("whois %s at %s: %w", remoteAddr, n.Hostname, err)
 	}
 	return who, nil
-}
-
-// Status is the node's view of the tailnet: itself and its peers, with each peer's path
-// (CurAddr for a direct one, Relay for the DERP region relaying).
-func (n *TailnetNode) Status(ctx context.Context) (*ipnstate.Status, error) {
-	return n.lc.Status(ctx)
 }
 
 // WaitPeer waits (up to 90 seconds, ctx permitting) until the node's netmap has a peer at ip,
@@ -346,8 +307,7 @@ func (s *Stack) tailnetLogf(hostname string) (logf func(string, ...any), path st
 
 // ServeProxy serves an HTTP proxy on a loopback port that sends every request through the
 // node, so that a browser on this machine browses as the node's device would (see
-// StartBrowserVia). It returns the proxy's URL; the proxy stops when the node closes or
-// when stop is called.
+// StartBrowserVia). It returns the proxy's URL, and stop, which stops the proxy.
 func (n *TailnetNode) ServeProxy() (proxyURL string, stop func(), err error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -367,7 +327,7 @@ func (n *TailnetNode) ServeProxy() (proxyURL string, stop func(), err error) {
 	tailnetOnly := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		host := r.URL.Hostname()
 		addr, err := netip.ParseAddr(host)
-		if r.Method == http.MethodConnect || r.URL.Scheme != "http" || err != nil || !tailnetPrefixes(addr) {
+		if r.Method == http.MethodConnect || r.URL.Scheme != "http" || err != nil || !tailnetV4.Contains(addr) && !tailnetV6.Contains(addr) {
 			http.Error(w, "this proxy carries plain HTTP to tailnet addresses only", http.StatusForbidden)
 			return
 		}
@@ -376,10 +336,4 @@ func (n *TailnetNode) ServeProxy() (proxyURL string, stop func(), err error) {
 	srv := &http.Server{Handler: tailnetOnly, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
 	return "http://" + ln.Addr().String(), func() { srv.Close() }, nil
-}
-
-// tailnetPrefixes reports whether addr is in the ranges Headscale hands tailnet addresses out
-// of (the stack's prefixes: 100.64.0.0/10 and fd7a:115c:a1e0::/48).
-func tailnetPrefixes(addr netip.Addr) bool {
-	return netip.MustParsePrefix("100.64.0.0/10").Contains(addr) || netip.MustParsePrefix("fd7a:115c:a1e0::/48").Contains(addr)
 }
