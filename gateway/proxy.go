@@ -34,7 +34,12 @@ type proxied struct {
 // serveProxy proxies a request to its route's upstream: without identity for skip_auth paths,
 // with the proven identity otherwise.
 func (g *Gateway) serveProxy(w http.ResponseWriter, r *http.Request) {
-	if px := g.admit(w, r, nil); px != nil {
+	g.proxyAdmitted(w, r, nil)
+}
+
+// proxyAdmitted proxies r if admit lets it through; tn is as for admit.
+func (g *Gateway) proxyAdmitted(w http.ResponseWriter, r *http.Request, tn *tailnetHandler) {
+	if px := g.admit(w, r, tn); px != nil {
 		g.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), proxyKey{}, px)))
 	}
 }
@@ -42,10 +47,10 @@ func (g *Gateway) serveProxy(w http.ResponseWriter, r *http.Request) {
 // admit finds a request's route and, unless the route exempts the request, proves its
 // identity: from its session cookie, or, for a request on the tailnet listener (tn not nil),
 // from the device that sent it. It returns what the proxy needs, or nil when it answered the
-// request itself. It is
-// kept apart from serveProxy so that its kilobyte of locals is off the stack while the proxy
-// runs: an event stream's goroutine stays blocked there for hours, and a stack that ends up
-// above a quarter of its size is not shrunk (with 10,000 streams, 8 KiB more per stream).
+// request itself. It is kept apart from proxyAdmitted so that its kilobyte of locals is off
+// the stack while the proxy runs: an event stream's goroutine stays blocked there for hours,
+// and a stack that ends up above a quarter of its size is not shrunk (with 10,000 streams,
+// 8 KiB more per stream).
 func (g *Gateway) admit(w http.ResponseWriter, r *http.Request, tn *tailnetHandler) *proxied {
 	dropH2CUpgrade(r.Header)
 	rt, also := g.table.matchURL(r.Host, r.URL)

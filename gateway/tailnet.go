@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"headgate/session"
@@ -123,19 +125,10 @@ func validNodeName(s string) bool {
 	return true
 }
 
-// validPort reports whether s is a TCP port number, 1 to 65535, without a sign or leading zero.
+// validPort reports whether s is a TCP port number, 1 to 65535, written plainly.
 func validPort(s string) bool {
-	if len(s) == 0 || len(s) > 5 || s[0] == '0' {
-		return false
-	}
-	n := 0
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-		n = n*10 + int(s[i]-'0')
-	}
-	return n <= 65535
+	n, err := strconv.ParseUint(s, 10, 16)
+	return err == nil && n > 0 && strconv.FormatUint(n, 10) == s
 }
 
 // The values of RouteConfig.FromTailnet.
@@ -185,6 +178,8 @@ type deviceEntry struct {
 	// session: never stored, never sealed into a cookie.
 	session *session.Session
 	asked   time.Time
+	// headplaneLinked is set once the owner's Headplane account is known to be linked.
+	headplaneLinked atomic.Bool
 }
 
 // maxDevices is the size past which a new entry first drops every expired one, so that the
@@ -276,7 +271,7 @@ func (g *Gateway) newTailnetHandler(whois WhoIs, ttl time.Duration, controlURL s
 	for _, p := range g.signOutPatterns() {
 		mux.HandleFunc(p, h.serveSignOut)
 	}
-	mux.HandleFunc("/", h.serveProxy)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { g.proxyAdmitted(w, r, h) })
 	h.mux = mux
 	return h
 }
@@ -287,12 +282,6 @@ func (h *tailnetHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.g.serve(w, r, h.mux)
-}
-
-func (h *tailnetHandler) serveProxy(w http.ResponseWriter, r *http.Request) {
-	if px := h.g.admit(w, r, h); px != nil {
-		h.g.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), proxyKey{}, px)))
-	}
 }
 
 // deviceEnough reports whether the device's owner may use rt, and every route in also,
@@ -334,47 +323,55 @@ func (h *tailnetHandler) sendToSignIn(w http.ResponseWriter, r *http.Request) {
 	}.withAction("Open and sign in", target))
 }
 
-// authenticateDevice proves the identity of a request on the tailnet listener from the device
-// that sent it: the control server's word on the peer (see WhoIs), then the device owner's
-// Headscale user, resolved by ID. A tagged device, one whose key expired and one the control
-// server does not know are refused; the owner must satisfy rt's rules and those of every
-// route in also, as a signed-in person must.
-func (h *tailnetHandler) authenticateDevice(r *http.Request, rt *route, also []*route) (principal, authResult, error) {
-	g := h.g
-	e, err := h.devices.get(r.Context(), r.RemoteAddr)
+// proveDevice finds who the device at remoteAddr signs in: the control server's word on the
+// peer (see WhoIs), then the device owner's Headscale user, resolved by ID. A device the
+// control server does not know, a tagged one, one whose key expired and one whose owner
+// Headscale no longer lists are refused; with authOK, the principal's link is the owner's.
+func (h *tailnetHandler) proveDevice(ctx context.Context, remoteAddr string) (*deviceEntry, principal, authResult, error) {
+	e, err := h.devices.get(ctx, remoteAddr)
 	switch {
 	case errors.Is(err, ErrUnknownDevice):
-		return principal{}, authDeviceUnknown, err
+		return nil, principal{}, authDeviceUnknown, err
 	case err != nil:
-		return principal{}, authDeviceUnavailable, err
+		return nil, principal{}, authDeviceUnavailable, err
 	}
 	p := principal{session: e.session, device: &e.device}
 	switch d := &e.device; {
 	case d.UserID == "" || len(d.Tags) > 0:
-		return p, authDeviceTagged, nil
-	case !d.KeyExpiry.IsZero() && !g.timing.Now().Before(d.KeyExpiry):
-		return p, authDeviceExpired, nil
+		return e, p, authDeviceTagged, nil
+	case !d.KeyExpiry.IsZero() && !h.g.timing.Now().Before(d.KeyExpiry):
+		return e, p, authDeviceExpired, nil
 	}
-	link, err := g.links.ResolveUser(r.Context(), e.device.UserID)
-	if err != nil {
-		return p, authUnavailable, err
+	if p.link, err = h.g.links.ResolveUser(ctx, e.device.UserID); err != nil {
+		return e, p, authUnavailable, err
 	}
-	p.link = link
-	if link.Linked() && g.groups != nil {
-		p.headscaleGroups = g.groups.Groups(link.UserID)
+	if !p.link.Linked() {
+		// The control server names a user Headscale's API does not list: deleted since.
+		return e, p, authUnlinked, nil
+	}
+	return e, p, authOK, nil
+}
+
+// authenticateDevice proves the identity of a request on the tailnet listener from the device
+// that sent it (see proveDevice); the owner must satisfy rt's rules and those of every route in
+// also, as a signed-in person must.
+func (h *tailnetHandler) authenticateDevice(r *http.Request, rt *route, also []*route) (principal, authResult, error) {
+	e, p, res, err := h.proveDevice(r.Context(), r.RemoteAddr)
+	if res != authOK {
+		return p, res, err
+	}
+	if h.g.groups != nil {
+		p.headscaleGroups = h.g.groups.Groups(p.link.UserID)
 	}
 	switch {
-	case !link.Linked():
-		// The control server names a user Headscale's API does not list: deleted since.
-		return p, authUnlinked, nil
-	case link.NameShared():
+	case p.link.NameShared():
 		return p, authNameShared, nil
-	case unsendable(e.session, link) != "":
+	case unsendable(p.session, p.link) != "":
 		return p, authBadIdentity, nil
 	case !allowed(p, rt, also):
 		return p, authNotAllowed, nil
 	}
-	h.linkHeadplane(r.Context(), e.session, p)
+	h.linkHeadplane(r.Context(), e, p)
 	return p, authOK, nil
 }
 
@@ -382,28 +379,17 @@ func (h *tailnetHandler) authenticateDevice(r *http.Request, rt *route, also []*
 var errDeviceGone = errors.New("the tailnet device no longer signs its owner in")
 
 // recheck returns the check of the streams of a request that device, at remoteAddr, signed
-// in: it stands while the peer at that address is still that device, of that owner, with an
-// unexpired key, and the owner is still Headscale's. It answers from the device cache, so the
-// control server is asked once per IdentityTTL at most; what cannot be asked now fails soft
-// (session.ErrUnavailable), as a store that cannot answer does.
+// in: it stands while proveDevice still signs in the same device, of the same owner, at that
+// address. It answers from the device cache, so the control server is asked once per
+// IdentityTTL at most; what cannot be asked now fails soft (session.ErrUnavailable), as a
+// store that cannot answer does.
 func (h *tailnetHandler) recheck(remoteAddr string, device Device) func(context.Context) error {
 	return func(ctx context.Context) error {
-		e, err := h.devices.get(ctx, remoteAddr)
+		_, p, res, err := h.proveDevice(ctx, remoteAddr)
 		switch {
-		case errors.Is(err, ErrUnknownDevice):
-			return errDeviceGone
-		case err != nil:
+		case res == authDeviceUnavailable || res == authUnavailable:
 			return fmt.Errorf("%w: %w", session.ErrUnavailable, err)
-		case e.device.NodeID != device.NodeID || e.device.UserID != device.UserID || len(e.device.Tags) > 0:
-			return errDeviceGone
-		case !e.device.KeyExpiry.IsZero() && !h.g.timing.Now().Before(e.device.KeyExpiry):
-			return errDeviceGone
-		}
-		link, err := h.g.links.ResolveUser(ctx, device.UserID)
-		switch {
-		case err != nil:
-			return fmt.Errorf("%w: %w", session.ErrUnavailable, err)
-		case !link.Linked():
+		case res != authOK || p.device.NodeID != device.NodeID || p.device.UserID != device.UserID:
 			return errDeviceGone
 		}
 		return nil
@@ -411,11 +397,13 @@ func (h *tailnetHandler) recheck(remoteAddr string, device Device) func(context.
 }
 
 // linkHeadplane links the device owner's Headplane account to their Headscale user the first
-// time this process lets them in, as a sign-in does (see linkAtSignIn).
-func (h *tailnetHandler) linkHeadplane(ctx context.Context, s *session.Session, p principal) {
-	if !h.g.hpLinkAtSignIn {
+// time this process lets them in, as a sign-in does (see linkAtSignIn). A device entry that
+// has seen it done answers without the lock.
+func (h *tailnetHandler) linkHeadplane(ctx context.Context, e *deviceEntry, p principal) {
+	if !h.g.hpLinkAtSignIn || e.headplaneLinked.Load() {
 		return
 	}
+	defer e.headplaneLinked.Store(true)
 	h.linkedMu.Lock()
 	done := h.linked[p.link.UserID]
 	if !done {
@@ -426,7 +414,7 @@ func (h *tailnetHandler) linkHeadplane(ctx context.Context, s *session.Session, 
 	}
 	h.linkedMu.Unlock()
 	if !done {
-		h.g.linkAtSignIn(ctx, s, p.link)
+		h.g.linkAtSignIn(ctx, p.session, p.link)
 	}
 }
 
