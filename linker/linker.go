@@ -194,7 +194,7 @@ func (l *Linker) refresh(ctx context.Context, id Identity, k identityKey) (Link,
 		}
 		return Link{}, fmt.Errorf("resolve headscale user: %w: %w", ErrUnavailable, err)
 	}
-	link := l.match(d, id, pid)
+	link := d.match(l.cfg.Match, id, pid)
 	l.remember(k, link, time.Time{})
 	// A link that cannot be shared still answers here; the next instance asks Headscale.
 	keep := l.freshUntil(link).Add(l.timing.KeepStale).Sub(l.timing.Now())
@@ -217,15 +217,6 @@ func (l *Linker) ResolveUser(ctx context.Context, userID string) (Link, error) {
 // userIDIssuer is the issuer of the identities ResolveUser resolves. An OIDC issuer is an
 // https URL, so no sign-in's identity can have it.
 const userIDIssuer = "headscale:user-id"
-
-// match links id, whose ProviderID is pid, to a user of d: by user ID for ResolveUser's
-// identities, by the configured strategies otherwise.
-func (l *Linker) match(d *directory, id Identity, pid string) Link {
-	if id.Issuer == userIDIssuer {
-		return d.matchUserID(id.Subject)
-	}
-	return d.match(l.cfg.Match, id, pid)
-}
 
 // freshUntil is when link stops being trusted.
 func (l *Linker) freshUntil(link Link) time.Time {

@@ -91,8 +91,12 @@ func (d *directory) addProviderID(pid string, i int) {
 }
 
 // match tries the strategies in order and links id, whose ProviderID is pid, to the first user
-// one of them finds. Without a user, the Link's Reason says what each strategy saw.
+// one of them finds. Without a user, the Link's Reason says what each strategy saw. An
+// identity of ResolveUser's is linked by user ID alone.
 func (d *directory) match(strategies []string, id Identity, pid string) Link {
+	if id.Issuer == userIDIssuer {
+		return d.matchUserID(id.Subject)
+	}
 	var reasons []string
 	for _, s := range strategies {
 		var (

@@ -103,11 +103,7 @@ func (s *userSource) lookup(ctx context.Context, id Identity) (*directory, error
 	// every user of that name. Headscale's filter is exact, so only the full listing also
 	// finds names that differ in case or Unicode form.
 	d := newDirectory(users, start)
-	link := d.match(s.strategies, id, ProviderID(id.Issuer, id.Subject))
-	if id.Issuer == userIDIssuer {
-		link = d.matchUserID(id.Subject)
-	}
-	if link.Linked() {
+	if link := d.match(s.strategies, id, ProviderID(id.Issuer, id.Subject)); link.Linked() {
 		if q := (query{"name", link.UserName}); !seen[q] {
 			if err := find(q); err != nil {
 				return nil, err
