@@ -222,15 +222,7 @@ func serveStreams(ctx context.Context, addr string) error {
 	mux.Handle("/stream/", streamUpstream(time.Second))
 	mux.HandleFunc(identityPath, writeIdentity)
 	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) { writeUpstreamPage(w) })
-	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		<-ctx.Done()
-		srv.Close()
-	}()
-	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serve the streams' upstream: %w", err)
-	}
-	return nil
+	return serveUntilDone(ctx, addr, mux, "serve the streams' upstream")
 }
 
 // identityThrough returns the identity headers the upstream receives through the proxy at

@@ -125,13 +125,18 @@ func serveBare(ctx context.Context, addr, upstreamURL, kind string, headers [][2
 	default:
 		return fmt.Errorf("-bare: %q is not plain, pooled or tuned", kind)
 	}
-	srv := &http.Server{Addr: addr, Handler: proxy, ReadHeaderTimeout: 10 * time.Second}
+	return serveUntilDone(ctx, addr, proxy, "serve bare proxy")
+}
+
+// serveUntilDone serves h on addr until ctx ends; what names the server in an error.
+func serveUntilDone(ctx context.Context, addr string, h http.Handler, what string) error {
+	srv := &http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()
 		srv.Close()
 	}()
 	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serve bare proxy: %w", err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	return nil
 }
