@@ -167,7 +167,7 @@ type deviceCache struct {
 	now    func() time.Time
 	issuer string // the control server's URL: the Issuer of every device's session
 
-	mu      sync.Mutex
+	mu      sync.RWMutex
 	entries map[string]*deviceEntry // by the peer's IP address
 }
 
@@ -198,9 +198,9 @@ func (c *deviceCache) get(ctx context.Context, remoteAddr string) (*deviceEntry,
 		return nil, fmt.Errorf("tailnet peer address %q: %w", remoteAddr, err)
 	}
 	now := c.now()
-	c.mu.Lock()
+	c.mu.RLock()
 	e := c.entries[ip]
-	c.mu.Unlock()
+	c.mu.RUnlock()
 	if e != nil && now.Sub(e.asked) < c.ttl {
 		return e, nil
 	}
