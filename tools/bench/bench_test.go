@@ -93,10 +93,12 @@ func TestProcessStats(t *testing.T) {
 }
 
 // TestPrintResultsRatios: each target's throughput and p99 are given as ratios to the bare
-// proxy and to the tuned floor of the same round, as the median over the rounds and their range.
+// proxy and to the tuned and timed floors of the same round, as the median over the rounds and
+// their range.
 func TestPrintResultsRatios(t *testing.T) {
 	bare := &target{name: "bare proxy", pid: -1}
 	floor := &target{name: floorName, pid: -1}
+	timed := &target{name: timedFloorName, pid: -1}
 	gw := &target{name: "headgate memory", pid: -1}
 	run := func(tg *target, round int, rps float64, p99 time.Duration) runResult {
 		return runResult{target: tg, conns: 32, round: round, requests: 1000, rps: rps, p50: time.Millisecond, p99: p99}
@@ -104,15 +106,17 @@ func TestPrintResultsRatios(t *testing.T) {
 	results := []runResult{
 		run(bare, 1, 1000, 10*time.Millisecond), run(floor, 1, 1100, 10*time.Millisecond), run(gw, 1, 1045, 9*time.Millisecond),
 		run(bare, 2, 2000, 10*time.Millisecond), run(floor, 2, 2000, 8*time.Millisecond), run(gw, 2, 1800, 8*time.Millisecond),
+		run(timed, 1, 950, 10*time.Millisecond), run(timed, 2, 1800, 10*time.Millisecond),
 	}
 	var b strings.Builder
-	printResults(&b, settings{rounds: 2, duration: time.Second, threads: 2, conns: []int{32}}, []*target{bare, floor, gw}, results)
+	printResults(&b, settings{rounds: 2, duration: time.Second, threads: 2, conns: []int{32}}, []*target{bare, floor, timed, gw}, results)
 	out := b.String()
 	for _, want := range []string{
-		"| req/s vs bare | p99 vs bare | req/s vs floor | p99 vs floor |",
-		// headgate to bare: 1045/1000 and 1800/2000, p99 9/10 and 8/10; to the floor: 1045/1100
-		// and 1800/2000, p99 9/10 and 8/8.
-		"| 0.97 (0.90-1.04) | 0.85 (0.80-0.90) | 0.93 (0.90-0.95) | 0.95 (0.90-1.00) |",
+		"| req/s vs bare | p99 vs bare | req/s vs floor | p99 vs floor | req/s vs timed | p99 vs timed |",
+		// headgate to bare: 1045/1000 and 1800/2000, p99 9/10 and 8/10; to the tuned floor:
+		// 1045/1100 and 1800/2000, p99 9/10 and 8/8; to the timed floor: 1045/950 and
+		// 1800/1800, p99 9/10 and 8/10.
+		"| 0.97 (0.90-1.04) | 0.85 (0.80-0.90) | 0.93 (0.90-0.95) | 0.95 (0.90-1.00) | 1.05 (1.00-1.10) | 0.85 (0.80-0.90) |",
 		"| 1 | 1 |",
 	} {
 		if !strings.Contains(strings.Join(strings.Fields(out), " "), strings.Join(strings.Fields(want), " ")) {

@@ -9,6 +9,10 @@
 // of headgate's job with fixed values: it receives the same session cookie and drops it, and
 // sets X-Forwarded-For, -Host and -Proto and the five identity headers headgate sets for the
 // benchmark's person. headgate's ratios to it are the cost of everything else headgate does.
+// A fourth, the timed floor, is the tuned floor that also bounds the wait for the upstream's
+// response headers as headgate does by default (upstream_timeout, the transport's
+// ResponseHeaderTimeout): what remains in headgate's ratios to it is the identity proof and
+// the route.
 //
 // Every gateway gets a real session by a browser-like sign-in; then wrk drives each target
 // in turn, in interleaved rounds at each connection count, so that the machine's noise falls
@@ -67,6 +71,8 @@ type settings struct {
 	warmup        time.Duration
 	redisRequests int
 	keep          bool
+	// hold starts every target and waits instead of measuring (see holdTargets).
+	hold bool
 	// headscaleUsers, when not zero, also times the stack's Headscale listing that many users.
 	headscaleUsers int
 	// perfDir, when set, also profiles each target with perf into this directory.
@@ -119,9 +125,11 @@ func parseFlags(args []string, stderr io.Writer) (settings, error) {
 	fs.Float64Var(&st.sessions.load, "sessions-load", 5000, "checks per second each instance serves while -sessions times sign-outs")
 	fs.DurationVar(&st.sessions.work, "sessions-work", 50*time.Microsecond, "computation after each of those checks, standing for the rest of a request")
 	fs.BoolVar(&st.keep, "keep", false, "keep the stack's configurations and logs")
+	fs.BoolVar(&st.hold, "hold", false, "start and sign in at every target, print each one's URL, process and cookie, and wait until interrupted: "+
+		"for measuring by hand (perf stat -p PID while wrk -H 'Cookie: ...' URL runs)")
 	fs.StringVar(&st.serveBare, "serve-bare", "", "internal: serve the bare proxy on this address")
 	fs.StringVar(&st.upstream, "upstream", "", "internal: the bare proxy's upstream URL")
-	fs.StringVar(&st.bareKind, "bare", "plain", "internal: the kind of bare proxy: plain, pooled or tuned")
+	fs.StringVar(&st.bareKind, "bare", "plain", "internal: the kind of bare proxy: plain, pooled, tuned or timed")
 	fs.StringVar(&st.bareHeaders, "bare-headers", "[]", "internal: the headers the tuned floor sets, as JSON [[name, value], ...]")
 	fs.StringVar(&st.serveStreams, "serve-streams", "", "internal: serve the streams' upstream on this address")
 	fs.IntVar(&st.streams, "streams", 0, "instead, measure this many concurrent event streams and WebSockets through headgate and the tuned floor (0: no)")
@@ -213,6 +221,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		env.close()
 	}()
 
+	if st.hold {
+		return holdTargets(ctx, stdout, env, logf)
+	}
 	m := describeMachine(ctx, wrk)
 	fmt.Fprintln(stdout)
 	m.print(stdout)

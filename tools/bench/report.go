@@ -68,10 +68,12 @@ func (m machine) print(w io.Writer) {
 // printResults prints the summary table (each target and connection count, averaged over
 // the rounds) and the table of every run.
 func printResults(w io.Writer, st settings, targets []*target, results []runResult) {
-	// Ratios are taken to the bare proxy and to the tuned floor in the same round.
+	// Ratios are taken to the bare proxy and to the tuned and timed floors in the same round.
 	bases := []*target{targets[0]}
-	if i := slices.IndexFunc(targets, func(t *target) bool { return t.name == floorName }); i >= 0 {
-		bases = append(bases, targets[i])
+	for _, name := range []string{floorName, timedFloorName} {
+		if i := slices.IndexFunc(targets, func(t *target) bool { return t.name == name }); i >= 0 {
+			bases = append(bases, targets[i])
+		}
 	}
 	baseRun := map[*target]map[[2]int]runResult{} // by round and connections
 	for _, b := range bases {
@@ -88,7 +90,7 @@ func printResults(w io.Writer, st settings, targets []*target, results []runResu
 	}
 
 	fmt.Fprintf(w, "Signed-in GET / through each target: %d rounds of %s per target and connection count (wrk, %d threads), "+
-		"the median over the rounds; ratios are to the bare proxy and to the tuned floor in the same round (median, and range). "+
+		"the median over the rounds; ratios are to the bare proxy and to the tuned and timed floors in the same round (median, and range). "+
 		"Errors are summed; CPU per request (user + system, over every round) and peak RSS are the target's process alone.\n\n",
 		st.rounds, st.duration, st.threads)
 	header := []string{"target", "conns", "req/s", "p50", "p99", "errors", "CPU/req", "peak RSS"}
@@ -162,10 +164,13 @@ func printResults(w io.Writer, st settings, targets []*target, results []runResu
 }
 
 // shortName is how a ratio column names its base: "bare" for the bare proxy, "floor" for the
-// tuned floor.
+// tuned floor, "timed" for the timed floor.
 func shortName(t *target) string {
-	if t.name == floorName {
+	switch t.name {
+	case floorName:
 		return "floor"
+	case timedFloorName:
+		return "timed"
 	}
 	return "bare"
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"net"
 	"net/http"
@@ -21,6 +22,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"headgate/gateway"
 	"headgate/internal/testbed"
 )
 
@@ -91,8 +93,9 @@ func startUpstream() (*upstream, error) {
 // response, as httputil.ReverseProxy does by itself; pooled takes its copy buffers from a
 // pool; tuned pools them as headgate does and does the proxy part of headgate's work with
 // fixed values: it drops the Cookie header and sets headers, the identity headers headgate
-// sets for the benchmark's person. It runs in a process of its own so that its CPU time and
-// RSS are measured the way the gateways' are.
+// sets for the benchmark's person; timed is tuned with headgate's default upstream_timeout
+// as its transport's ResponseHeaderTimeout. It runs in a process of its own so that its CPU
+// time and RSS are measured the way the gateways' are.
 func serveBare(ctx context.Context, addr, upstreamURL, kind string, headers [][2]string) error {
 	target, err := url.Parse(upstreamURL)
 	if err != nil || target.Host == "" {
@@ -112,7 +115,12 @@ func serveBare(ctx context.Context, addr, upstreamURL, kind string, headers [][2
 	case "plain":
 	case "pooled":
 		proxy.BufferPool = &plainBufferPool{}
-	case "tuned":
+	case "tuned", "timed":
+		if kind == "timed" {
+			var defaults gateway.Config
+			defaults.SetDefaults()
+			transport.ResponseHeaderTimeout = defaults.UpstreamTimeout
+		}
 		proxy.BufferPool = &arrayBufferPool{}
 		proxy.Rewrite = func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
@@ -123,7 +131,7 @@ func serveBare(ctx context.Context, addr, upstreamURL, kind string, headers [][2
 			}
 		}
 	default:
-		return fmt.Errorf("-bare: %q is not plain, pooled or tuned", kind)
+		return fmt.Errorf("-bare: %q is not plain, pooled, tuned or timed", kind)
 	}
 	return serveUntilDone(ctx, addr, proxy, "serve bare proxy")
 }
@@ -171,8 +179,12 @@ func (p *plainBufferPool) Get() []byte {
 
 func (p *plainBufferPool) Put(b []byte) { p.pool.Put(b) }
 
-// floorName names the tuned floor, the target headgate's ratios are also taken to.
-const floorName = "tuned floor"
+// floorName names the tuned floor, the target headgate's ratios are also taken to, and
+// timedFloorName the timed floor (see serveBare), the third.
+const (
+	floorName      = "tuned floor"
+	timedFloorName = "timed floor"
+)
 
 // target is one server under load.
 type target struct {
@@ -263,8 +275,8 @@ func startEnvironment(ctx context.Context, st settings, logf func(string, ...any
 		return nil, fmt.Errorf("find redis: %w", err)
 	}
 
-	// Three bare proxies, then the two oauth2-proxy instances.
-	ports, err := testbed.FreePorts(5)
+	// Two bare proxies, then the two oauth2-proxy instances and the tuned and timed floors.
+	ports, err := testbed.FreePorts(6)
 	if err != nil {
 		return nil, err
 	}
@@ -348,11 +360,17 @@ func startEnvironment(ctx context.Context, st settings, logf func(string, ...any
 	if err != nil {
 		return nil, err
 	}
-	floor.cookie, floor.bare = memory.cookie, true
-	if got, err := identityThrough(ctx, floor.url, floor.cookie); err != nil {
+	timed, err := startBare(timedFloorName, "timed", fmt.Sprint(ports[5]), "-bare-headers", string(headers))
+	if err != nil {
 		return nil, err
-	} else if !slices.Equal(got, identity) {
-		return nil, fmt.Errorf("the tuned floor sends %q, headgate %q", got, identity)
+	}
+	for _, f := range []*target{floor, timed} {
+		f.cookie, f.bare = memory.cookie, true
+		if got, err := identityThrough(ctx, f.url, f.cookie); err != nil {
+			return nil, err
+		} else if !slices.Equal(got, identity) {
+			return nil, fmt.Errorf("the %s sends %q, headgate %q", f.name, got, identity)
+		}
 	}
 
 	for _, o := range []struct {
@@ -392,6 +410,19 @@ func startEnvironment(ctx context.Context, st settings, logf func(string, ...any
 	}
 	logf("every target answers with the upstream's page: %s", targetNames(env.targets))
 	return env, nil
+}
+
+// holdTargets prints every target's URL, process ID and session cookie, and waits until ctx
+// ends, with every target running: for measuring one by hand.
+func holdTargets(ctx context.Context, w io.Writer, env *environment, logf func(string, ...any)) error {
+	rows := [][]string{{"target", "url", "pid", "cookie"}}
+	for _, t := range env.targets {
+		rows = append(rows, []string{t.name, t.url, fmt.Sprint(t.pid), t.cookie})
+	}
+	printTable(w, rows)
+	logf("every target runs until interrupted")
+	<-ctx.Done()
+	return nil
 }
 
 // oauth2ProxyArgs configure oauth2-proxy as the issue prescribes, against the same Dex and
