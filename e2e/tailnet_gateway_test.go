@@ -325,6 +325,12 @@ func TestTailnetSignIn(t *testing.T) {
 // user. Headplane's Logout lands on headgate's page saying the device signs her in.
 func TestBrowserTailnetHeadplane(t *testing.T) {
 	t.Parallel()
+	if !testbed.InLoopbackNamespace() {
+		// Nothing can be fetched inside the namespace: Node and Headplane are made ready here.
+		if err := testbed.PrepareHeadplane(t.Context(), t.Logf); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if !inLoopbackNamespace(t) {
 		return
 	}

@@ -116,6 +116,19 @@ func (h *headplaneSetup) get(ctx context.Context, root string, logf func(string,
 	return h.node, h.dir, h.err
 }
 
+// PrepareHeadplane finds, or installs and builds, the Node binary and the Headplane build that
+// StartHeadplane runs, without a stack. A test that starts Headplane where nothing can be fetched
+// (a network namespace with loopback alone) calls it first, outside.
+func PrepareHeadplane(ctx context.Context, logf func(string, ...any)) error {
+	root, err := RepoRoot()
+	if err != nil {
+		return err
+	}
+	var setup headplaneSetup
+	_, _, err = setup.get(ctx, root, logf)
+	return err
+}
+
 // HeadplaneOptions shape one Headplane instance.
 type HeadplaneOptions struct {
 	// Config is the YAML text of Headplane's config.yaml as a deployment recipe has it. The
