@@ -118,8 +118,9 @@ headplane:
 	fi
 
 ## bench: headgate (in process, on Redis, with authorization) beside a bare Go proxy and
-## oauth2-proxy under wrk on 127.0.0.1, plus how long the real Headscale takes to list users
-## (about 5 minutes; the first run also builds oauth2-proxy, Dex and Headscale).
+## oauth2-proxy under wrk on 127.0.0.1, the instructions per request of headgate and the Go
+## proxies under valgrind's callgrind, plus how long the real Headscale takes to list users
+## (about 7 minutes; the first run also builds oauth2-proxy, Dex and Headscale).
 ## BENCH_FLAGS="-rounds 2 -duration 3s" for a quick look. Then BENCH_STREAMS concurrent event
 ## streams and WebSockets through headgate and the tuned floor (about 10 minutes; fewer when the
 ## hard limit on open files is too low for two sockets a stream; 0: skip), BENCH_STREAM_FLAGS
@@ -128,8 +129,9 @@ headplane:
 bench:
 	command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
 	command -v sqlite3 >/dev/null || (apt-get update && apt-get install -y sqlite3)
+	command -v valgrind >/dev/null || (apt-get update && apt-get install -y valgrind)
 	cd tools/bench && $(GO) build -o $(CURDIR)/$(BIN)/bench .
-	$(BIN)/bench -headscale-users 100000 $(BENCH_FLAGS)
+	$(BIN)/bench -headscale-users 100000 -instructions 10s $(BENCH_FLAGS)
 	$(GO) test -run '^$$' -bench '^Benchmark(ServeAuthenticated|ServeTailnet|Authenticate|AuthenticateDevice)$$' -benchmem -count 3 ./gateway
 	@if [ "$(BENCH_STREAMS)" != 0 ]; then $(BIN)/bench -streams $(BENCH_STREAMS) $(BENCH_STREAM_FLAGS); fi
 

@@ -68,11 +68,17 @@ type Process struct{ p *process }
 // StartProcess starts bin with args, writing its output to logPath, and waits until readyURL
 // answers 200. The error carries the tail of its log.
 func StartProcess(ctx context.Context, name, logPath, readyURL, bin string, args ...string) (*Process, error) {
+	return StartProcessWithin(ctx, name, logPath, readyURL, 30*time.Second, bin, args...)
+}
+
+// StartProcessWithin is StartProcess for a program that may take up to ready to answer (one
+// run under valgrind, say).
+func StartProcessWithin(ctx context.Context, name, logPath, readyURL string, ready time.Duration, bin string, args ...string) (*Process, error) {
 	p, err := startProcess(name, "", logPath, bin, args...)
 	if err != nil {
 		return nil, err
 	}
-	if err := p.waitHTTP(ctx, readyURL, 30*time.Second); err != nil {
+	if err := p.waitHTTP(ctx, readyURL, ready); err != nil {
 		p.stop()
 		return nil, err
 	}

@@ -23,6 +23,11 @@
 // at up to that many users; with -perf DIR it profiles every target under load with perf. Last,
 // it times -signins sign-ins through each gateway, with the CPU each gateway and Dex spend.
 //
+// With -instructions D it also counts, under valgrind's callgrind, the user-space instructions
+// per request of each Go proxy it can start again with the same session (the bare proxies, the
+// floors and headgate with Redis), driving each for D: a count repeatable within about 1%,
+// where CPU time moves by several percent with the machine (see instructions.go).
+//
 // With -sessions N it measures the Redis session store at scale instead, against a running
 // Redis (see sessions.go):
 //
@@ -79,6 +84,9 @@ type settings struct {
 	perfDir string
 	// signIns is how many sign-ins to time through each gateway (0: none).
 	signIns int
+	// instructions, when not zero, also counts instructions per request under callgrind for
+	// this long per target (see instructions.go).
+	instructions time.Duration
 	// sessions, when its n is not zero, runs the sessions benchmark instead (see sessions.go).
 	sessions sessionSettings
 
@@ -116,6 +124,8 @@ func parseFlags(args []string, stderr io.Writer) (settings, error) {
 	fs.IntVar(&st.headscaleUsers, "headscale-users", 0, "also time Headscale listing 1,000, 10,000, ... up to this many users (0: skip)")
 	fs.StringVar(&st.perfDir, "perf", "", "also profile each target with perf under load, writing profiles and reports into this directory "+
 		"(the bare proxy's symbols need a go build of this program, not go run)")
+	fs.DurationVar(&st.instructions, "instructions", 0, "also count each Go proxy's user-space instructions per request under valgrind's callgrind, "+
+		"driving it this long (whole seconds; 0: skip): repeatable where CPU time is noisy")
 	fs.IntVar(&st.signIns, "signins", 200, "sign-ins to time through each gateway, 4 at a time (0: skip)")
 	fs.IntVar(&st.sessions.n, "sessions", 0, "instead, measure session.RedisStore with this many live sessions in Redis (see -sessions-*)")
 	fs.StringVar(&st.sessions.redisAddr, "sessions-redis", "127.0.0.1:6379", "the Redis of -sessions (its keys get a prefix of their own and are deleted at the end)")
@@ -164,6 +174,9 @@ func parseFlags(args []string, stderr io.Writer) (settings, error) {
 	}
 	if st.headscaleUsers < 0 {
 		problems = append(problems, errors.New("-headscale-users: must not be negative"))
+	}
+	if st.instructions < 0 || st.instructions%time.Second != 0 {
+		problems = append(problems, errors.New("-instructions: must be a whole number of seconds, or 0"))
 	}
 	if st.signIns < 0 {
 		problems = append(problems, errors.New("-signins: must not be negative"))
@@ -241,6 +254,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if err != nil {
 		return err
 	}
+	var instructions []instructionCount
+	if st.instructions > 0 {
+		if instructions, err = countInstructions(ctx, st, wrk, env, st.instructions, logf); err != nil {
+			return err
+		}
+	}
 	var signIns []signInResult
 	if st.signIns > 0 {
 		if signIns, err = timeSignIns(ctx, env, st.signIns, logf); err != nil {
@@ -251,6 +270,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	printResults(stdout, st, env.targets, results)
 	fmt.Fprintln(stdout)
 	printRedisCounts(stdout, redisCounts)
+	if len(instructions) > 0 {
+		fmt.Fprintln(stdout)
+		printInstructions(stdout, st.instructions, instructions)
+	}
 	if len(signIns) > 0 {
 		fmt.Fprintln(stdout)
 		printSignIns(stdout, signIns)

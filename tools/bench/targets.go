@@ -200,6 +200,10 @@ type target struct {
 	bare bool
 	// signIn is the URL a browser opens to sign in through the target; empty for a bare proxy.
 	signIn string
+	// rerun, when not nil, is how a second instance of the target with the same session
+	// starts on addr: its binary and arguments. readyPath answers 200 once it serves.
+	rerun     func(addr string) (bin string, args []string, err error)
+	readyPath string
 }
 
 // environment is everything the benchmark runs: the stack (Dex, Headscale, Redis and the
@@ -304,7 +308,10 @@ func startEnvironment(ctx context.Context, st settings, logf func(string, ...any
 			return nil, err
 		}
 		env.children = append(env.children, c)
-		t := &target{name: name, url: "http://" + addr, pid: c.PID()}
+		t := &target{name: name, url: "http://" + addr, pid: c.PID(), readyPath: "/",
+			rerun: func(addr string) (string, []string, error) {
+				return self, append([]string{"-serve-bare", addr, "-upstream", env.upstream.url, "-bare", kind}, extra...), nil
+			}}
 		env.targets = append(env.targets, t)
 		return t, nil
 	}
@@ -344,8 +351,12 @@ func startEnvironment(ctx context.Context, st settings, logf func(string, ...any
 		if page.Status != http.StatusOK || page.Body != upstreamBody {
 			return nil, fmt.Errorf("%s: sign-in ended with %d, not the upstream's page: %s", g.name, page.Status, strings.Join(page.Hops, " -> "))
 		}
-		env.targets = append(env.targets, &target{name: g.name, url: gw.URL, cookie: cookieHeader(jar, gw.URL), pid: pid, redis: g.redis,
-			signIn: gw.URL + "/"})
+		t := &target{name: g.name, url: gw.URL, cookie: cookieHeader(jar, gw.URL), pid: pid, redis: g.redis, signIn: gw.URL + "/"}
+		if g.redis {
+			// Its session is in Redis, so a second instance takes the same cookie.
+			t.rerun, t.readyPath = rerunHeadgate(pid, gw.ConfigPath, env.stack.Dir), "/ping"
+		}
+		env.targets = append(env.targets, t)
 	}
 
 	// The tuned floor sets the identity headers "headgate memory" sets, and receives and drops
