@@ -47,24 +47,6 @@ func tailnetStack(t *testing.T) (*testbed.Stack, context.Context, testbed.Headsc
 	return s, ctx, alice
 }
 
-// aliceLaptop joins a node of alice's (user aliceID) to the tailnet and waits until it sees
-// headgate's node at gw.
-func aliceLaptop(t *testing.T, ctx context.Context, s *testbed.Stack, aliceID string, gw netip.Addr) *testbed.TailnetNode {
-	t.Helper()
-	key, err := s.CreatePreAuthKey(ctx, aliceID, testbed.PreAuthKeyOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	laptop, err := s.StartTailnetNode(ctx, "alice-laptop", key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := laptop.WaitPeer(ctx, gw); err != nil {
-		t.Fatal(err)
-	}
-	return laptop
-}
-
 // tailnetGateway starts, in s (a stack with a DERP relay and the tailnet build), a headgate
 // instance with opts, joined to the tailnet as "headgate" with a pre-auth key tagged
 // tag:headgate, and returns it with its tailnet address once Headscale lists its node.
@@ -142,6 +124,40 @@ func tailnetFetchWithin(ctx context.Context, bound time.Duration, node *testbed.
 	return resp.StatusCode, string(body), err
 }
 
+// untilRefused asks headgate at gw for path from node until it no longer lets the request
+// through (a refusal, or no answer at all once headgate's node has dropped the peer), logs how
+// long that took after what (the change in Headscale just made), and fails the test when it
+// took longer than identity_ttl and revocationSlack.
+func untilRefused(t *testing.T, ctx context.Context, node *testbed.TailnetNode, gw netip.Addr, path, device, after string) {
+	t.Helper()
+	var refusal string
+	took := eventually(t, device+" is no longer let in", time.Minute, 100*time.Millisecond, func() (bool, string) {
+		status, body, err := tailnetFetchWithin(ctx, time.Second, node, gw, path, http.Header{"Accept": {"text/html"}})
+		if err == nil && status == http.StatusOK {
+			return false, "200"
+		}
+		refusal = fmt.Sprintf("%d %v", status, err)
+		if title, ok := pageTitle(body); ok {
+			refusal += " (headgate's page: " + title + ")"
+		}
+		return true, refusal
+	})
+	t.Logf("%s was no longer let in %s after %s (identity_ttl %s): %s", device, took.Round(time.Millisecond), after, tailnetIdentityTTL, refusal)
+	if took > tailnetIdentityTTL+revocationSlack {
+		t.Errorf("%s was let in for %s, want within identity_ttl (%s) and %s", device, took, tailnetIdentityTTL, revocationSlack)
+	}
+}
+
+// pageTitle returns the <title> of an HTML page.
+func pageTitle(body string) (string, bool) {
+	_, rest, ok := strings.Cut(body, "<title>")
+	if !ok {
+		return "", false
+	}
+	title, _, ok := strings.Cut(rest, "</title>")
+	return title, ok
+}
+
 // TestTailnetSignIn: headgate joins the tailnet as a node of its own (real Headscale, a
 // pre-auth key, every packet through the loopback DERP relay, inside a network namespace with
 // loopback alone). A request from alice's device reaches the upstream as alice, with her
@@ -158,7 +174,7 @@ func TestTailnetSignIn(t *testing.T) {
 	g, gw := tailnetGateway(t, ctx, s, alice.ID, testbed.GatewayOptions{Extra: map[string]any{
 		"routes": []map[string]any{{"path": "/owner", "upstream": s.Upstream.URL, "from_tailnet": "sign_in"}},
 	}})
-	laptop := aliceLaptop(t, ctx, s, alice.ID, gw)
+	laptop := joinTailnet(t, ctx, s, "alice-laptop", alice.ID, testbed.PreAuthKeyOptions{}, gw)
 
 	forged := http.Header{"X-Headscale-User": {"root"}, "X-Headscale-User-Id": {"1000"}, "X-Forwarded-User": {"root"}}
 	var (
@@ -219,17 +235,7 @@ func TestTailnetSignIn(t *testing.T) {
 	})
 
 	t.Run("tagged device", func(t *testing.T) {
-		key, err := s.CreatePreAuthKey(ctx, alice.ID, testbed.PreAuthKeyOptions{Tags: []string{"tag:ci"}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		runner, err := s.StartTailnetNode(ctx, "ci-runner", key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := runner.WaitPeer(ctx, gw); err != nil {
-			t.Fatal(err)
-		}
+		runner := joinTailnet(t, ctx, s, "ci-runner", alice.ID, testbed.PreAuthKeyOptions{Tags: []string{"tag:ci"}}, gw)
 		status, body, err := tailnetFetch(ctx, runner, gw, "/tailnet/tagged", http.Header{"Accept": {"text/html"}})
 		if err != nil {
 			t.Fatal(err)
@@ -243,17 +249,7 @@ func TestTailnetSignIn(t *testing.T) {
 	})
 
 	t.Run("expired device", func(t *testing.T) {
-		key, err := s.CreatePreAuthKey(ctx, alice.ID, testbed.PreAuthKeyOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		phone, err := s.StartTailnetNode(ctx, "alice-phone", key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := phone.WaitPeer(ctx, gw); err != nil {
-			t.Fatal(err)
-		}
+		phone := joinTailnet(t, ctx, s, "alice-phone", alice.ID, testbed.PreAuthKeyOptions{}, gw)
 		if status, body, err := tailnetFetch(ctx, phone, gw, "/tailnet/phone", nil); err != nil || status != http.StatusOK {
 			t.Fatalf("before the expiry: got %d %q, %v; want 200", status, body, err)
 		}
@@ -264,22 +260,7 @@ func TestTailnetSignIn(t *testing.T) {
 		if err := s.ExpireNode(ctx, node.ID); err != nil {
 			t.Fatal(err)
 		}
-		var refusal string
-		took := eventually(t, "the expired device is no longer let in", time.Minute, 100*time.Millisecond, func() (bool, string) {
-			status, body, err := tailnetFetchWithin(ctx, time.Second, phone, gw, "/tailnet/expired", http.Header{"Accept": {"text/html"}})
-			if err == nil && status == http.StatusOK {
-				return false, "200"
-			}
-			refusal = fmt.Sprintf("%d %v", status, err)
-			if strings.Contains(body, "Device key expired") {
-				refusal += " (headgate's page: Device key expired)"
-			}
-			return true, refusal
-		})
-		t.Logf("an expired device was no longer let in %s after `headscale nodes expire`: %s", took.Round(time.Millisecond), refusal)
-		if took > tailnetIdentityTTL+revocationSlack {
-			t.Errorf("the expired device was let in for %s, want within identity_ttl (%s) and %s", took, tailnetIdentityTTL, revocationSlack)
-		}
+		untilRefused(t, ctx, phone, gw, "/tailnet/expired", "an expired device", "`headscale nodes expire`")
 	})
 
 	t.Run("removed device", func(t *testing.T) {
@@ -294,21 +275,7 @@ func TestTailnetSignIn(t *testing.T) {
 			t.Fatal(err)
 		}
 		removed := time.Now()
-		// Until then its requests may still pass; after, none may: a refusal, or no answer at all
-		// once headgate's node has dropped the peer.
-		var refusal string
-		took := eventually(t, "the removed device is no longer let in", time.Minute, 100*time.Millisecond, func() (bool, string) {
-			status, body, err := tailnetFetchWithin(ctx, time.Second, laptop, gw, "/tailnet/after", nil)
-			if err == nil && status == http.StatusOK {
-				return false, "200"
-			}
-			refusal = fmt.Sprintf("%d %q %v", status, body, err)
-			return true, refusal
-		})
-		t.Logf("a removed device was no longer let in %s after its removal (identity_ttl %s): %s", took.Round(time.Millisecond), tailnetIdentityTTL, refusal)
-		if took > tailnetIdentityTTL+revocationSlack {
-			t.Errorf("the removed device was let in for %s, want within identity_ttl (%s) and %s", took, tailnetIdentityTTL, revocationSlack)
-		}
+		untilRefused(t, ctx, laptop, gw, "/tailnet/after", "a removed device", "its removal")
 		n := len(s.Upstream.Requests("/tailnet/after"))
 		if status, _, err := tailnetFetch(ctx, laptop, gw, "/tailnet/after", nil); err == nil && status == http.StatusOK {
 			t.Errorf("the removed device was let in again %s after its removal", time.Since(removed).Round(time.Millisecond))
@@ -337,7 +304,7 @@ func TestBrowserTailnetHeadplane(t *testing.T) {
 	s, ctx, alice := tailnetStack(t)
 	hp := startHeadplane(t, s, testbed.HeadplaneOptions{Config: readmeBlock(t, "# Headplane's config.yaml: the keys for headgate")})
 	_, gw := tailnetGateway(t, ctx, s, alice.ID, headplaneGateway(t, hp, nil))
-	laptop := aliceLaptop(t, ctx, s, alice.ID, gw)
+	laptop := joinTailnet(t, ctx, s, "alice-laptop", alice.ID, testbed.PreAuthKeyOptions{}, gw)
 	proxyURL, stopProxy, err := laptop.ServeProxy()
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -34,6 +35,24 @@ func inLoopbackNamespace(t *testing.T) bool {
 		t.Fatal(err)
 	}
 	return inside
+}
+
+// joinTailnet joins a node named hostname to the tailnet with a new pre-auth key of the user
+// userID, made with opts, and waits until the node sees peer.
+func joinTailnet(t *testing.T, ctx context.Context, s *testbed.Stack, hostname, userID string, opts testbed.PreAuthKeyOptions, peer netip.Addr) *testbed.TailnetNode {
+	t.Helper()
+	key, err := s.CreatePreAuthKey(ctx, userID, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.StartTailnetNode(ctx, hostname, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.WaitPeer(ctx, peer); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // tailnetIdentity is what the WhoIs server node answers: who its tailnet peer is.
@@ -205,14 +224,7 @@ func TestTailnetHarness(t *testing.T) {
 	}
 
 	t.Run("tagged node has no user", func(t *testing.T) {
-		tagKey, err := s.CreatePreAuthKey(ctx, alice.ID, testbed.PreAuthKeyOptions{Tags: []string{"tag:server"}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		tagged, err := s.StartTailnetNode(ctx, "tagged-box", tagKey)
-		if err != nil {
-			t.Fatal(err)
-		}
+		tagged := joinTailnet(t, ctx, s, "tagged-box", alice.ID, testbed.PreAuthKeyOptions{Tags: []string{"tag:server"}}, server.IPv4())
 		id, _, err := askWhoIs(ctx, tagged, server)
 		if err != nil {
 			t.Fatal(err)

@@ -240,9 +240,6 @@ func TestForwardAuthRoutes(t *testing.T) {
 	}
 }
 
-// TestAssertionOnRequests: every authenticated request carries an assertion an upstream
-// verifies with go-oidc from headgate's published keys, for its own route only; a client's
-// copy of the header never arrives; skip_auth requests carry none.
 // verifyAssertion verifies token for the route named audience as an upstream does, from the
 // gateway's published keys, and returns the provider it discovered and the verified token.
 func verifyAssertion(t *testing.T, e *testEnv, audience, token string) (*oidc.Provider, *oidc.IDToken) {
@@ -259,6 +256,9 @@ func verifyAssertion(t *testing.T, e *testEnv, audience, token string) (*oidc.Pr
 	return provider, idt
 }
 
+// TestAssertionOnRequests: every authenticated request carries an assertion an upstream
+// verifies with go-oidc from headgate's published keys, for its own route only; a client's
+// copy of the header never arrives; skip_auth requests carry none.
 func TestAssertionOnRequests(t *testing.T) {
 	other := newRecorder(t, nil)
 	e := newTestEnv(t, func(o *envOptions) {

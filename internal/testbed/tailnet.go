@@ -41,8 +41,8 @@ type PreAuthKeyOptions struct {
 }
 
 // CreatePreAuthKey creates a Headscale pre-auth key for the user with id (HeadscaleUser.ID),
-// usable for an hour, as an administrator does on the command line, and returns the key. Headscale 0.26 and later
-// take the user's ID in --user (older releases took a name).
+// usable for an hour, as an administrator does on the command line, and returns the key.
+// Headscale 0.26 and later take the user's ID in --user (older releases took a name).
 func (s *Stack) CreatePreAuthKey(ctx context.Context, userID string, opts PreAuthKeyOptions) (string, error) {
 	args := []string{"preauthkeys", "create", "--user", userID, "--expiration", "1h"}
 	if opts.Reusable {
@@ -55,12 +55,12 @@ func (s *Stack) CreatePreAuthKey(ctx context.Context, userID string, opts PreAut
 	if err != nil {
 		return "", fmt.Errorf("create headscale pre-auth key for user %s: %w", userID, err)
 	}
-	// The key is the last line printed; a release may warn on lines before it.
-	lines := strings.Fields(strings.TrimSpace(string(out)))
-	if len(lines) == 0 {
+	// The key is the last word printed; a release may warn before it.
+	words := strings.Fields(string(out))
+	if len(words) == 0 {
 		return "", fmt.Errorf("create headscale pre-auth key for user %s: the command printed no key", userID)
 	}
-	return lines[len(lines)-1], nil
+	return words[len(words)-1], nil
 }
 
 // HeadscaleNode is a node as `headscale nodes list -o json` lists it: the fields the tests use.

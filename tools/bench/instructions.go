@@ -45,11 +45,12 @@ func (c instructionCount) perRequest() float64 {
 }
 
 // countInstructions starts a second instance of each target it can run again with the same
-// session, one at a time and each on a port of its own, under callgrind: headgate with the
-// configuration of "headgate redis" (whose session is in Redis, so the benchmark's cookie holds
-// for the new process), and the tuned and the timed floor. Each is warmed up, its counts are
-// zeroed, wrk drives it for d, and its instructions are divided by wrk's requests.
-func countInstructions(ctx context.Context, st settings, wrk string, env *environment, d time.Duration, logf func(string, ...any)) ([]instructionCount, error) {
+// session, one at a time and each on a port of its own, under callgrind: the bare proxies,
+// headgate with the configuration of "headgate redis" (whose session is in Redis, so the
+// benchmark's cookie holds for the new process), and the tuned and the timed floor. Each is
+// warmed up, its counts are zeroed, wrk drives it for st.instructions, and its instructions
+// are divided by wrk's requests.
+func countInstructions(ctx context.Context, st settings, wrk string, env *environment, logf func(string, ...any)) ([]instructionCount, error) {
 	valgrind, err := exec.LookPath("valgrind")
 	if err != nil {
 		return nil, errors.New("-instructions: valgrind is not installed (apt-get install -y valgrind)")
@@ -87,7 +88,7 @@ func countInstructions(ctx context.Context, st settings, wrk string, env *enviro
 			return nil, err
 		}
 		c, err := measureInstructions(ctx, st, wrk, script, env, &target{name: t.name, url: "http://" + addr, cookie: t.cookie, pid: p.PID()},
-			control, out, d)
+			control, out, st.instructions)
 		p.Stop()
 		if err != nil {
 			return nil, fmt.Errorf("%s under callgrind: %w", t.name, err)

@@ -258,7 +258,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if st.instructions > 0 {
 		// Counting needs valgrind to cope with each target; a failure there costs the count,
 		// not the measurements before it.
-		counts, countErr := countInstructions(ctx, st, wrk, env, st.instructions, logf)
+		counts, countErr := countInstructions(ctx, st, wrk, env, logf)
 		if countErr != nil {
 			if ctx.Err() != nil {
 				return countErr

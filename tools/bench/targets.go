@@ -300,18 +300,19 @@ func startEnvironment(ctx context.Context, st settings, logf func(string, ...any
 		return nil, fmt.Errorf("find this program to run the bare proxy: %w", err)
 	}
 	startBare := func(name, kind, port string, extra ...string) (*target, error) {
+		// rerun is also how this first instance starts.
+		rerun := func(addr string) (string, []string, error) {
+			return self, append([]string{"-serve-bare", addr, "-upstream", env.upstream.url, "-bare", kind}, extra...), nil
+		}
 		addr := "127.0.0.1:" + port
 		logName := strings.ReplaceAll(name, " ", "-") + ".log"
-		args := append([]string{"-serve-bare", addr, "-upstream", env.upstream.url, "-bare", kind}, extra...)
+		_, args, _ := rerun(addr)
 		c, err := testbed.StartProcess(ctx, name, filepath.Join(env.stack.Dir, logName), "http://"+addr+"/", self, args...)
 		if err != nil {
 			return nil, err
 		}
 		env.children = append(env.children, c)
-		t := &target{name: name, url: "http://" + addr, pid: c.PID(), readyPath: "/",
-			rerun: func(addr string) (string, []string, error) {
-				return self, append([]string{"-serve-bare", addr, "-upstream", env.upstream.url, "-bare", kind}, extra...), nil
-			}}
+		t := &target{name: name, url: "http://" + addr, pid: c.PID(), readyPath: "/", rerun: rerun}
 		env.targets = append(env.targets, t)
 		return t, nil
 	}
